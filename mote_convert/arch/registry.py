@@ -1,0 +1,100 @@
+"""Architecture definitions loaded from ``configs/architectures/*.yaml``, looked up by model_type.
+
+Adding a family is a YAML file: which config holds the language model, the FFN kind, the key
+patterns of its decoder FFNs in checkpoints, and the module path in the loaded transformers model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from mote_convert.arch.ffn import FfnKind, get_ffn_kind
+from mote_convert.errors import UnsupportedArchitectureError
+from mote_convert.resources import architecture_dir
+
+LAYER_FIELD = "{layer}"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where a model family keeps its decoder FFNs."""
+
+    name: str
+    model_types: tuple[str, ...]
+    description: str
+    text_config: str | None  # key of the language model's sub-config in config.json; None: top level
+    ffn_kind: FfnKind
+    ffn_prefixes: tuple[str, ...]  # checkpoint key prefixes of layer {layer}'s FFN, one per key style
+    module_path: str  # attribute path of layer {layer}'s FFN in the loaded transformers model
+    num_layers_key: str = "num_hidden_layers"
+    hidden_size_key: str = "hidden_size"
+    intermediate_size_key: str = "intermediate_size"
+
+    def text_config_of(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The language model's config inside a full config.json mapping."""
+        if self.text_config is None:
+            return config
+        sub = config.get(self.text_config)
+        if not isinstance(sub, Mapping):
+            raise UnsupportedArchitectureError(
+                f"config.json of model_type {config.get('model_type')!r} has no {self.text_config!r} object"
+            )
+        return sub
+
+    def prefixes_for(self, layer: int) -> tuple[str, ...]:
+        """Every key style's FFN prefix for one decoder layer."""
+        return tuple(p.replace(LAYER_FIELD, str(layer)) for p in self.ffn_prefixes)
+
+
+def _load_definition(path: Path) -> Architecture:
+    try:
+        data = yaml.safe_load(path.read_text())
+        prefixes = tuple(data["ffn_prefixes"])
+        if not prefixes or not all(LAYER_FIELD in p for p in prefixes):
+            raise ValueError(f"every ffn_prefixes entry needs {LAYER_FIELD}")
+        return Architecture(
+            name=str(data["name"]),
+            model_types=tuple(data["model_types"]),
+            description=str(data.get("description", "")),
+            text_config=data.get("text_config"),
+            ffn_kind=get_ffn_kind(str(data["ffn_kind"])),
+            ffn_prefixes=prefixes,
+            module_path=str(data["module_path"]),
+            num_layers_key=str(data.get("num_layers_key", "num_hidden_layers")),
+            hidden_size_key=str(data.get("hidden_size_key", "hidden_size")),
+            intermediate_size_key=str(data.get("intermediate_size_key", "intermediate_size")),
+        )
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise UnsupportedArchitectureError(f"architecture definition {path} is invalid: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def _registry() -> dict[str, Architecture]:
+    registry: dict[str, Architecture] = {}
+    for path in sorted(architecture_dir().glob("*.yaml")):
+        arch = _load_definition(path)
+        for model_type in arch.model_types:
+            if model_type in registry:
+                raise UnsupportedArchitectureError(f"model_type {model_type!r} is defined twice ({path})")
+            registry[model_type] = arch
+    return registry
+
+
+def list_architectures() -> tuple[Architecture, ...]:
+    """Every architecture definition, once each, by name."""
+    unique = {arch.name: arch for arch in _registry().values()}
+    return tuple(unique[name] for name in sorted(unique))
+
+
+def get_architecture(model_type: str | None) -> Architecture:
+    """The definition for a config's model_type; an unknown one lists the supported types."""
+    registry = _registry()
+    if model_type in registry:
+        return registry[model_type]
+    known = ", ".join(sorted(registry))
+    raise UnsupportedArchitectureError(f"unsupported model_type {model_type!r}; supported: {known}")

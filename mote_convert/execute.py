@@ -1,0 +1,117 @@
+"""The single streaming loop that turns a validated plan into safetensors shards.
+
+Each output tensor is produced by the transform registered for its plan op and written straight
+into its shard; only a tensor's worth of data (plus the small packed codes of the current layer,
+reused by every expert) is held at once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mote_convert.errors import PlanError
+from mote_convert.io.reader import TensorReader
+from mote_convert.io.writer import ShardWriter, write_index
+from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ROUTER, ConversionPlan, PlanEntry
+from mote_convert.quant.packing import quantize_pack
+
+SAFETENSORS_METADATA = {"format": "pt", "mote_format": "1"}
+
+ProgressFn = Callable[[int], None]  # called with the bytes just written
+
+
+class TransformContext:
+    """What transforms share: the source reader and the latest layer's quantized weights."""
+
+    def __init__(self, plan: ConversionPlan, reader: TensorReader, cache_size: int = 8) -> None:
+        self.plan = plan
+        self.reader = reader
+        self._quantized: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def quantized(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(packed codes, gamma) of a source weight, computed once for all experts that share it."""
+        hit = self._quantized.get(source)
+        if hit is not None:
+            self._quantized.move_to_end(source)
+            return hit
+        result = quantize_pack(self.reader.read(source))
+        self._quantized[source] = result
+        if len(self._quantized) > self._cache_size:
+            self._quantized.popitem(last=False)
+        return result
+
+
+Transform = Callable[[PlanEntry, TransformContext], torch.Tensor]
+TRANSFORMS: dict[str, Transform] = {}
+
+
+def transform(op: str) -> Callable[[Transform], Transform]:
+    """Decorator: register the function that produces the output tensor of plan op ``op``."""
+
+    def register(fn: Transform) -> Transform:
+        TRANSFORMS[op] = fn
+        return fn
+
+    return register
+
+
+@transform(COPY)
+def _copy(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
+    return ctx.reader.read(entry.source)  # type: ignore[arg-type]
+
+
+@transform(EXPERT_PACKED)
+def _expert_packed(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
+    return ctx.quantized(entry.source)[0]  # type: ignore[arg-type]
+
+
+@transform(EXPERT_SCALE)
+def _expert_scale(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
+    return ctx.quantized(entry.source)[1].reshape(1)  # type: ignore[arg-type]
+
+
+@transform(ROUTER)
+def _router(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
+    generator = torch.Generator(device="cpu").manual_seed(entry.seed)  # type: ignore[arg-type]
+    weight = torch.empty(entry.out.shape, dtype=torch.float32)
+    return weight.normal_(mean=0.0, std=ctx.plan.router_std, generator=generator)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The files one execution wrote."""
+
+    files: tuple[str, ...]
+    bytes_written: int
+
+
+def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = None) -> ExecutionResult:
+    """Write every tensor of ``plan`` into size-capped shards under ``out_dir``, plus the index json."""
+    missing = sorted({e.op for e in plan.entries} - set(TRANSFORMS))
+    if missing:
+        raise PlanError(f"no transform registered for op {missing[0]!r}")
+    entries = {e.out.name: e for e in plan.entries}
+    written = 0
+    with TensorReader(plan.source) as reader:
+        ctx = TransformContext(plan, reader)
+        for shard in plan.shards:
+            writer = ShardWriter(out_dir / shard.file, shard, SAFETENSORS_METADATA)
+            try:
+                for spec in shard.tensors:
+                    entry = entries[spec.name]
+                    n = writer.write(spec.name, TRANSFORMS[entry.op](entry, ctx))
+                    written += n
+                    if progress is not None:
+                        progress(n)
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+    write_index(out_dir, plan.shards)
+    return ExecutionResult(tuple(s.file for s in plan.shards), written)

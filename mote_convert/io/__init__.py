@@ -1,0 +1,1 @@
+"""Checkpoint I/O: header-only index, lazy one-tensor-at-a-time reads, streaming shard writes."""

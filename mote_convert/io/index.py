@@ -1,0 +1,154 @@
+"""The tensor index of a checkpoint directory, from safetensors headers only (no tensor data read).
+
+A checkpoint is ``model.safetensors``, or shards listed by ``model.safetensors.index.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from safetensors import SafetensorError, safe_open
+
+from mote_convert.errors import CorruptCheckpointError, InputNotFoundError
+from mote_convert.io.dtypes import itemsize
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as a safetensors header describes it."""
+
+    name: str
+    dtype: str  # safetensors name: F16, BF16, F32, U8, ...
+    shape: tuple[int, ...]
+    file: str  # file name inside the checkpoint directory
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data."""
+        return self.numel * itemsize(self.dtype)
+
+
+@dataclass(frozen=True)
+class CheckpointIndex:
+    """Every tensor of a checkpoint directory, plus each file's header metadata."""
+
+    root: Path
+    tensors: Mapping[str, TensorInfo]
+    files: tuple[str, ...]
+    metadata: Mapping[str, Mapping[str, str]]  # file -> __metadata__
+    sharded: bool
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tensors
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        return self.tensors[name]
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        return iter(self.tensors.values())
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of tensor data across all files."""
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def weight_files(self) -> tuple[Path, ...]:
+        """Absolute paths of the safetensors files."""
+        return tuple(self.root / f for f in self.files)
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Read one safetensors file's header: its tensors and ``__metadata__``.
+
+    safetensors itself checks the header against the file size, so a truncated or corrupt file
+    fails here, before any conversion starts.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {}
+            for name in handle.keys():
+                view = handle.get_slice(name)
+                tensors[name] = TensorInfo(name, view.get_dtype(), tuple(view.get_shape()), path.name)
+    except SafetensorError as exc:
+        raise CorruptCheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return tensors, metadata
+
+
+def load_index(root: str | Path) -> CheckpointIndex:
+    """Index a checkpoint directory's safetensors weights from their headers."""
+    root = Path(root)
+    if not root.exists():
+        raise InputNotFoundError(f"{root}: no such file or directory")
+    if not root.is_dir():
+        raise InputNotFoundError(f"{root}: not a directory (give a Hugging Face checkpoint directory)")
+    index_path = root / INDEX_FILE
+    if index_path.is_file():
+        weight_map = _read_weight_map(index_path)
+        files = tuple(sorted(set(weight_map.values())))
+        sharded = True
+    elif (root / SINGLE_FILE).is_file():
+        weight_map = None
+        files = (SINGLE_FILE,)
+        sharded = False
+    else:
+        raise InputNotFoundError(f"{root}: no safetensors weights ({SINGLE_FILE} or {INDEX_FILE})")
+
+    tensors: dict[str, TensorInfo] = {}
+    metadata: dict[str, dict[str, str]] = {}
+    for file_name in files:
+        path = root / file_name
+        if not path.is_file():
+            raise CorruptCheckpointError(f"{index_path}: lists {file_name}, which is missing")
+        file_tensors, metadata[file_name] = read_header(path)
+        for name, info in file_tensors.items():
+            if name in tensors:
+                raise CorruptCheckpointError(f"{root}: tensor {name} is stored in two files")
+            tensors[name] = info
+    if weight_map is not None:
+        _check_weight_map(index_path, weight_map, tensors)
+    ordered = {name: tensors[name] for name in sorted(tensors)}
+    return CheckpointIndex(root, ordered, files, metadata, sharded)
+
+
+def _read_weight_map(index_path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(index_path.read_text())
+        weight_map = data["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(f"{index_path}: not a valid safetensors index ({exc})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CorruptCheckpointError(f"{index_path}: weight_map must map tensor names to file names")
+    for file_name in weight_map.values():
+        if Path(file_name).name != file_name:
+            raise CorruptCheckpointError(f"{index_path}: file {file_name!r} is not inside the checkpoint")
+    return weight_map
+
+
+def _check_weight_map(index_path: Path, weight_map: dict[str, str], tensors: dict[str, TensorInfo]) -> None:
+    for name, file_name in weight_map.items():
+        info = tensors.get(name)
+        if info is None:
+            raise CorruptCheckpointError(f"{index_path}: lists {name} in {file_name}, which does not hold it")
+        if info.file != file_name:
+            raise CorruptCheckpointError(f"{index_path}: lists {name} in {file_name}, but it is in {info.file}")
+    extra = sorted(set(tensors) - set(weight_map))
+    if extra:
+        raise CorruptCheckpointError(f"{index_path}: does not list tensor {extra[0]} ({tensors[extra[0]].file})")

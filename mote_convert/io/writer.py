@@ -1,0 +1,199 @@
+"""Size-capped safetensors shards written by streaming, and the write-beside-then-rename output.
+
+safetensors can only save tensors it holds in memory all at once. Since a conversion plan knows
+every output tensor's name, dtype and shape before any data exists, each shard's header is written
+from the plan first and the tensor bytes are streamed in after it, one tensor at a time: peak memory
+is a few tensors, whatever the shard or model size. The files are ordinary safetensors files that
+``safe_open`` and ``from_pretrained`` read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Iterable, Mapping, Sequence
+
+import torch
+
+from mote_convert.errors import MoteError, OutputExistsError
+from mote_convert.io.dtypes import itemsize, safetensors_dtype
+from mote_convert.io.index import INDEX_FILE, SINGLE_FILE
+
+HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An output tensor as its header entry states it."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data."""
+        n = itemsize(self.dtype)
+        for dim in self.shape:
+            n *= dim
+        return n
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One output file and the tensors it holds, in write order."""
+
+    file: str
+    tensors: tuple[TensorSpec, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data in this shard."""
+        return sum(t.nbytes for t in self.tensors)
+
+
+def plan_shards(tensors: Sequence[TensorSpec], max_shard_size: int) -> tuple[Shard, ...]:
+    """Split tensors, in order, into shards of at most ``max_shard_size`` data bytes.
+
+    As in transformers, a tensor larger than the cap gets a shard of its own. One shard is named
+    ``model.safetensors``; several are ``model-0000i-of-0000N.safetensors``.
+    """
+    groups: list[list[TensorSpec]] = []
+    size = 0
+    for spec in tensors:
+        if not groups or (size + spec.nbytes > max_shard_size and groups[-1]):
+            groups.append([])
+            size = 0
+        groups[-1].append(spec)
+        size += spec.nbytes
+    if not groups:
+        groups = [[]]
+    if len(groups) == 1:
+        return (Shard(SINGLE_FILE, tuple(groups[0])),)
+    n = len(groups)
+    return tuple(Shard(f"model-{i + 1:05d}-of-{n:05d}.safetensors", tuple(g)) for i, g in enumerate(groups))
+
+
+def encode_header(tensors: Iterable[TensorSpec], metadata: Mapping[str, str]) -> bytes:
+    """The 8-byte length prefix plus the padded JSON header of a safetensors file."""
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for spec in tensors:
+        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
+        offset += spec.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % HEADER_ALIGNMENT)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+class ShardWriter:
+    """Write one safetensors file whose header is known up front; tensors must come in order."""
+
+    def __init__(self, path: Path, shard: Shard, metadata: Mapping[str, str]) -> None:
+        self.path = path
+        self.shard = shard
+        self._next = 0
+        self._fh: BinaryIO = open(path, "wb")
+        self._fh.write(encode_header(shard.tensors, metadata))
+
+    def write(self, name: str, tensor: torch.Tensor) -> int:
+        """Append tensor ``name``'s bytes; it must be the next one in the header, with its dtype and shape."""
+        if self._next >= len(self.shard.tensors):
+            raise MoteError(f"internal: {self.path.name} got an extra tensor {name}")
+        spec = self.shard.tensors[self._next]
+        if spec.name != name:
+            raise MoteError(f"internal: {self.path.name} expected {spec.name}, got {name}")
+        if safetensors_dtype(tensor.dtype) != spec.dtype or tuple(tensor.shape) != spec.shape:
+            raise MoteError(
+                f"internal: {name} is {safetensors_dtype(tensor.dtype)} {tuple(tensor.shape)}, "
+                f"the header says {spec.dtype} {spec.shape}"
+            )
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        self._fh.write(memoryview(data.numpy()))
+        self._next += 1
+        return spec.nbytes
+
+    def close(self) -> None:
+        """Finish the file; every tensor of the header must have been written."""
+        self._fh.close()
+        if self._next != len(self.shard.tensors):
+            missing = self.shard.tensors[self._next].name
+            raise MoteError(f"internal: {self.path.name} closed before {missing} was written")
+
+    def abort(self) -> None:
+        """Close without checks (the staging directory is about to be removed)."""
+        self._fh.close()
+
+
+def write_index(directory: Path, shards: Sequence[Shard]) -> None:
+    """Write ``model.safetensors.index.json`` for several shards (nothing for one file)."""
+    if len(shards) < 2:
+        return
+    weight_map = {spec.name: shard.file for shard in shards for spec in shard.tensors}
+    index = {
+        "metadata": {"total_size": sum(s.nbytes for s in shards)},
+        "weight_map": dict(sorted(weight_map.items())),
+    }
+    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+class StagedOutput:
+    """A directory written beside its final place and renamed into it only when complete.
+
+    Use as a context manager: on success the staging directory replaces ``final`` (an existing
+    ``final`` only with ``overwrite``); on any error it is removed, and ``final`` is untouched.
+    """
+
+    def __init__(self, final: str | Path, *, overwrite: bool = False, protect: Sequence[Path] = ()) -> None:
+        self.final = Path(final).absolute()
+        self.overwrite = overwrite
+        check_output_path(self.final, overwrite=overwrite, protect=protect)
+        self.path = self.final.parent / f".{self.final.name}.partial-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> Path:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir()
+        return self.path
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        try:
+            self._commit()
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
+    def _commit(self) -> None:
+        if not self.final.exists():
+            os.replace(self.path, self.final)
+            return
+        if not self.overwrite:  # appeared while we were writing
+            raise OutputExistsError(f"{self.final} already exists (use --overwrite to replace it)")
+        trash = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(self.final, trash)
+        os.replace(self.path, self.final)
+        if trash.is_dir():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink(missing_ok=True)
+
+
+def check_output_path(final: Path, *, overwrite: bool, protect: Sequence[Path] = ()) -> None:
+    """Refuse an existing output without ``overwrite``, and any output that overlaps an input."""
+    final = final.resolve()
+    for src in protect:
+        src = Path(src).resolve()
+        if final == src or src.is_relative_to(final) or final.is_relative_to(src):
+            raise OutputExistsError(f"output {final} overlaps the input {src}; choose another output path")
+    if final.exists() and not overwrite:
+        raise OutputExistsError(f"{final} already exists (use --overwrite to replace it)")

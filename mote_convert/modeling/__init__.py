@@ -1,0 +1,1 @@
+"""MoTE modules for transformers models (load, run, train)."""

@@ -1,0 +1,76 @@
+"""BitNet b1.58 quantizers exactly as SPEC section 1 states them; pure tensors in and out.
+
+    gamma  = max(mean(|W|), 1e-5)              one scale per tensor, float32
+    T      = clamp(round(W / gamma), -1, 1)    round half to even (torch.round)
+    s_x    = 127 / max(max_j |x_j|, 1e-5)      per token, last dimension
+    x_q    = clamp(round(x * s_x), -128, 127)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mote_convert.errors import TernaryInputError
+
+SCALE_EPS = 1e-5
+ACT_EPS = 1e-5
+ACT_QMAX = 127.0
+ACT_QMIN = -128.0
+
+
+def _check_float_weight(weight: torch.Tensor) -> None:
+    if not isinstance(weight, torch.Tensor):
+        raise TernaryInputError(f"expected a tensor, got {type(weight).__name__}")
+    if not weight.is_floating_point():
+        raise TernaryInputError(f"expected a floating-point weight, got dtype {weight.dtype}")
+    if weight.dim() != 2:
+        raise TernaryInputError(f"expected a 2-D weight [out, in], got shape {tuple(weight.shape)}")
+
+
+def absmean_scale(weight: torch.Tensor) -> torch.Tensor:
+    """Return gamma = max(mean(|W|), 1e-5) as a float32 0-d tensor."""
+    _check_float_weight(weight)
+    w32 = weight.to(torch.float32)
+    # abs in place where .to() made a copy; a float32 input is never written to.
+    w32 = w32.abs() if w32.data_ptr() == weight.data_ptr() else w32.abs_()
+    return w32.mean().clamp_min(SCALE_EPS)
+
+
+def ternary_codes(weight: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Return T = clamp(round(W / gamma), -1, 1) as int8, computed in float32."""
+    _check_float_weight(weight)
+    codes = weight.to(torch.float32)
+    if codes.data_ptr() == weight.data_ptr():
+        codes = codes.clone()  # never write into the caller's float32 tensor
+    codes.div_(gamma).round_().clamp_(-1.0, 1.0)
+    return codes.to(torch.int8)
+
+
+def ternarize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize a 2-D float weight to (codes int8 in {-1,0,1}, gamma float32 0-d)."""
+    gamma = absmean_scale(weight)
+    return ternary_codes(weight, gamma), gamma
+
+
+def fixed_point_latent(codes: torch.Tensor, gamma: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Decode codes to the latent weight that re-quantizes to exactly (codes, gamma).
+
+    ``latent = (gamma / mean(|T|)) * T``: its absmean is gamma, so ``round(latent / gamma)`` is T
+    again. An all-zero T decodes to zeros (whose re-quantization is all zeros too).
+    """
+    t = codes.to(torch.float32)
+    density = t.abs().mean()
+    if density.item() == 0.0:
+        return torch.zeros_like(t, dtype=dtype)
+    return (t * (gamma.to(torch.float32) / density)).to(dtype)
+
+
+def activation_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token INT8 absmax quantization: returns (x_q as float values in [-128, 127], s_x).
+
+    ``x_q / s_x`` is the dequantized activation. Computed in float32 whatever x's dtype.
+    """
+    xf = x.to(torch.float32)
+    s_x = ACT_QMAX / xf.abs().amax(dim=-1, keepdim=True).clamp_min(ACT_EPS)
+    x_q = (xf * s_x).round_().clamp_(ACT_QMIN, ACT_QMAX)
+    return x_q, s_x

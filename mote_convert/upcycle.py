@@ -1,0 +1,125 @@
+"""``upcycle``: a dense checkpoint in, a MoTE checkpoint out (SPEC sections 1-3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mote_convert.config_patch import copy_auxiliary_files, write_config
+from mote_convert.execute import ProgressFn, execute
+from mote_convert.io.index import load_index
+from mote_convert.io.writer import StagedOutput, check_output_path
+from mote_convert.options import LayerSelection, UpcycleOptions, load_recipe
+from mote_convert.plan import ConversionPlan, PlanSummary, build_upcycle_plan, dense_architecture, read_config
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What a conversion wrote (or, for a dry run, would write)."""
+
+    output: Path
+    plan: ConversionPlan
+    summary: PlanSummary
+    files: tuple[str, ...]
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"output": str(self.output), "dry_run": self.dry_run, "files": list(self.files), **self.summary.to_dict()}
+
+
+def resolve_options(
+    recipe: str | Path | None = None,
+    *,
+    num_experts: int | None = None,
+    top_k: int | None = None,
+    layers: str | LayerSelection | None = None,
+    latent: bool | None = None,
+    seed: int | None = None,
+    max_shard_size: int | str | None = None,
+    router_aux_loss_coef: float | None = None,
+    norm_topk_prob: bool | None = None,
+) -> UpcycleOptions:
+    """Options from a recipe (or the defaults) with every non-None argument overriding it."""
+    base = load_recipe(recipe) if recipe is not None else UpcycleOptions()
+    return base.with_overrides(
+        num_experts=num_experts,
+        top_k=top_k,
+        layers=layers,
+        latent=latent,
+        seed=seed,
+        max_shard_size=max_shard_size,
+        router_aux_loss_coef=router_aux_loss_coef,
+        norm_topk_prob=norm_topk_prob,
+    )
+
+
+def plan_upcycle(model_path: str | Path, options: UpcycleOptions | None = None) -> ConversionPlan:
+    """Build and validate the upcycle plan of a dense checkpoint, reading headers only."""
+    model_path = Path(model_path)
+    config = read_config(model_path)
+    dense_architecture(config, model_path)
+    index = load_index(model_path)
+    return build_upcycle_plan(index, config, options or UpcycleOptions())
+
+
+def upcycle(
+    model_path: str | Path,
+    out_path: str | Path,
+    num_experts: int | None = None,
+    top_k: int | None = None,
+    layers: str | LayerSelection | None = None,
+    latent: bool | None = None,
+    *,
+    seed: int | None = None,
+    max_shard_size: int | str | None = None,
+    recipe: str | Path | None = None,
+    router_aux_loss_coef: float | None = None,
+    norm_topk_prob: bool | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+) -> ConversionResult:
+    """Up-cycle the dense checkpoint at ``model_path`` into a MoTE checkpoint at ``out_path``.
+
+    Arguments left as None take the recipe's value, else the SPEC default (4 experts, top-1, all
+    layers, packed, seed 0, 5GB shards). ``progress`` is called with the bytes of each tensor written.
+    With ``dry_run`` nothing is written and the result describes the plan.
+    """
+    options = resolve_options(
+        recipe,
+        num_experts=num_experts,
+        top_k=top_k,
+        layers=layers,
+        latent=latent,
+        seed=seed,
+        max_shard_size=max_shard_size,
+        router_aux_loss_coef=router_aux_loss_coef,
+        norm_topk_prob=norm_topk_prob,
+    )
+    model_path = Path(model_path)
+    out = Path(out_path)
+    plan = plan_upcycle(model_path, options)
+    return write_plan(plan, out, overwrite=overwrite, dry_run=dry_run, progress=progress)
+
+
+def write_plan(
+    plan: ConversionPlan,
+    out: Path,
+    *,
+    overwrite: bool,
+    dry_run: bool,
+    progress: ProgressFn | None,
+) -> ConversionResult:
+    """Execute a validated plan into ``out`` (written beside it, then renamed), or only describe it."""
+    src = plan.source.root
+    files = tuple(s.file for s in plan.shards)
+    if dry_run:
+        check_output_path(out, overwrite=overwrite, protect=(src,))
+        return ConversionResult(out, plan, plan.summary(), files, True)
+    with StagedOutput(out, overwrite=overwrite, protect=(src,)) as staging:
+        execute(plan, staging, progress)
+        write_config(plan.config, plan.mote, staging)
+        copy_auxiliary_files(src, staging)
+    return ConversionResult(out, plan, plan.summary(), files, False)

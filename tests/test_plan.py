@@ -1,0 +1,44 @@
+"""The plan: every tensor decided and validated before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mote_convert.errors import PlanError
+from mote_convert.io.writer import TensorSpec
+from mote_convert.options import UpcycleOptions
+from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ROUTER, PlanEntry, validate
+from mote_convert.upcycle import plan_upcycle
+
+
+def test_plan_accounts_for_every_tensor(tiny_llava: Path) -> None:
+    plan = plan_upcycle(tiny_llava, UpcycleOptions(num_experts=3))
+    ops = [e.op for e in plan.entries]
+    assert ops.count(ROUTER) == 2
+    assert ops.count(EXPERT_PACKED) == ops.count(EXPERT_SCALE) == 2 * 3 * 3
+    assert ops.count(COPY) == len(plan.source)
+    assert [e.out.name for e in plan.entries] == sorted(e.out.name for e in plan.entries)
+    s = plan.summary()
+    assert s.tensors_in == len(plan.source) and s.tensors_out == len(plan.entries)
+    assert s.bytes_out == sum(e.out.nbytes for e in plan.entries)
+
+
+def test_validate_catches_broken_plans(tiny_llava: Path) -> None:
+    plan = plan_upcycle(tiny_llava)
+    entries = list(plan.entries)
+    dropped = replace(plan, entries=tuple(e for e in entries if e.op != COPY or "norm" not in e.out.name), shards=())
+    with pytest.raises(PlanError, match="not accounted for"):
+        validate(dropped)
+    i = next(k for k, e in enumerate(entries) if e.op == EXPERT_PACKED)
+    bad = entries[i]
+    entries[i] = replace(bad, out=TensorSpec(bad.out.name, "U8", (bad.out.shape[0] + 1, bad.out.shape[1])))
+    with pytest.raises(PlanError, match="planned as U8"):
+        validate(replace(plan, entries=tuple(entries), shards=()))
+    with pytest.raises(PlanError, match="twice"):
+        validate(replace(plan, entries=plan.entries + plan.entries[:1], shards=()))
+    ghost = PlanEntry(TensorSpec("x", "F32", (1,)), COPY, "no.such.tensor")
+    with pytest.raises(PlanError, match="does not hold"):
+        validate(replace(plan, entries=plan.entries + (ghost,), shards=()))
