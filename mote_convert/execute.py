@@ -33,6 +33,9 @@ class TransformContext:
         self.reader = reader
         self._quantized: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._cache_size = cache_size
+        # one float32 buffer the size of the largest quantized weight, reused by every quantization
+        sizes = [plan.source[e.source].numel for e in plan.entries if e.op == EXPERT_PACKED and e.source]
+        self._workspace = torch.empty(max(sizes, default=0), dtype=torch.float32)
 
     def quantized(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(packed codes, gamma) of a source weight, computed once for all experts that share it."""
@@ -40,19 +43,20 @@ class TransformContext:
         if hit is not None:
             self._quantized.move_to_end(source)
             return hit
-        result = quantize_pack(self.reader.read(source))
+        result = quantize_pack(self.reader.read(source), workspace=self._workspace)
         self._quantized[source] = result
         if len(self._quantized) > self._cache_size:
             self._quantized.popitem(last=False)
         return result
 
 
-Transform = Callable[[PlanEntry, TransformContext], torch.Tensor]
+# A transform writes one plan entry's output tensor into the shard writer; returns the bytes written.
+Transform = Callable[[PlanEntry, TransformContext, ShardWriter], int]
 TRANSFORMS: dict[str, Transform] = {}
 
 
 def transform(op: str) -> Callable[[Transform], Transform]:
-    """Decorator: register the function that produces the output tensor of plan op ``op``."""
+    """Decorator: register the function that writes the output tensor of plan op ``op``."""
 
     def register(fn: Transform) -> Transform:
         TRANSFORMS[op] = fn
@@ -62,25 +66,26 @@ def transform(op: str) -> Callable[[Transform], Transform]:
 
 
 @transform(COPY)
-def _copy(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
-    return ctx.reader.read(entry.source)  # type: ignore[arg-type]
+def _copy(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
+    # byte-range copy in the kernel: unchanged tensors never pass through this process's memory
+    return writer.copy(entry.out.name, ctx.reader, entry.source)  # type: ignore[arg-type]
 
 
 @transform(EXPERT_PACKED)
-def _expert_packed(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
-    return ctx.quantized(entry.source)[0]  # type: ignore[arg-type]
+def _expert_packed(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
+    return writer.write(entry.out.name, ctx.quantized(entry.source)[0])  # type: ignore[arg-type]
 
 
 @transform(EXPERT_SCALE)
-def _expert_scale(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
-    return ctx.quantized(entry.source)[1].reshape(1)  # type: ignore[arg-type]
+def _expert_scale(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
+    return writer.write(entry.out.name, ctx.quantized(entry.source)[1].reshape(1))  # type: ignore[arg-type]
 
 
 @transform(ROUTER)
-def _router(entry: PlanEntry, ctx: TransformContext) -> torch.Tensor:
+def _router(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
     generator = torch.Generator(device="cpu").manual_seed(entry.seed)  # type: ignore[arg-type]
     weight = torch.empty(entry.out.shape, dtype=torch.float32)
-    return weight.normal_(mean=0.0, std=ctx.plan.router_std, generator=generator)
+    return writer.write(entry.out.name, weight.normal_(mean=0.0, std=ctx.plan.router_std, generator=generator))
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = N
             try:
                 for spec in shard.tensors:
                     entry = entries[spec.name]
-                    n = writer.write(spec.name, TRANSFORMS[entry.op](entry, ctx))
+                    n = TRANSFORMS[entry.op](entry, ctx, writer)
                     written += n
                     if progress is not None:
                         progress(n)

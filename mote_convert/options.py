@@ -112,7 +112,7 @@ class UpcycleOptions:
         return "latent" if self.latent else "packed-2bit"
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "UpcycleOptions":
+    def from_mapping(cls, values: Mapping[str, Any]) -> UpcycleOptions:
         """Build options from a recipe-like mapping; unknown keys are an error naming the known ones."""
         known = {f.name for f in fields(cls)}
         normalized = {str(k).replace("-", "_"): v for k, v in values.items()}
@@ -129,7 +129,7 @@ class UpcycleOptions:
         except TypeError as exc:
             raise OptionsError(f"invalid options: {exc}") from None
 
-    def with_overrides(self, **overrides: Any) -> "UpcycleOptions":
+    def with_overrides(self, **overrides: Any) -> UpcycleOptions:
         """Return a copy with the non-None overrides applied (how CLI flags beat a recipe)."""
         given = {k: v for k, v in overrides.items() if v is not None}
         if "layers" in given and not isinstance(given["layers"], LayerSelection):

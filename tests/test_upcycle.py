@@ -115,7 +115,7 @@ def test_stock_from_pretrained_gives_dense_logits(tiny_llava: Path, upcycled: Pa
 
 def test_bits_per_weight_counted_from_files(tiny_llava: Path, upcycled: Path) -> None:
     src, out = read_all(tiny_llava), read_all(upcycled)
-    weights = sum(src[f"{_prefix(l)}.{p}.weight"].numel() for l in (0, 1) for p in PROJ) * 4
+    weights = sum(src[f"{_prefix(layer)}.{p}.weight"].numel() for layer in (0, 1) for p in PROJ) * 4
     stored = sum(t.numel() * t.element_size() for n, t in out.items() if n.endswith((".weight_packed", ".weight_scale")))
     assert 8 * stored / weights <= 2.01
 

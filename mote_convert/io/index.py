@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -28,6 +29,7 @@ class TensorInfo:
     dtype: str  # safetensors name: F16, BF16, F32, U8, ...
     shape: tuple[int, ...]
     file: str  # file name inside the checkpoint directory
+    offset: int = 0  # absolute byte offset of the data in the file (for byte-range copies)
 
     @property
     def numel(self) -> int:
@@ -85,11 +87,34 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             for name in handle.keys():
                 view = handle.get_slice(name)
                 tensors[name] = TensorInfo(name, view.get_dtype(), tuple(view.get_shape()), path.name)
+        offsets = _data_offsets(path)
     except SafetensorError as exc:
         raise CorruptCheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     except OSError as exc:
         raise CorruptCheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    for name, info in tensors.items():
+        begin, end = offsets[name]
+        if end - begin != info.nbytes:
+            raise CorruptCheckpointError(f"{path}: {name} spans {end - begin} bytes, its shape needs {info.nbytes}")
+        tensors[name] = replace(info, offset=begin)
     return tensors, metadata
+
+
+def _data_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """Absolute [begin, end) byte range of each tensor's data.
+
+    safe_open has already checked the header against the file (sizes, coverage, overlaps); it just
+    does not expose the offsets, which byte-range copies of unchanged tensors need.
+    """
+    with open(path, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(header_len))
+    start = 8 + header_len
+    return {
+        name: (start + entry["data_offsets"][0], start + entry["data_offsets"][1])
+        for name, entry in header.items()
+        if name != "__metadata__"
+    }
 
 
 def load_index(root: str | Path) -> CheckpointIndex:

@@ -24,6 +24,7 @@ import torch
 from mote_convert.errors import MoteError, OutputExistsError
 from mote_convert.io.dtypes import itemsize, safetensors_dtype
 from mote_convert.io.index import INDEX_FILE, SINGLE_FILE
+from mote_convert.io.reader import TensorReader, write_all
 
 HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
 
@@ -99,23 +100,39 @@ class ShardWriter:
         self.path = path
         self.shard = shard
         self._next = 0
-        self._fh: BinaryIO = open(path, "wb")
-        self._fh.write(encode_header(shard.tensors, metadata))
+        # Unbuffered: tensor data goes out in large writes anyway, and byte-range copies from a
+        # source file advance this file's offset in the kernel, which a buffer would not see.
+        self._fh: BinaryIO = open(path, "wb", buffering=0)
+        write_all(self._fh, encode_header(shard.tensors, metadata))
 
-    def write(self, name: str, tensor: torch.Tensor) -> int:
-        """Append tensor ``name``'s bytes; it must be the next one in the header, with its dtype and shape."""
+    def _next_spec(self, name: str) -> TensorSpec:
         if self._next >= len(self.shard.tensors):
             raise MoteError(f"internal: {self.path.name} got an extra tensor {name}")
         spec = self.shard.tensors[self._next]
         if spec.name != name:
             raise MoteError(f"internal: {self.path.name} expected {spec.name}, got {name}")
+        return spec
+
+    def write(self, name: str, tensor: torch.Tensor) -> int:
+        """Append tensor ``name``'s bytes; it must be the next one in the header, with its dtype and shape."""
+        spec = self._next_spec(name)
         if safetensors_dtype(tensor.dtype) != spec.dtype or tuple(tensor.shape) != spec.shape:
             raise MoteError(
                 f"internal: {name} is {safetensors_dtype(tensor.dtype)} {tuple(tensor.shape)}, "
                 f"the header says {spec.dtype} {spec.shape}"
             )
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        self._fh.write(memoryview(data.numpy()))
+        write_all(self._fh, memoryview(data.numpy()))
+        self._next += 1
+        return spec.nbytes
+
+    def copy(self, name: str, reader: TensorReader, source: str) -> int:
+        """Append the stored bytes of ``reader``'s tensor ``source`` as tensor ``name``, unchanged."""
+        spec = self._next_spec(name)
+        info = reader.index[source]
+        if (info.dtype, info.shape) != (spec.dtype, spec.shape):
+            raise MoteError(f"internal: {source} is {info.dtype} {info.shape}, the header says {spec.dtype} {spec.shape}")
+        reader.copy_to(source, self._fh)
         self._next += 1
         return spec.nbytes
 

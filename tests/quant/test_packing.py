@@ -86,7 +86,9 @@ def test_unpack_rejects_bad_input() -> None:
 def test_quantize_pack_equals_ternarize_then_pack(rows: int, cols: int, seed: int, dtype: torch.dtype) -> None:
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)).to(dtype)
     codes, gamma = ternarize(w)
-    for chunk in (1, 7, 1 << 18):  # block boundaries must not change a bit
-        packed, g2 = quantize_pack(w, chunk_elements=chunk)
-        assert torch.equal(g2, gamma)
-        assert torch.equal(packed, pack_ternary(codes))
+    workspace = torch.full((rows * cols + 5,), float("nan"))
+    for chunk in (1, 7, 1 << 18):  # block boundaries and a reused workspace must not change a bit
+        for ws in (None, workspace):
+            packed, g2 = quantize_pack(w, chunk_elements=chunk, workspace=ws)
+            assert torch.equal(g2, gamma)
+            assert torch.equal(packed, pack_ternary(codes))
