@@ -138,6 +138,28 @@ def upcycle(
 
 
 @app.command()
+def pack(
+    source: Annotated[Path, typer.Argument(metavar="IN", help="Latent MoTE checkpoint directory (e.g. after training).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory for the packed checkpoint.")],
+    max_shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 5GB, 500MB.")] = "5GB",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Pack a latent MoTE checkpoint's routed experts to 2 bits per weight; everything else is copied."""
+    from mote_convert.pack import build_pack_plan
+    from mote_convert.upcycle import write_plan
+
+    with _errors():
+        plan = build_pack_plan(source, max_shard_size)
+        with _byte_progress("packing", plan.bytes_out) as advance:
+            result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance)
+    if as_json:
+        out_console.print_json(json.dumps(result.to_dict()))
+        return
+    out_console.print(_summary_table(f"wrote {output}", result.summary.to_dict()))
+
+
+@app.command()
 def demo(
     keep: Annotated[Optional[Path], typer.Option(help="Keep the tiny model and its MoTE output in this directory.")] = None,
 ) -> None:

@@ -1,0 +1,116 @@
+"""The BitNet b1.58 linear of SPEC section 1, in a packed mode and a train mode.
+
+Both modes compute ``out = (x_q @ T^T) * gamma / s_x (+ bias)`` in float32. With |x_q| <= 128 and T in
+{-1, 0, 1}, ``x_q @ T^T`` is a sum of integers below 2^24 for any in_features under 131072, so it is
+exact in float32 and the two modes agree to the rounding of the final scaling.
+
+* packed: ``weight_packed`` (uint8, 2 bits per weight) and ``weight_scale`` (gamma) are buffers; the
+  codes are decoded on the fly inside ``forward`` and dropped when it returns.
+* train: ``weight`` is the latent float parameter; gamma and T are recomputed from it every forward,
+  and both quantizers pass gradients straight through (STE).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mote_convert.errors import FormatError
+from mote_convert.quant.packing import packed_rows, quantize_pack, unpack_ternary
+from mote_convert.quant.ternary import absmean_scale, activation_quant, fixed_point_latent
+
+PACKED = "packed"
+TRAIN = "train"
+MODES = (PACKED, TRAIN)
+
+
+class TernaryLinear(nn.Module):
+    """A ternary-weight, INT8-activation linear layer (a routed expert's projection)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool,
+        mode: str,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.mode = mode
+        if mode == PACKED:
+            rows = packed_rows(out_features)
+            self.register_buffer("weight_packed", torch.zeros(rows, in_features, dtype=torch.uint8, device=device))
+            self.register_buffer("weight_scale", torch.ones(1, dtype=torch.float32, device=device))
+        else:
+            self.weight = nn.Parameter(torch.zeros(out_features, in_features, dtype=dtype, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, mode={self.mode}"
+
+    def codes_and_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T as float32 [out, in], gamma as float32 0-d) of the current weights (no gradient)."""
+        with torch.no_grad():
+            if self.mode == PACKED:
+                return unpack_ternary(self.weight_packed, self.out_features, torch.float32), self.weight_scale[0]
+            gamma = absmean_scale(self.weight)
+            return torch.clamp(torch.round(self.weight.float() / gamma), -1, 1), gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.to(torch.float32)
+        x_q, s_x = activation_quant(x32)
+        if self.mode == PACKED:
+            codes = unpack_ternary(self.weight_packed, self.out_features, torch.float32)
+            gamma = self.weight_scale[0]
+        else:
+            # STE: the forward value is the quantized one, the backward pass is the identity.
+            x_scaled = x32 * s_x
+            x_q = x_scaled + (x_q - x_scaled).detach()
+            w32 = self.weight.to(torch.float32)
+            gamma = absmean_scale(self.weight).detach()
+            w_scaled = w32 / gamma
+            codes = w_scaled + (torch.clamp(torch.round(w_scaled), -1, 1) - w_scaled).detach()
+        out = (x_q @ codes.t()) * (gamma / s_x)
+        if self.bias is not None:
+            out = out + self.bias.to(torch.float32)
+        return out.to(x.dtype)
+
+    # -- conversions between the two stored forms --------------------------------------------------
+
+    def load_packed(self, packed: torch.Tensor, scale: torch.Tensor) -> None:
+        """Set the weights from packed codes and gamma (either mode; train mode decodes to the fixed point)."""
+        if self.mode == PACKED:
+            self.weight_packed = packed.to(torch.uint8)
+            self.weight_scale = scale.to(torch.float32).reshape(1)
+        else:
+            codes = unpack_ternary(packed, self.out_features)
+            latent = fixed_point_latent(codes, scale.reshape(()).to(torch.float32), self.weight.dtype)
+            self.weight = nn.Parameter(latent.to(self.weight.device), requires_grad=self.weight.requires_grad)
+
+    def load_latent(self, weight: torch.Tensor) -> None:
+        """Set the weights from a latent float weight (packed mode quantizes it)."""
+        if self.mode == PACKED:
+            packed, gamma = quantize_pack(weight)
+            self.load_packed(packed, gamma)
+        else:
+            self.weight = nn.Parameter(weight.to(self.weight.dtype), requires_grad=self.weight.requires_grad)
+
+    def packed_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight_packed, weight_scale [1]) of the current weights."""
+        if self.mode == PACKED:
+            return self.weight_packed, self.weight_scale
+        packed, gamma = quantize_pack(self.weight.detach())
+        return packed, gamma.reshape(1)
+
+    def latent_state(self) -> torch.Tensor:
+        """The latent weight: the parameter in train mode, the fixed-point decode in packed mode."""
+        if self.mode == TRAIN:
+            return self.weight.detach()
+        codes = unpack_ternary(self.weight_packed, self.out_features)
+        return fixed_point_latent(codes, self.weight_scale[0], torch.float32)

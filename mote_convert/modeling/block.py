@@ -1,0 +1,116 @@
+"""The MoTE block: the frozen dense FFN as shared expert, a float32 router, N ternary routed experts.
+
+    p = softmax(W_router x)            float32, over N experts
+    S = top-k indices of p
+    y = shared(x) + sum_{e in S} p[e] * expert_e(x)
+
+The block re-registers the dense FFN's own children (``gate_proj``, ``up_proj``, ``down_proj``,
+``act_fn``, ...) under their names, so its ``state_dict`` keeps the dense FFN's keys beside
+``router.weight`` and ``experts.{i}.{proj}.*`` (SPEC section 4), and runs the dense FFN class's own
+``forward`` for the shared expert and, with ternary projections, for every routed expert.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mote_convert.modeling.bitlinear import TernaryLinear
+
+_MODULE_INTERNALS = {"training"}
+
+
+def _ffn_attributes(ffn: nn.Module) -> dict[str, object]:
+    """Plain attributes of an FFN module that its forward may read (config, sizes, ...)."""
+    return {k: v for k, v in vars(ffn).items() if not k.startswith("_") and k not in _MODULE_INTERNALS}
+
+
+class TernaryExpert(nn.Module):
+    """One routed expert: the dense FFN's structure with every projection a :class:`TernaryLinear`."""
+
+    def __init__(self, ffn: nn.Module, projections: tuple[str, ...], mode: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        for key, value in _ffn_attributes(ffn).items():
+            object.__setattr__(self, key, value)
+        for name, child in ffn.named_children():
+            if name in projections:
+                linear = child
+                self.add_module(
+                    name,
+                    TernaryLinear(
+                        linear.in_features, linear.out_features, bias=linear.bias is not None, mode=mode, dtype=dtype,
+                        device="meta" if linear.weight.is_meta else linear.weight.device,
+                    ),
+                )
+            elif not any(True for _ in child.parameters()):
+                self.add_module(name, child)  # activations: shared, parameter-free
+        self._ffn_forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = type(ffn).forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._ffn_forward(self, x)
+
+
+class MoTEBlock(nn.Module):
+    """A MoE layer of MoTE, replacing one decoder FFN module in place."""
+
+    def __init__(
+        self,
+        ffn: nn.Module,
+        *,
+        projections: tuple[str, ...],
+        hidden_size: int,
+        num_experts: int,
+        top_k: int,
+        norm_topk_prob: bool,
+        mode: str,
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        for key, value in _ffn_attributes(ffn).items():
+            object.__setattr__(self, key, value)
+        for name, child in ffn.named_children():
+            self.add_module(name, child)  # the shared expert, under the dense FFN's own names
+        self._ffn_forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = type(ffn).forward
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.norm_topk_prob = norm_topk_prob
+        self.mode = mode
+        device = next(ffn.parameters()).device
+        self.router = nn.Linear(hidden_size, num_experts, bias=False, dtype=torch.float32, device=device)
+        self.experts = nn.ModuleList(TernaryExpert(ffn, projections, mode, dtype) for _ in range(num_experts))
+        self.last_aux_loss: torch.Tensor | None = None
+        self.last_router_probs: torch.Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, top_k={self.top_k}, mode={self.mode}"
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        shared = self._ffn_forward(self, hidden_states)
+        shape = hidden_states.shape
+        x = hidden_states.reshape(-1, shape[-1])
+        probs = F.softmax(F.linear(x.to(torch.float32), self.router.weight.to(torch.float32)), dim=-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        routed = torch.zeros(x.shape[0], shape[-1], dtype=torch.float32, device=x.device)
+        for e, expert in enumerate(self.experts):
+            tokens, slot = torch.where(chosen == e)
+            if tokens.numel() == 0:
+                continue
+            y = expert(x[tokens]).to(torch.float32) * weights[tokens, slot, None]
+            routed.index_add_(0, tokens, y)
+        self.last_router_probs = probs.detach()
+        self.last_aux_loss = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
+        return shared + routed.to(shared.dtype).reshape(shared.shape)
+
+
+def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Switch Transformer loss N * sum_i f_i * P_i over the tokens of one forward (float32)."""
+    if probs.shape[0] == 0:
+        return probs.sum() * 0.0
+    f = torch.bincount(top1, minlength=num_experts).to(torch.float32) / top1.numel()
+    p = probs.mean(dim=0)
+    return num_experts * torch.sum(f * p)

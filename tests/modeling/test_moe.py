@@ -1,0 +1,186 @@
+"""MoTE blocks in loaded models: exactness, modes, gradients, memory (issue 3 acceptance)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mote_convert
+from mote_convert.errors import FormatError
+from mote_convert.modeling.bitlinear import TernaryLinear
+from mote_convert.modeling.load import mote_blocks
+from tests.helpers import read_all
+
+PROJ = ("gate_proj", "up_proj", "down_proj")
+
+
+@pytest.fixture(scope="module")
+def upcycled(tiny_llava: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mote-model") / "mote"
+    mote_convert.upcycle(tiny_llava, out)
+    return out
+
+
+def _inputs(config, batch: int = 2, seq: int = 24, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.image_token_id - 1, (batch, seq), generator=g)
+    ids[:, 1 : 1 + config.image_seq_length] = config.image_token_id
+    return {"input_ids": ids, "pixel_values": torch.randn(batch, 3, 16, 16, generator=g)}
+
+
+def reference_moe(x: torch.Tensor, dense: dict[str, torch.Tensor], router: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """SPEC section 1 written out plainly, from the dense FFN weights and the router (float32)."""
+
+    def bitlinear(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        gamma = torch.clamp(w.abs().mean(), min=1e-5)
+        t = torch.clamp(torch.round(w / gamma), -1, 1)
+        s = 127.0 / torch.clamp(v.abs().amax(dim=-1, keepdim=True), min=1e-5)
+        v_q = torch.clamp(torch.round(v * s), -128, 127)
+        return (v_q @ t.t()) * gamma / s
+
+    def expert(v: torch.Tensor) -> torch.Tensor:
+        h = F.silu(bitlinear(v, dense["gate_proj"])) * bitlinear(v, dense["up_proj"])
+        return bitlinear(h, dense["down_proj"])
+
+    shared = F.linear(F.silu(F.linear(x, dense["gate_proj"])) * F.linear(x, dense["up_proj"]), dense["down_proj"])
+    p = torch.softmax(x @ router.t(), dim=-1)
+    top_p, top_i = p.topk(k, dim=-1)
+    out = shared.clone()
+    for token in range(x.shape[0]):
+        for slot in range(k):
+            out[token] += top_p[token, slot] * expert(x[token : token + 1])[0]
+    return out
+
+
+def _capture_block_io(model, inputs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    captured = []
+    hooks = [b.register_forward_hook(lambda m, a, o: captured.append((a[0].detach(), o.detach()))) for b in mote_blocks(model)]
+    with torch.no_grad():
+        model(**inputs)
+    for h in hooks:
+        h.remove()
+    return captured
+
+
+def test_packed_layers_equal_the_plain_reference(tiny_llava: Path, upcycled: Path) -> None:
+    model = mote_convert.load_model(upcycled, mode="packed")
+    dense, out = read_all(tiny_llava), read_all(upcycled)
+    captured = _capture_block_io(model, _inputs(model.config))
+    assert len(captured) == 2
+    for layer, (x, y) in enumerate(captured):
+        p = f"language_model.model.layers.{layer}.mlp"
+        weights = {proj: dense[f"{p}.{proj}.weight"] for proj in PROJ}
+        flat = x.reshape(-1, x.shape[-1])
+        ref = reference_moe(flat, weights, out[f"{p}.router.weight"], 4, 1)
+        torch.testing.assert_close(y.reshape(-1, y.shape[-1]), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_train_mode_matches_packed_mode(upcycled: Path) -> None:
+    packed = mote_convert.load_model(upcycled, mode="packed")
+    train = mote_convert.load_model(upcycled, mode="train")
+    inputs = _inputs(packed.config)
+    for (xp, yp), (xt, yt) in zip(_capture_block_io(packed, inputs), _capture_block_io(train, inputs), strict=True):
+        torch.testing.assert_close(xt, xp, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(yt, yp, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(train(**inputs).logits, packed(**inputs).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_top_k_two_and_norm(tiny_llava: Path, tmp_path: Path) -> None:
+    out = tmp_path / "k2"
+    mote_convert.upcycle(tiny_llava, out, num_experts=3, top_k=2, layers="1")
+    model = mote_convert.load_model(out)
+    dense, saved = read_all(tiny_llava), read_all(out)
+    (x, y), = _capture_block_io(model, _inputs(model.config))
+    p = "language_model.model.layers.1.mlp"
+    ref = reference_moe(x.reshape(-1, 64), {proj: dense[f"{p}.{proj}.weight"] for proj in PROJ}, saved[f"{p}.router.weight"], 3, 2)
+    torch.testing.assert_close(y.reshape(-1, 64), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_and_generate_in_packed_mode(upcycled: Path) -> None:
+    model = mote_convert.load_model(upcycled, mode="packed")
+    inputs = _inputs(model.config, batch=1)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.shape == (1, 24, model.config.text_config.vocab_size) and torch.isfinite(logits).all()
+    generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert generated.shape == (1, 29)
+
+
+def test_train_mode_gradients_reach_only_routers_and_experts(upcycled: Path) -> None:
+    model = mote_convert.load_model(upcycled, mode="train")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".router." in n or ".experts." in n for n in trainable)
+    inputs = _inputs(model.config, batch=4, seq=40)
+    out = model(**inputs, labels=inputs["input_ids"])
+    out.loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad <= trainable
+    assert {n for n in with_grad if ".router." in n} == {n for n in trainable if ".router." in n}
+    assert any(".experts." in n for n in with_grad)
+
+
+def test_loss_includes_scaled_aux_loss(upcycled: Path) -> None:
+    model = mote_convert.load_model(upcycled, mode="train")
+    inputs = _inputs(model.config)
+    out = model(**inputs, labels=inputs["input_ids"])
+    aux = mote_convert.aux_loss(model)
+    logits = out.logits[:, :-1].reshape(-1, out.logits.shape[-1])
+    lm = F.cross_entropy(logits.float(), inputs["input_ids"][:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, lm + 0.01 * aux, rtol=1e-5, atol=1e-6)
+    assert aux.item() >= 1.0 - 1e-5  # Switch loss is >= 1, = 1 when perfectly balanced
+
+
+def test_packed_memory_is_the_packed_bytes(upcycled: Path) -> None:
+    model = mote_convert.load_model(upcycled, mode="packed")
+    with torch.no_grad():
+        model(**_inputs(model.config))
+    for block in mote_blocks(model):
+        for expert in block.experts:
+            for linear in expert.children():
+                if not isinstance(linear, TernaryLinear):
+                    continue
+                tensors = dict(linear.named_buffers()) | dict(linear.named_parameters())
+                assert set(tensors) == {"weight_packed", "weight_scale"}
+                assert linear.weight_packed.dtype == torch.uint8
+                stray = [k for k, v in vars(linear).items() if isinstance(v, torch.Tensor)]
+                assert stray == []  # no decoded float copy kept between calls
+                bits = 8 * sum(t.numel() * t.element_size() for t in tensors.values()) / (linear.out_features * linear.in_features)
+                assert bits <= 2.01
+
+
+def test_load_errors(upcycled: Path, tiny_llava: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    with pytest.raises(FormatError, match="not a MoTE checkpoint"):
+        mote_convert.load_model(tiny_llava)
+    with pytest.raises(FormatError, match="unknown mode"):
+        mote_convert.load_model(upcycled, mode="fast")
+
+    def broken(edit) -> Path:
+        dst = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(upcycled, dst)
+        f = dst / "model.safetensors"
+        tensors = load_file(f)
+        edit(tensors)
+        save_file(tensors, f, metadata={"format": "pt", "mote_format": "1"})
+        return dst
+
+    name = "language_model.model.layers.1.mlp.experts.2.up_proj.weight_packed"
+    missing = broken(lambda t: t.pop(name))
+    with pytest.raises(FormatError, match=rf"{name} is missing"):
+        mote_convert.load_model(missing)
+    wrong = broken(lambda t: t.__setitem__(name, torch.zeros(3, 64, dtype=torch.uint8)))
+    with pytest.raises(FormatError, match=rf"{name} is U8 \[3, 64\], expected U8 \[32, 64\]"):
+        mote_convert.load_model(wrong)
+    extra = "language_model.model.layers.0.mlp.experts.9.up_proj.weight_packed"
+    unexpected = broken(lambda t: t.__setitem__(extra, torch.zeros(32, 64, dtype=torch.uint8)))
+    with pytest.raises(FormatError, match=f"unexpected MoTE tensor {extra}"):
+        mote_convert.load_model(unexpected)
+    assert json.loads((upcycled / "config.json").read_text())["mote"]["expert_format"] == "packed-2bit"
