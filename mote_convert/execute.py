@@ -16,7 +16,7 @@ import torch
 
 from mote_convert.errors import PlanError
 from mote_convert.io.reader import TensorReader
-from mote_convert.io.writer import ShardWriter, write_index
+from mote_convert.io.writer import ShardWriter, TensorSpec, write_shards
 from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ROUTER, ConversionPlan, PlanEntry
 from mote_convert.quant.packing import quantize_pack
 
@@ -102,21 +102,12 @@ def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = N
     if missing:
         raise PlanError(f"no transform registered for op {missing[0]!r}")
     entries = {e.out.name: e for e in plan.entries}
-    written = 0
     with TensorReader(plan.source) as reader:
         ctx = TransformContext(plan, reader)
-        for shard in plan.shards:
-            writer = ShardWriter(out_dir / shard.file, shard, SAFETENSORS_METADATA)
-            try:
-                for spec in shard.tensors:
-                    entry = entries[spec.name]
-                    n = TRANSFORMS[entry.op](entry, ctx, writer)
-                    written += n
-                    if progress is not None:
-                        progress(n)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-    write_index(out_dir, plan.shards)
+
+        def write_one(writer: ShardWriter, spec: TensorSpec) -> int:
+            entry = entries[spec.name]
+            return TRANSFORMS[entry.op](entry, ctx, writer)
+
+        written = write_shards(out_dir, plan.shards, SAFETENSORS_METADATA, write_one, progress)
     return ExecutionResult(tuple(s.file for s in plan.shards), written)

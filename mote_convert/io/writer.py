@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Iterable, Mapping, Sequence
+from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -146,6 +146,31 @@ class ShardWriter:
     def abort(self) -> None:
         """Close without checks (the staging directory is about to be removed)."""
         self._fh.close()
+
+
+def write_shards(
+    directory: Path,
+    shards: Sequence[Shard],
+    metadata: Mapping[str, str],
+    write_one: Callable[[ShardWriter, TensorSpec], int],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write every shard, tensor by tensor through ``write_one``, then the index json; returns bytes written."""
+    written = 0
+    for shard in shards:
+        writer = ShardWriter(directory / shard.file, shard, metadata)
+        try:
+            for spec in shard.tensors:
+                n = write_one(writer, spec)
+                written += n
+                if progress is not None:
+                    progress(n)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+    write_index(directory, shards)
+    return written
 
 
 def write_index(directory: Path, shards: Sequence[Shard]) -> None:

@@ -21,7 +21,7 @@ from mote_convert.execute import SAFETENSORS_METADATA
 from mote_convert.io.dtypes import safetensors_dtype
 from mote_convert.io.index import load_index
 from mote_convert.io.reader import TensorReader
-from mote_convert.io.writer import ShardWriter, StagedOutput, TensorSpec, plan_shards, write_index
+from mote_convert.io.writer import StagedOutput, TensorSpec, plan_shards, write_shards
 from mote_convert.modeling.bitlinear import MODES, PACKED, TRAIN, TernaryLinear
 from mote_convert.modeling.block import MoTEBlock
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
@@ -276,16 +276,7 @@ def save_model(
     shards = plan_shards(specs, parse_size(max_shard_size))
     out = Path(out_path)
     with StagedOutput(out, overwrite=overwrite) as staging:
-        for shard in shards:
-            writer = ShardWriter(staging / shard.file, shard, SAFETENSORS_METADATA)
-            try:
-                for spec in shard.tensors:
-                    writer.write(spec.name, state[spec.name])
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-        write_index(staging, shards)
+        write_shards(staging, shards, SAFETENSORS_METADATA, lambda writer, spec: writer.write(spec.name, state[spec.name]))
         config = model.config
         config.mote = {**mote, "expert_format": expert_format}
         try:
