@@ -9,7 +9,7 @@ from mote_convert.errors import FormatError
 from mote_convert.execute import ProgressFn
 from mote_convert.io.index import load_index
 from mote_convert.io.writer import TensorSpec
-from mote_convert.modeling.load import mote_section
+from mote_convert.modeling.load import read_mote_section
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
 from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ConversionPlan, PlanEntry, read_config, validate
 from mote_convert.quant.packing import packed_rows
@@ -20,7 +20,7 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
     """Plan ``pack``: each latent ``P.experts.{i}.{proj}.weight`` becomes ``weight_packed`` + ``weight_scale``."""
     root = Path(root)
     config = read_config(root)
-    mote = mote_section(config, root)
+    mote = read_mote_section(config, root)
     if mote["expert_format"] != "latent":
         raise FormatError(f"{root} is already packed (expert_format {mote['expert_format']!r}); pack needs a latent checkpoint")
     index = load_index(root)

@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from mote_convert.errors import CorruptCheckpointError
-from mote_convert.io.index import CheckpointIndex
+from mote_convert.io.index import CheckpointIndex, TensorInfo
 
 
 class TensorReader:
@@ -26,11 +26,15 @@ class TensorReader:
     def __init__(self, index: CheckpointIndex) -> None:
         self.index = index
 
-    def read(self, name: str) -> torch.Tensor:
-        """Return tensor ``name``, backed by a private mapping of its bytes (do not write into it)."""
+    def _info(self, name: str) -> TensorInfo:
         info = self.index.tensors.get(name)
         if info is None:
             raise CorruptCheckpointError(f"{self.index.root}: no tensor {name}")
+        return info
+
+    def read(self, name: str) -> torch.Tensor:
+        """Return tensor ``name``, backed by a private mapping of its bytes (do not write into it)."""
+        info = self._info(name)
         path = self.index.root / info.file
         try:
             with safe_open(str(path), framework="pt") as handle:
@@ -47,9 +51,7 @@ class TensorReader:
         Copies file to file in the kernel (``os.copy_file_range``) where the platform has it, so the
         bytes never pass through this process's memory; otherwise in bounded chunks.
         """
-        info = self.index.tensors.get(name)
-        if info is None:
-            raise CorruptCheckpointError(f"{self.index.root}: no tensor {name}")
+        info = self._info(name)
         path = self.index.root / info.file
         try:
             with open(path, "rb") as src:

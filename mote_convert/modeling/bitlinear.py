@@ -54,14 +54,6 @@ class TernaryLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, mode={self.mode}"
 
-    def codes_and_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T as float32 [out, in], gamma as float32 0-d) of the current weights (no gradient)."""
-        with torch.no_grad():
-            if self.mode == PACKED:
-                return unpack_ternary(self.weight_packed, self.out_features, torch.float32), self.weight_scale[0]
-            gamma = absmean_scale(self.weight)
-            return torch.clamp(torch.round(self.weight.float() / gamma), -1, 1), gamma
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.to(torch.float32)
         x_q, s_x = activation_quant(x32)

@@ -82,7 +82,6 @@ class MoTEBlock(nn.Module):
         self.router = nn.Linear(hidden_size, num_experts, bias=False, dtype=torch.float32, device=device)
         self.experts = nn.ModuleList(TernaryExpert(ffn, projections, mode, dtype) for _ in range(num_experts))
         self.last_aux_loss: torch.Tensor | None = None
-        self.last_router_probs: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, top_k={self.top_k}, mode={self.mode}"
@@ -102,7 +101,6 @@ class MoTEBlock(nn.Module):
                 continue
             y = expert(x[tokens]).to(torch.float32) * weights[tokens, slot, None]
             routed.index_add_(0, tokens, y)
-        self.last_router_probs = probs.detach()
         self.last_aux_loss = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
         return shared + routed.to(shared.dtype).reshape(shared.shape)
 

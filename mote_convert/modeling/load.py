@@ -30,7 +30,7 @@ from mote_convert.plan import EXPERT_FORMATS, read_config
 _HOOK_ATTR = "_mote_aux_hook"
 
 
-def mote_section(config: dict[str, Any], root: Path | str) -> dict[str, Any]:
+def read_mote_section(config: dict[str, Any], root: Path | str) -> dict[str, Any]:
     """config.json["mote"], or a FormatError for a dense checkpoint."""
     mote = config.get("mote")
     if not isinstance(mote, dict):
@@ -91,7 +91,7 @@ def load_model(
         raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     root = Path(path)
     config = read_config(root)
-    mote = mote_section(config, root)
+    mote = read_mote_section(config, root)
     arch = get_architecture(config.get("model_type"))
     index = load_index(root)
     cls = _model_class(config)
@@ -167,13 +167,13 @@ def _load_block(block: MoTEBlock, prefix: str, mote: dict[str, Any], index: Any,
             out_f, in_f = linear.out_features, linear.in_features
             if latent:
                 weight = _read_checked(index, reader, f"{base}.weight", (out_f, in_f))
-                _materialize(linear, device)
+                linear.to_empty(device=device)  # built on meta: real storage before the weights are set
                 linear.load_latent(weight.to(device))
                 keys.add(f"{base}.weight")
             else:
                 packed = _read_checked(index, reader, f"{base}.weight_packed", (-(-out_f // 4), in_f), "U8")
                 scale = _read_checked(index, reader, f"{base}.weight_scale", (1,), "F32")
-                _materialize(linear, device)
+                linear.to_empty(device=device)
                 linear.load_packed(packed.to(device), scale.to(device))
                 keys |= {f"{base}.weight_packed", f"{base}.weight_scale"}
             if linear.bias is not None:
@@ -181,11 +181,6 @@ def _load_block(block: MoTEBlock, prefix: str, mote: dict[str, Any], index: Any,
                 linear.bias = nn.Parameter(bias.to(device=device, dtype=linear.bias.dtype))
                 keys.add(f"{base}.bias")
     return keys
-
-
-def _materialize(linear: TernaryLinear, device: torch.device) -> None:
-    """Give a meta-built linear real (empty) storage before its weights are set."""
-    linear.to_empty(device=device)
 
 
 def _set_trainable(model: nn.Module, mode: str) -> None:
