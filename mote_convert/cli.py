@@ -10,7 +10,7 @@ import json
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +18,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from mote_convert.errors import MoteError
+
+if TYPE_CHECKING:
+    from mote_convert.inspection import InspectionReport
+    from mote_convert.memory import ComponentMemory, MemoryTable
 
 app = typer.Typer(
     name="mote-convert",
@@ -54,7 +58,7 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _byte_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+def _byte_progress(description: str, total: int) -> Iterator[Callable[..., None]]:
     """A rich progress bar over bytes, shown from the first advance (so a failed check shows none)."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -66,9 +70,11 @@ def _byte_progress(description: str, total: int) -> Iterator[Callable[[int], Non
     progress = Progress(*columns, console=err_console, transient=False)
     task = progress.add_task(description, total=total)
 
-    def advance(n: int) -> None:
+    def advance(n: int, total: int | None = None) -> None:
         if not progress.live.is_started:
             progress.start()
+        if total is not None:
+            progress.update(task, total=total)
         progress.advance(task, n)
 
     try:
@@ -159,6 +165,147 @@ def pack(
     out_console.print(_summary_table(f"wrote {output}", result.summary.to_dict()))
 
 
+def _model_table(report: InspectionReport) -> Table:
+    model, mote = report.model, report.mote
+    table = Table(title=f"{report.path} ({report.kind})", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("model type", f"{model.model_type} (architecture {model.architecture})")
+    table.add_row("text model", f"{model.text_model_type or '-'}: {model.num_layers} layers, hidden {model.hidden_size}, intermediate {model.intermediate_size}")
+    if model.vision_model_type is not None:
+        table.add_row("vision tower", f"{model.vision_model_type}: {model.vision_num_layers} layers, hidden {model.vision_hidden_size}")
+    table.add_row("dtype", model.dtype or "-")
+    if mote is not None:
+        label = "upcycle would make" if report.kind == "dense" else "MoE"
+        layers = ", ".join(map(str, mote.moe_layers))
+        table.add_row(label, f"{mote.num_experts} experts, top-{mote.top_k}, {mote.expert_format}; layers {layers}")
+    readable = sum(f.readable for f in report.files)
+    table.add_row("files", f"{len(report.files)} safetensors ({readable} readable), {_fmt_bytes(sum(f.bytes for f in report.files))}")
+    return table
+
+
+def _memory_table(report: InspectionReport) -> Table:
+    table = Table(title="memory by component", title_justify="left")
+    table.add_column("component", style="bold", no_wrap=True)
+    planned = report.planned
+    if planned is None:
+        heads = ("params", "bytes", "bits/w")
+    else:  # dense input: the source beside what upcycle would write
+        heads = ("params", "bytes", "after: params", "after: bytes", "bits/w")
+    for head in heads:
+        table.add_column(head, justify="right")
+
+    def cells(row: ComponentMemory, after: ComponentMemory | None) -> list[str]:
+        mine = [f"{row.params:,}", _fmt_bytes(row.bytes)] if row.tensors else ["", ""]
+        last = after if after is not None else row
+        theirs = [f"{after.params:,}", _fmt_bytes(after.bytes)] if after is not None and after.tensors else ["", ""]
+        bits = [f"{last.bits_per_weight:.3f}" if last.tensors else ""]
+        return mine + bits if after is None and planned is None else mine + theirs + bits
+
+    for c in report.memory.components:
+        after = planned[c.name] if planned is not None else None
+        if c.tensors or (after is not None and after.tensors):
+            table.add_row(c.name.replace("_", " "), *cells(c, after))
+    table.add_section()
+    table.add_row("total", *cells(report.memory.total, planned.total if planned is not None else None), style="bold")
+    return table
+
+
+def _comparison_table(report: InspectionReport) -> Table:
+    cmp = report.comparison
+    table = Table(title=f"MoE layers' FFN memory with N = {cmp.num_experts} experts", title_justify="left")
+    table.add_column("variant", style="bold", no_wrap=True)
+    table.add_column("expert memory", justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("× MoTE", justify="right")
+    rows = (
+        ("dense", cmp.dense),
+        (f"MoE-LLaVA: {cmp.num_experts} × full precision", cmp.moe_llava),
+        (f"MoTE: shared + {cmp.num_experts} × ternary", cmp.mote),
+    )
+    for label, v in rows:
+        ratio = v.expert_bytes / cmp.mote.expert_bytes if cmp.mote.expert_bytes else 0.0
+        table.add_row(label, _fmt_bytes(v.expert_bytes), _fmt_bytes(v.total_bytes), f"{ratio:.2f}")
+    return table
+
+
+def _layer_table(memory: MemoryTable, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("layer", "right"), ("MoE", "center"), ("FFN / shared", "right"), ("routed experts", "right"), ("router", "right")):
+        table.add_column(name, justify=justify)
+    table.add_column("", no_wrap=True, overflow="crop")
+    largest = max((row.total_bytes for row in memory.layers), default=0) or 1
+    width = 16
+    for row in memory.layers:
+        ffn = round(width * row.ffn_bytes / largest)
+        routed = round(width * (row.routed_expert_bytes + row.router_bytes) / largest)
+        bar = f"[blue]{'█' * ffn}[/][magenta]{'█' * routed}[/]"
+        table.add_row(
+            str(row.layer), "yes" if row.moe else "", _fmt_bytes(row.ffn_bytes),
+            _fmt_bytes(row.routed_expert_bytes) if row.moe else "", _fmt_bytes(row.router_bytes) if row.moe else "", bar,
+        )
+    return table
+
+
+def _stats_table(report: InspectionReport) -> Table:
+    table = Table(title="routed expert codes", title_justify="left")
+    for name in ("layer", "expert", "projection", "-1", "0", "+1", "invalid", "gamma"):
+        table.add_column(name, justify="left" if name == "projection" else "right")
+    for s in report.stats or ():
+        invalid = f"[bold red]{s.invalid}[/]" if s.invalid else "0"
+        gamma = "-" if s.gamma is None else f"{s.gamma:.4g}"
+        table.add_row(
+            str(s.layer), str(s.expert), s.projection, f"{s.share(s.minus):.1%}", f"{s.share(s.zero):.1%}",
+            f"{s.share(s.plus):.1%}", invalid, gamma,
+        )
+    return table
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Dense or MoTE checkpoint directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (keys: docs/inspect-json.md).")] = False,
+    stats: Annotated[bool, typer.Option(help="Read the routed experts and count their codes (-1 / 0 / +1, invalid).")] = False,
+    num_experts: Annotated[Optional[int], typer.Option(help="Dense input: routed experts per MoE layer to plan [default: 4].")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Dense input: experts per token to plan [default: 1].")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Dense input: MoE layers to plan: all, even, odd, or 0,3,5 [default: all].")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also show each decoder layer's FFN memory.")] = False,
+) -> None:
+    """What a checkpoint holds, what it costs in memory, and whether it is sound (non-zero exit if not).
+
+    Reads headers only (plus the 4-byte expert scales), unless --stats.
+    """
+    from mote_convert.errors import CheckFailedError
+    from mote_convert.inspection import inspect_checkpoint
+    from mote_convert.options import UpcycleOptions
+
+    with _errors():
+        options = UpcycleOptions().with_overrides(num_experts=num_experts, top_k=top_k, layers=layers)
+        if stats:
+            with _byte_progress("reading experts", 0) as advance:
+                report = inspect_checkpoint(path, options, stats=True, progress=lambda n, total: advance(n, total))
+        else:
+            report = inspect_checkpoint(path, options)
+    if as_json:
+        out_console.print_json(json.dumps(report.to_dict()))
+    else:
+        out_console.print(_model_table(report))
+        out_console.print(_memory_table(report))
+        if report.comparison is not None:
+            out_console.print(_comparison_table(report))
+        if per_layer:
+            memory = report.planned if report.planned is not None else report.memory
+            out_console.print(_layer_table(memory, "FFN memory per decoder layer" + (" (after upcycle)" if report.planned else "")))
+        if report.stats is not None:
+            out_console.print(_stats_table(report))
+    if not report.ok:
+        for problem in report.problems:
+            err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        _fail(CheckFailedError(f"{len(report.problems)} problem(s) found in {path}"))
+    elif not as_json:
+        out_console.print("[green]ok:[/] no problems found", highlight=False)
+
+
 @app.command()
 def demo(
     keep: Annotated[Optional[Path], typer.Option(help="Keep the tiny model and its MoTE output in this directory.")] = None,
@@ -180,6 +327,12 @@ def demo(
             result = write_plan(plan, out, overwrite=False, dry_run=False, progress=advance)
         out_console.print(_summary_table(f"demo: {dense.name} -> {out.name}", result.summary.to_dict()))
         out_console.print(f"layer prefixes: {', '.join(result.plan.mote['layer_prefixes'].values())}")
+        from mote_convert.inspection import inspect_checkpoint
+
+        report = inspect_checkpoint(out)
+        if not report.ok:  # pragma: no cover - the demo's own output is checked by the test suite
+            raise MoteError(f"demo output failed its check: {report.problems[0]}")
+        out_console.print(_comparison_table(report))
         if keep is not None:
             out_console.print(f"kept in {root}")
 

@@ -59,3 +59,9 @@ class TernaryInputError(MoteError, ValueError):
     """Bad input to the pure tensor math: wrong dtype, rank, or a code outside {-1, 0, 1}."""
 
     exit_code = 9
+
+
+class CheckFailedError(MoteError):
+    """``inspect`` found problems in a checkpoint (the report lists each one)."""
+
+    exit_code = 10

@@ -16,13 +16,12 @@ import torch
 
 from mote_convert.errors import PlanError
 from mote_convert.io.reader import TensorReader
-from mote_convert.io.writer import ShardWriter, TensorSpec, write_shards
+from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
 from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ROUTER, ConversionPlan, PlanEntry
 from mote_convert.quant.packing import quantize_pack
 
 SAFETENSORS_METADATA = {"format": "pt", "mote_format": "1"}
 
-ProgressFn = Callable[[int], None]  # called with the bytes just written
 
 
 class TransformContext:

@@ -6,13 +6,20 @@ import re
 from pathlib import Path
 
 from mote_convert.errors import FormatError
-from mote_convert.execute import ProgressFn
 from mote_convert.io.index import load_index
-from mote_convert.io.writer import TensorSpec
-from mote_convert.modeling.load import read_mote_section
+from mote_convert.io.writer import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ConversionPlan, PlanEntry, read_config, validate
-from mote_convert.quant.packing import packed_rows
+from mote_convert.plan import (
+    COPY,
+    EXPERT_PACKED,
+    EXPERT_SCALE,
+    ConversionPlan,
+    PlanEntry,
+    read_config,
+    read_mote_section,
+    validate,
+)
+from mote_convert.quant.layout import packed_rows
 from mote_convert.upcycle import ConversionResult, write_plan
 
 

@@ -20,7 +20,7 @@ from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.writer import Shard, TensorSpec, plan_shards
 from mote_convert.options import UpcycleOptions
-from mote_convert.quant.packing import packed_rows
+from mote_convert.quant.layout import packed_rows
 
 FORMAT_VERSION = 1
 WEIGHT_QUANT = "absmean-tensor"
@@ -169,6 +169,16 @@ def read_config(root: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise InputNotFoundError(f"{path}: must hold a JSON object")
     return config
+
+
+def read_mote_section(config: dict[str, Any], root: Path | str) -> dict[str, Any]:
+    """config.json["mote"], or a FormatError for a dense checkpoint."""
+    mote = config.get("mote")
+    if not isinstance(mote, dict):
+        raise FormatError(f"{root} is not a MoTE checkpoint (config.json has no 'mote' section); run upcycle first")
+    if mote.get("expert_format") not in EXPERT_FORMATS:
+        raise FormatError(f"{root}: unknown expert_format {mote.get('expert_format')!r}; known: {', '.join(EXPERT_FORMATS)}")
+    return mote
 
 
 def router_seed(seed: int, layer: int) -> int:

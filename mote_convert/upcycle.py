@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mote_convert.config_patch import copy_auxiliary_files, write_config
-from mote_convert.execute import ProgressFn, execute
 from mote_convert.io.index import load_index
-from mote_convert.io.writer import StagedOutput, check_output_path
+from mote_convert.io.writer import ProgressFn, StagedOutput, check_output_path
 from mote_convert.options import LayerSelection, UpcycleOptions, load_recipe
 from mote_convert.plan import ConversionPlan, PlanSummary, build_upcycle_plan, dense_architecture, read_config
 
@@ -118,6 +117,8 @@ def write_plan(
     if dry_run:
         check_output_path(out, overwrite=overwrite, protect=(src,))
         return ConversionResult(out, plan, plan.summary(), files, True)
+    from mote_convert.execute import execute  # the tensor work (and torch) only when writing
+
     with StagedOutput(out, overwrite=overwrite, protect=(src,)) as staging:
         execute(plan, staging, progress)
         write_config(plan.config, plan.mote, staging)

@@ -34,6 +34,11 @@ class Architecture:
     num_layers_key: str = "num_hidden_layers"
     hidden_size_key: str = "hidden_size"
     intermediate_size_key: str = "intermediate_size"
+    # Checkpoint key prefixes of the vision tower and the projector (every key style), for reports:
+    # their tensors are copied unchanged, whatever they are called.
+    vision_prefixes: tuple[str, ...] = ()
+    projector_prefixes: tuple[str, ...] = ()
+    vision_config: str | None = None  # key of the vision tower's sub-config in config.json
 
     def text_config_of(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
         """The language model's config inside a full config.json mapping."""
@@ -68,6 +73,9 @@ def _load_definition(path: Path) -> Architecture:
             num_layers_key=str(data.get("num_layers_key", "num_hidden_layers")),
             hidden_size_key=str(data.get("hidden_size_key", "hidden_size")),
             intermediate_size_key=str(data.get("intermediate_size_key", "intermediate_size")),
+            vision_prefixes=tuple(data.get("vision_prefixes") or ()),
+            projector_prefixes=tuple(data.get("projector_prefixes") or ()),
+            vision_config=data.get("vision_config"),
         )
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
         raise UnsupportedArchitectureError(f"architecture definition {path} is invalid: {exc}") from None

@@ -1,47 +1,79 @@
-"""safetensors dtype names <-> torch dtypes and item sizes."""
+"""safetensors dtype names <-> torch dtypes and item sizes.
+
+Item sizes are plain data, so header-only work (index, plan, inspect) never imports torch; the torch
+mapping is built on first use.
+"""
 
 from __future__ import annotations
 
-import torch
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from mote_convert.errors import CorruptCheckpointError
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
+if TYPE_CHECKING:
+    import torch
+
+ITEMSIZES: dict[str, int] = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
 }
-SAFETENSORS_DTYPES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
+def _unknown(dtype: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"unsupported safetensors dtype {dtype!r}; known: {', '.join(ITEMSIZES)}")
 
 
 def itemsize(dtype: str) -> int:
     """Bytes per element of a safetensors dtype name."""
-    return torch_dtype(dtype).itemsize
+    try:
+        return ITEMSIZES[dtype]
+    except KeyError:
+        raise _unknown(dtype) from None
+
+
+@lru_cache(maxsize=1)
+def _torch_dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "F8_E4M3": torch.float8_e4m3fn,
+        "F8_E5M2": torch.float8_e5m2,
+        "I64": torch.int64,
+        "I32": torch.int32,
+        "I16": torch.int16,
+        "I8": torch.int8,
+        "U8": torch.uint8,
+        "BOOL": torch.bool,
+    }
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
     """The torch dtype of a safetensors dtype name."""
     try:
-        return TORCH_DTYPES[dtype]
+        return _torch_dtypes()[dtype]
     except KeyError:
-        raise CorruptCheckpointError(
-            f"unsupported safetensors dtype {dtype!r}; known: {', '.join(TORCH_DTYPES)}"
-        ) from None
+        raise _unknown(dtype) from None
 
 
 def safetensors_dtype(dtype: torch.dtype) -> str:
     """The safetensors dtype name of a torch dtype."""
-    try:
-        return SAFETENSORS_DTYPES[dtype]
-    except KeyError:
-        raise CorruptCheckpointError(f"dtype {dtype} cannot be stored in safetensors by mote-convert") from None
+    for name, candidate in _torch_dtypes().items():
+        if candidate == dtype:
+            return name
+    raise CorruptCheckpointError(f"dtype {dtype} cannot be stored in safetensors by mote-convert")

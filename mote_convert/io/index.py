@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -51,6 +51,10 @@ class CheckpointIndex:
     files: tuple[str, ...]
     metadata: Mapping[str, Mapping[str, str]]  # file -> __metadata__
     sharded: bool
+    # Only from load_index(..., problems=[...]): files that could not be read, and the tensors the
+    # shard index places in them (their shapes are unknown).
+    unreadable: Mapping[str, str] = field(default_factory=dict)  # tensor name -> file
+    bad_files: tuple[str, ...] = ()
 
     def __contains__(self, name: object) -> bool:
         return name in self.tensors
@@ -81,7 +85,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     fails here, before any conversion starts.
     """
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        # framework "numpy": only the header is read, and torch need not be imported for that
+        with safe_open(str(path), framework="numpy") as handle:
             metadata = dict(handle.metadata() or {})
             tensors = {}
             for name in handle.keys():
@@ -117,13 +122,24 @@ def _data_offsets(path: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def load_index(root: str | Path) -> CheckpointIndex:
-    """Index a checkpoint directory's safetensors weights from their headers."""
+def load_index(root: str | Path, problems: list[CorruptCheckpointError] | None = None) -> CheckpointIndex:
+    """Index a checkpoint directory's safetensors weights from their headers.
+
+    A file that cannot be read raises :class:`CorruptCheckpointError`, unless ``problems`` is given:
+    then each such error is appended to it, the file is left out, and the index records the tensors
+    the shard index places in it as ``unreadable`` (``inspect`` reports every damaged file at once).
+    """
     root = Path(root)
     if not root.exists():
         raise InputNotFoundError(f"{root}: no such file or directory")
     if not root.is_dir():
         raise InputNotFoundError(f"{root}: not a directory (give a Hugging Face checkpoint directory)")
+
+    def report(exc: CorruptCheckpointError) -> None:
+        if problems is None:
+            raise exc
+        problems.append(exc)
+
     index_path = root / INDEX_FILE
     if index_path.is_file():
         weight_map = _read_weight_map(index_path)
@@ -138,19 +154,33 @@ def load_index(root: str | Path) -> CheckpointIndex:
 
     tensors: dict[str, TensorInfo] = {}
     metadata: dict[str, dict[str, str]] = {}
+    bad_files: set[str] = set()
     for file_name in files:
         path = root / file_name
-        if not path.is_file():
-            raise CorruptCheckpointError(f"{index_path}: lists {file_name}, which is missing")
-        file_tensors, metadata[file_name] = read_header(path)
+        try:
+            if not path.is_file():
+                raise CorruptCheckpointError(f"{index_path}: lists {file_name}, which is missing")
+            file_tensors, metadata[file_name] = read_header(path)
+        except CorruptCheckpointError as exc:
+            report(exc)
+            bad_files.add(file_name)
+            continue
         for name, info in file_tensors.items():
             if name in tensors:
-                raise CorruptCheckpointError(f"{root}: tensor {name} is stored in two files")
+                report(CorruptCheckpointError(f"{root}: tensor {name} is stored in two files"))
+                continue
             tensors[name] = info
+    unreadable: dict[str, str] = {}
     if weight_map is not None:
-        _check_weight_map(index_path, weight_map, tensors)
+        unreadable = {n: f for n, f in weight_map.items() if f in bad_files}
+        readable_map = {n: f for n, f in weight_map.items() if f not in bad_files}
+        try:
+            _check_weight_map(index_path, readable_map, tensors)
+        except CorruptCheckpointError as exc:
+            report(exc)
     ordered = {name: tensors[name] for name in sorted(tensors)}
-    return CheckpointIndex(root, ordered, files, metadata, sharded)
+    readable = tuple(f for f in files if f not in bad_files)
+    return CheckpointIndex(root, ordered, readable, metadata, sharded, unreadable, tuple(sorted(bad_files)))
 
 
 def _read_weight_map(index_path: Path) -> dict[str, str]:

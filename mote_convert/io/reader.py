@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from mote_convert.errors import CorruptCheckpointError
 from mote_convert.io.index import CheckpointIndex, TensorInfo
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TensorReader:

@@ -17,14 +17,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 from mote_convert.errors import MoteError, OutputExistsError
 from mote_convert.io.dtypes import itemsize, safetensors_dtype
 from mote_convert.io.index import INDEX_FILE, SINGLE_FILE
 from mote_convert.io.reader import TensorReader, write_all
+
+if TYPE_CHECKING:
+    import torch
+
+ProgressFn = Callable[[int], None]  # called with the bytes just written
 
 HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
 
@@ -121,6 +124,8 @@ class ShardWriter:
                 f"internal: {name} is {safetensors_dtype(tensor.dtype)} {tuple(tensor.shape)}, "
                 f"the header says {spec.dtype} {spec.shape}"
             )
+        import torch  # here, not at module level: header-only users of this module never need it
+
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
         write_all(self._fh, memoryview(data.numpy()))
         self._next += 1
@@ -153,7 +158,7 @@ def write_shards(
     shards: Sequence[Shard],
     metadata: Mapping[str, str],
     write_one: Callable[[ShardWriter, TensorSpec], int],
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> int:
     """Write every shard, tensor by tensor through ``write_one``, then the index json; returns bytes written."""
     written = 0

@@ -25,19 +25,9 @@ from mote_convert.io.writer import StagedOutput, TensorSpec, plan_shards, write_
 from mote_convert.modeling.bitlinear import MODES, PACKED, TRAIN, TernaryLinear
 from mote_convert.modeling.block import MoTEBlock
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import EXPERT_FORMATS, read_config
+from mote_convert.plan import EXPERT_FORMATS, read_config, read_mote_section
 
 _HOOK_ATTR = "_mote_aux_hook"
-
-
-def read_mote_section(config: dict[str, Any], root: Path | str) -> dict[str, Any]:
-    """config.json["mote"], or a FormatError for a dense checkpoint."""
-    mote = config.get("mote")
-    if not isinstance(mote, dict):
-        raise FormatError(f"{root} is not a MoTE checkpoint (config.json has no 'mote' section); run upcycle first")
-    if mote.get("expert_format") not in EXPERT_FORMATS:
-        raise FormatError(f"{root}: unknown expert_format {mote.get('expert_format')!r}; known: {', '.join(EXPERT_FORMATS)}")
-    return mote
 
 
 @contextlib.contextmanager

@@ -1,22 +1,32 @@
-"""Pure tensor math of SPEC section 1 and the 2-bit layout of section 2 (no I/O)."""
+"""Pure tensor math of SPEC section 1 and the 2-bit layout of section 2 (no I/O).
 
-from mote_convert.quant.packing import pack_ternary, packed_rows, quantize_pack, unpack_ternary
-from mote_convert.quant.ternary import (
-    absmean_scale,
-    activation_quant,
-    fixed_point_latent,
-    ternarize,
-    ternary_codes,
-)
+Names are imported on first use, so that ``mote_convert.quant.layout`` (shape arithmetic only) can be
+used without importing torch.
+"""
 
-__all__ = [
-    "absmean_scale",
-    "activation_quant",
-    "fixed_point_latent",
-    "pack_ternary",
-    "packed_rows",
-    "quantize_pack",
-    "ternarize",
-    "ternary_codes",
-    "unpack_ternary",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "absmean_scale": "ternary",
+    "activation_quant": "ternary",
+    "fixed_point_latent": "ternary",
+    "ternarize": "ternary",
+    "ternary_codes": "ternary",
+    "code_counts": "packing",
+    "pack_ternary": "packing",
+    "quantize_pack": "packing",
+    "unpack_ternary": "packing",
+    "packed_rows": "layout",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

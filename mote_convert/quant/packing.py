@@ -10,16 +10,11 @@ from __future__ import annotations
 import torch
 
 from mote_convert.errors import TernaryInputError
+from mote_convert.quant.layout import VALUES_PER_BYTE, packed_rows
 from mote_convert.quant.ternary import SCALE_EPS, absmean_scale
 
-VALUES_PER_BYTE = 4
+__all__ = ["VALUES_PER_BYTE", "code_counts", "pack_ternary", "packed_rows", "quantize_pack", "unpack_ternary"]
 
-
-def packed_rows(out_features: int) -> int:
-    """Rows of the packed tensor for a weight with ``out_features`` rows: ceil(out / 4)."""
-    if out_features < 0:
-        raise TernaryInputError(f"out_features must be >= 0, got {out_features}")
-    return -(-out_features // VALUES_PER_BYTE)
 
 
 def pack_ternary(codes: torch.Tensor, *, check: bool = True) -> torch.Tensor:
@@ -114,3 +109,27 @@ def unpack_ternary(packed: torch.Tensor, out_features: int, dtype: torch.dtype =
         raise TernaryInputError("packed codes hold the invalid 2-bit value 0b11")
     codes = planes.view(rows * VALUES_PER_BYTE, packed.shape[1])[:out_features]
     return codes.to(dtype) - 1
+
+
+def code_counts(packed: torch.Tensor, out_features: int) -> tuple[list[int], int]:
+    """Count the 2-bit fields of packed codes without decoding them (for checking a checkpoint).
+
+    Returns ``([n_00, n_01, n_10, n_11], padding_nonzero)``: how often each field value occurs in the
+    ``out_features`` real rows (0b00 is -1, 0b01 is 0, 0b10 is +1, 0b11 is invalid), and how many
+    fields of the padding rows are not 0b00. Unlike :func:`unpack_ternary` it never raises on 0b11:
+    it is for reporting a damaged tensor, not for computing with it.
+    """
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 2:
+        raise TernaryInputError(f"expected 2-D uint8 packed codes, got {getattr(packed, 'dtype', type(packed))}")
+    rows = packed.shape[0]
+    if rows != packed_rows(out_features):
+        raise TernaryInputError(f"packed codes have {rows} rows; {out_features} output features need {packed_rows(out_features)}")
+    counts = [0, 0, 0, 0]
+    padding_nonzero = 0
+    for j in range(VALUES_PER_BYTE):
+        field = (packed >> (2 * j)) & 0b11
+        real = min(rows, max(0, out_features - j * rows))  # plane j holds weight rows j*R .. j*R+R-1
+        for code in range(4):
+            counts[code] += int((field[:real] == code).sum())
+        padding_nonzero += int((field[real:] != 0).sum())
+    return counts, padding_nonzero

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from transformers.integrations.bitnet import pack_weights, unpack_weights
 
 from mote_convert.errors import TernaryInputError
-from mote_convert.quant import pack_ternary, packed_rows, quantize_pack, ternarize, unpack_ternary
+from mote_convert.quant import code_counts, pack_ternary, packed_rows, quantize_pack, ternarize, unpack_ternary
 
 # transformers compiles unpack_weights with torch.compile; the plain function is the same oracle
 # without a C++ build in every test run.
@@ -92,3 +92,23 @@ def test_quantize_pack_equals_ternarize_then_pack(rows: int, cols: int, seed: in
             packed, g2 = quantize_pack(w, chunk_elements=chunk, workspace=ws)
             assert torch.equal(g2, gamma)
             assert torch.equal(packed, pack_ternary(codes))
+
+
+@settings(max_examples=100, deadline=None)
+@given(ternary_codes())
+def test_code_counts_match_the_codes(codes: torch.Tensor) -> None:
+    counts, padding = code_counts(pack_ternary(codes), codes.shape[0])
+    assert counts == [int((codes == t).sum()) for t in (-1, 0, 1)] + [0]
+    assert padding == 0
+
+
+def test_code_counts_report_invalid_codes_and_dirty_padding() -> None:
+    codes = torch.zeros(6, 3, dtype=torch.int8)  # R = 2: planes 0..2 real (rows 0-5), plane 3 padding
+    packed = pack_ternary(codes)
+    packed[0, 0] |= 0b11 << 2  # row 2 (plane 1, packed row 0) -> 0b11
+    packed[1, 2] |= 0b10 << 6  # plane 3 is padding (rows 6, 7)
+    counts, padding = code_counts(packed, 6)
+    assert counts == [0, 17, 0, 1]
+    assert padding == 1
+    with pytest.raises(TernaryInputError):
+        code_counts(packed, 9)

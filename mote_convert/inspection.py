@@ -1,0 +1,688 @@
+"""``inspect``: what a checkpoint holds, what it costs in memory, and whether it is sound.
+
+Reads safetensors headers, plus the 4-byte expert scales of a packed MoTE checkpoint; ``stats=True``
+also reads every routed-expert tensor to count its codes. For a dense checkpoint the report adds what
+``upcycle`` would produce with the given options, from the upcycle plan itself (nothing written).
+
+Problems (a damaged or inconsistent checkpoint) are collected, not raised, each naming the tensor,
+file or config key; a report with problems is a failed check (``report.ok`` is False, the CLI exits
+non-zero). Bad input that leaves nothing to inspect (no such path, no config.json, an unsupported
+model_type) raises the usual :class:`~mote_convert.errors.MoteError`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mote_convert.arch import Architecture, get_architecture
+from mote_convert.errors import CorruptCheckpointError, MoteError
+from mote_convert.io.dtypes import FLOAT_DTYPES
+from mote_convert.io.index import CheckpointIndex, TensorInfo, load_index
+from mote_convert.memory import ROUTED_EXPERTS, ROUTERS, Comparison, Layout, MemoryTable, compare, memory_table
+from mote_convert.options import UpcycleOptions
+from mote_convert.plan import (
+    ACTIVATION_BITS,
+    EXPERT_FORMATS,
+    FORMAT_VERSION,
+    WEIGHT_QUANT,
+    ConversionPlan,
+    build_upcycle_plan,
+    read_config,
+)
+from mote_convert.quant.layout import packed_rows
+
+DENSE = "dense"
+MOTE = "mote"
+REPORT_VERSION = 1
+MOTE_METADATA = ("mote_format", "1")
+
+# Called with the bytes of each expert tensor read for ``stats`` and the bytes all of them hold.
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a checkpoint: ``where`` names a tensor, a file or a config key."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form."""
+        return {"where": self.where, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model as config.json and the headers describe it."""
+
+    model_type: str
+    architecture: str
+    text_model_type: str | None
+    num_layers: int | None
+    hidden_size: int | None
+    intermediate_size: int | None
+    vision_model_type: str | None
+    vision_num_layers: int | None
+    vision_hidden_size: int | None
+    dtype: str | None  # the dtype holding most bytes of the dense (non-MoTE) tensors
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "model_type": self.model_type,
+            "architecture": self.architecture,
+            "text_model_type": self.text_model_type,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "vision_tower": None
+            if self.vision_model_type is None
+            else {
+                "model_type": self.vision_model_type,
+                "num_layers": self.vision_num_layers,
+                "hidden_size": self.vision_hidden_size,
+            },
+            "dtype": self.dtype,
+        }
+
+
+@dataclass(frozen=True)
+class MoteInfo:
+    """The MoE part: from config.json["mote"] (a MoTE checkpoint) or the upcycle plan (a dense one)."""
+
+    num_experts: int
+    top_k: int
+    moe_layers: tuple[int, ...]
+    expert_format: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "num_experts": self.num_experts,
+            "top_k": self.top_k,
+            "moe_layers": list(self.moe_layers),
+            "expert_format": self.expert_format,
+        }
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One safetensors file: its size on disk and the tensors it holds."""
+
+    file: str
+    bytes: int
+    tensors: int
+    tensor_bytes: int
+    readable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "file": self.file,
+            "bytes": self.bytes,
+            "tensors": self.tensors,
+            "tensor_bytes": self.tensor_bytes,
+            "readable": self.readable,
+        }
+
+
+@dataclass(frozen=True)
+class ExpertStats:
+    """Code shares and gamma of one routed-expert projection (``stats=True``)."""
+
+    layer: int
+    expert: int
+    projection: str
+    tensor: str
+    minus: int  # codes -1
+    zero: int  # codes 0
+    plus: int  # codes +1
+    invalid: int  # 0b11 fields (packed) - never written by a sound converter
+    padding_nonzero: int  # padding fields that are not 0b00 (packed)
+    gamma: float | None
+
+    @property
+    def codes(self) -> int:
+        """All code fields of the real rows."""
+        return self.minus + self.zero + self.plus + self.invalid
+
+    def share(self, count: int) -> float:
+        """A count as a share of all codes."""
+        return count / self.codes if self.codes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "layer": self.layer,
+            "expert": self.expert,
+            "projection": self.projection,
+            "tensor": self.tensor,
+            "counts": {"-1": self.minus, "0": self.zero, "+1": self.plus, "invalid": self.invalid},
+            "shares": {
+                "-1": round(self.share(self.minus), 6),
+                "0": round(self.share(self.zero), 6),
+                "+1": round(self.share(self.plus), 6),
+            },
+            "padding_nonzero": self.padding_nonzero,
+            "gamma": self.gamma,
+        }
+
+
+@dataclass(frozen=True)
+class InspectionReport:
+    """Everything ``inspect`` says about a checkpoint; :meth:`to_dict` is the documented JSON."""
+
+    path: Path
+    kind: str  # DENSE or MOTE
+    model: ModelInfo
+    mote: MoteInfo | None  # a MoTE checkpoint's, or for a dense one the planned
+    files: tuple[FileInfo, ...]
+    memory: MemoryTable  # of the tensors in the files
+    planned: MemoryTable | None  # dense only: of the tensors upcycle would write
+    comparison: Comparison | None
+    problems: tuple[Problem, ...]
+    stats: tuple[ExpertStats, ...] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # dense only: the upcycle options used
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; the keys are documented in docs/inspect-json.md."""
+        return {
+            "report_version": REPORT_VERSION,
+            "path": str(self.path),
+            "kind": self.kind,
+            "ok": self.ok,
+            "model": self.model.to_dict(),
+            "mote": None if self.mote is None else self.mote.to_dict(),
+            "upcycle_options": dict(self.options) if self.kind == DENSE else None,
+            "files": [f.to_dict() for f in self.files],
+            "memory": self.memory.to_dict(),
+            "planned_memory": None if self.planned is None else self.planned.to_dict(),
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
+            "problems": [p.to_dict() for p in self.problems],
+            "stats": None if self.stats is None else [s.to_dict() for s in self.stats],
+        }
+
+
+def inspect_checkpoint(
+    path: str | Path,
+    options: UpcycleOptions | None = None,
+    *,
+    stats: bool = False,
+    progress: ProgressFn | None = None,
+) -> InspectionReport:
+    """Report on a dense or MoTE checkpoint directory (SPEC section 3, ``inspect``).
+
+    ``options`` (num_experts, top_k, layers, ...) apply to a dense checkpoint: the report then shows
+    what ``upcycle`` would write with them. ``stats`` reads the routed-expert tensors and counts their
+    codes; ``progress(nbytes, total)`` is called after each tensor read for it.
+    """
+    root = Path(path)
+    config = read_config(root)
+    arch = get_architecture(config.get("model_type"))
+    errors: list[CorruptCheckpointError] = []
+    index = load_index(root, problems=errors)
+    problems = [Problem(_error_where(str(e), root), _error_message(str(e), root)) for e in errors]
+    files = _file_infos(root, index)
+    kind = MOTE if "mote" in config else DENSE
+    if kind == MOTE:
+        return _inspect_mote(root, config, arch, index, files, problems, stats, progress)
+    return _inspect_dense(root, config, arch, index, files, problems, options or UpcycleOptions())
+
+
+def _error_where(message: str, root: Path) -> str:
+    """The file an index error names (its messages start with the path), relative to the checkpoint."""
+    head = message.split(":", 1)[0]
+    try:
+        return str(Path(head).relative_to(root))
+    except ValueError:
+        return head
+
+
+def _error_message(message: str, root: Path) -> str:
+    return message.split(": ", 1)[1] if ": " in message else message
+
+
+def _file_infos(root: Path, index: CheckpointIndex) -> tuple[FileInfo, ...]:
+    per_file: dict[str, list[int]] = {f: [0, 0] for f in index.files}
+    for t in index:
+        acc = per_file.setdefault(t.file, [0, 0])
+        acc[0] += 1
+        acc[1] += t.nbytes
+    out = [
+        FileInfo(f, (root / f).stat().st_size, n, nbytes, True) for f, (n, nbytes) in sorted(per_file.items())
+    ]
+    for f in index.bad_files:
+        size = (root / f).stat().st_size if (root / f).is_file() else 0
+        out.append(FileInfo(f, size, sum(1 for v in index.unreadable.values() if v == f), 0, False))
+    return tuple(out)
+
+
+def _int_or_none(mapping: Mapping[str, Any] | None, *keys: str) -> int | None:
+    for key in keys:
+        value = (mapping or {}).get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _model_info(config: Mapping[str, Any], arch: Architecture, index: CheckpointIndex, layout: Layout) -> ModelInfo:
+    text = arch.text_config_of(config)
+    vision = config.get(arch.vision_config) if arch.vision_config else None
+    vision = vision if isinstance(vision, Mapping) else None
+    dtype_bytes: Counter[str] = Counter()
+    for t in index:
+        component, _ = layout.locate(t.name)
+        if t.dtype in FLOAT_DTYPES and component not in (ROUTED_EXPERTS, ROUTERS):
+            dtype_bytes[t.dtype] += t.nbytes
+    return ModelInfo(
+        model_type=str(config.get("model_type")),
+        architecture=arch.name,
+        text_model_type=text.get("model_type") if isinstance(text.get("model_type"), str) else None,
+        num_layers=_int_or_none(text, arch.num_layers_key),
+        hidden_size=_int_or_none(text, arch.hidden_size_key),
+        intermediate_size=_int_or_none(text, arch.intermediate_size_key),
+        vision_model_type=None if vision is None else str(vision.get("model_type")),
+        vision_num_layers=_int_or_none(vision, "num_hidden_layers", "depth"),
+        vision_hidden_size=_int_or_none(vision, "hidden_size", "embed_dim"),
+        dtype=dtype_bytes.most_common(1)[0][0] if dtype_bytes else None,
+    )
+
+
+def _layout(arch: Architecture, config: Mapping[str, Any], index: CheckpointIndex, moe: Mapping[int, str]) -> Layout:
+    """Component prefixes: MoE layers from ``moe`` (layer -> P), every other decoder layer's FFN
+    prefix in the key style the checkpoint uses (the first style that names a tensor of it)."""
+    num_layers = _int_or_none(arch.text_config_of(config), arch.num_layers_key) or 0
+    ffn: dict[str, int] = {}
+    names = tuple(index.tensors)
+    for layer in range(num_layers):
+        if layer in moe:
+            continue
+        for prefix in arch.prefixes_for(layer):
+            if any(n.startswith(prefix + ".") for n in names):
+                ffn[prefix] = layer
+                break
+    return Layout(
+        vision_prefixes=arch.vision_prefixes,
+        projector_prefixes=arch.projector_prefixes,
+        moe_prefixes={p: layer for layer, p in moe.items()},
+        ffn_prefixes=ffn,
+        projections=arch.ffn_kind.projections,
+    )
+
+
+def _inspect_dense(
+    root: Path,
+    config: Mapping[str, Any],
+    arch: Architecture,
+    index: CheckpointIndex,
+    files: tuple[FileInfo, ...],
+    problems: list[Problem],
+    options: UpcycleOptions,
+) -> InspectionReport:
+    plan: ConversionPlan | None = None
+    if not index.unreadable and not problems:
+        try:
+            plan = build_upcycle_plan(index, config, options)
+        except MoteError as exc:
+            problems.append(Problem("upcycle plan", str(exc)))
+    moe = {m.layer: m.prefix for m in plan.moe_layers} if plan is not None else {}
+    layout = _layout(arch, config, index, moe)
+    source = _layout(arch, config, index, {})
+    planned = comparison = mote = None
+    if plan is not None:
+        outputs = [e.out for e in plan.entries]
+        planned = memory_table(outputs, layout)
+        comparison = compare(outputs, layout, options.num_experts)
+        mote = MoteInfo(options.num_experts, options.top_k, tuple(moe), options.expert_format)
+    return InspectionReport(
+        path=root,
+        kind=DENSE,
+        model=_model_info(config, arch, index, source),
+        mote=mote,
+        files=files,
+        memory=memory_table(index, source),
+        planned=planned,
+        comparison=comparison,
+        problems=tuple(problems),
+        options={
+            "num_experts": options.num_experts,
+            "top_k": options.top_k,
+            "layers": options.layers.spec,
+            "expert_format": options.expert_format,
+        },
+    )
+
+
+# --- MoTE checkpoints -------------------------------------------------------------------------------
+
+_REQUIRED_KEYS = (
+    "format_version",
+    "num_experts",
+    "top_k",
+    "moe_layers",
+    "layer_prefixes",
+    "projections",
+    "expert_format",
+    "weight_quant",
+    "activation_bits",
+    "router_aux_loss_coef",
+    "norm_topk_prob",
+)
+_EXPERT_NAME = re.compile(r"^(?P<prefix>.+)\.experts\.(?P<expert>\d+)\.(?P<proj>[^.]+)\.(?P<kind>[^.]+)$")
+
+
+def _key(name: str) -> str:
+    return f"config.json:mote.{name}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_mote_section(mote: Any, arch: Architecture, num_layers: int | None) -> tuple[list[Problem], dict[int, str] | None]:
+    """Check config.json["mote"] on its own; returns problems and layer -> P when it is usable."""
+    problems: list[Problem] = []
+    if not isinstance(mote, dict):
+        return [Problem("config.json:mote", "must be a JSON object")], None
+    for key in _REQUIRED_KEYS:
+        if key not in mote:
+            problems.append(Problem(_key(key), "missing (SPEC section 2 requires it)"))
+    if "format_version" in mote and mote["format_version"] != FORMAT_VERSION:
+        problems.append(Problem(_key("format_version"), f"is {mote['format_version']!r}; this tool reads {FORMAT_VERSION}"))
+    if "weight_quant" in mote and mote["weight_quant"] != WEIGHT_QUANT:
+        problems.append(Problem(_key("weight_quant"), f"is {mote['weight_quant']!r}, expected {WEIGHT_QUANT!r}"))
+    if "activation_bits" in mote and mote["activation_bits"] != ACTIVATION_BITS:
+        problems.append(Problem(_key("activation_bits"), f"is {mote['activation_bits']!r}, expected {ACTIVATION_BITS}"))
+    if "expert_format" in mote and mote["expert_format"] not in EXPERT_FORMATS:
+        problems.append(Problem(_key("expert_format"), f"is {mote['expert_format']!r}; known: {', '.join(EXPERT_FORMATS)}"))
+    n, k = mote.get("num_experts"), mote.get("top_k")
+    if "num_experts" in mote and (not _is_int(n) or n < 1):
+        problems.append(Problem(_key("num_experts"), f"is {n!r}, expected a positive integer"))
+    if "top_k" in mote and (not _is_int(k) or k < 1 or (_is_int(n) and k > n)):
+        problems.append(Problem(_key("top_k"), f"is {k!r}, expected an integer from 1 to num_experts ({n!r})"))
+    if "norm_topk_prob" in mote and not isinstance(mote["norm_topk_prob"], bool):
+        problems.append(Problem(_key("norm_topk_prob"), f"is {mote['norm_topk_prob']!r}, expected true or false"))
+    coef = mote.get("router_aux_loss_coef")
+    if "router_aux_loss_coef" in mote and (isinstance(coef, bool) or not isinstance(coef, (int, float))):
+        problems.append(Problem(_key("router_aux_loss_coef"), f"is {coef!r}, expected a number"))
+    projections = mote.get("projections")
+    if "projections" in mote and list(projections or []) != list(arch.ffn_kind.projections):
+        problems.append(
+            Problem(_key("projections"), f"is {projections!r}; {arch.name} FFNs have {list(arch.ffn_kind.projections)}")
+        )
+    layers, prefixes = mote.get("moe_layers"), mote.get("layer_prefixes")
+    if not isinstance(layers, list) or not all(_is_int(x) for x in layers):
+        if "moe_layers" in mote:
+            problems.append(Problem(_key("moe_layers"), f"is {layers!r}, expected a list of layer indices"))
+        return problems, None
+    if not isinstance(prefixes, dict) or not all(isinstance(v, str) for v in prefixes.values()):
+        if "layer_prefixes" in mote:
+            problems.append(Problem(_key("layer_prefixes"), "expected an object of layer index -> FFN prefix"))
+        return problems, None
+    if sorted(prefixes, key=lambda s: int(s) if s.isdigit() else -1) != [str(x) for x in sorted(layers)]:
+        problems.append(
+            Problem(_key("layer_prefixes"), f"has layers {sorted(prefixes)}, but moe_layers is {sorted(layers)}")
+        )
+    moe: dict[int, str] = {}
+    for layer in layers:
+        prefix = prefixes.get(str(layer))
+        if prefix is None:
+            continue
+        if num_layers is not None and not 0 <= layer < num_layers:
+            problems.append(Problem(_key("moe_layers"), f"layer {layer} is outside the model's {num_layers} layers"))
+        elif prefix not in arch.prefixes_for(layer):
+            problems.append(
+                Problem(_key("layer_prefixes"), f"layer {layer} is {prefix!r}; {arch.name} names it {arch.prefixes_for(layer)[0]!r}")
+            )
+        moe[layer] = prefix
+    return problems, moe
+
+
+def _expect(
+    index: CheckpointIndex, name: str, dtype: str | None, shape: tuple[int, ...] | None, problems: list[Problem]
+) -> TensorInfo | None:
+    """Check one required tensor; a tensor in an unreadable file is left to the file's problem."""
+    if name in index.unreadable:
+        return None
+    info = index.tensors.get(name)
+    if info is None:
+        problems.append(Problem(name, "missing"))
+        return None
+    if (dtype is not None and info.dtype != dtype) or (shape is not None and info.shape != shape):
+        want = " ".join(x for x in (dtype, str(list(shape)) if shape is not None else None) if x)
+        problems.append(Problem(name, f"is {info.dtype} {list(info.shape)}, expected {want}"))
+        return None
+    return info
+
+
+def _check_tensors(
+    config: Mapping[str, Any], arch: Architecture, mote: Mapping[str, Any], moe: Mapping[int, str], index: CheckpointIndex
+) -> tuple[list[Problem], list[tuple[int, int, str, TensorInfo, int]]]:
+    """Check every tensor SPEC section 2 requires of the MoE layers, and that no other MoTE tensor
+    exists. Returns problems and the experts' weight tensors as (layer, expert, proj, info, out)."""
+    problems: list[Problem] = []
+    experts: list[tuple[int, int, str, TensorInfo, int]] = []
+    n = mote.get("num_experts") if _is_int(mote.get("num_experts")) else 0
+    fmt = mote.get("expert_format")
+    projections = tuple(arch.ffn_kind.projections)
+    hidden = _int_or_none(arch.text_config_of(config), arch.hidden_size_key)
+    expected: set[str] = set()
+    for layer, prefix in sorted(moe.items()):
+        found = {int(m["expert"]) for m in map(_EXPERT_NAME.match, _names_under(index, prefix)) if m}
+        if n and found and found != set(range(n)):
+            problems.append(
+                Problem(_key("num_experts"), f"is {n}, but {prefix} holds experts {_ranges(sorted(found))}")
+            )
+        router = f"{prefix}.router.weight"
+        expected.add(router)
+        _expect(index, router, "F32", (n, hidden) if hidden is not None and n else None, problems)
+        for proj in projections:
+            shared = _expect(index, f"{prefix}.{proj}.weight", None, None, problems)
+            if shared is not None and (len(shared.shape) != 2 or shared.dtype not in FLOAT_DTYPES):
+                problems.append(Problem(shared.name, f"shared expert weight must be 2-D float, is {shared.dtype} {list(shared.shape)}"))
+                shared = None
+            bias = index.tensors.get(f"{prefix}.{proj}.bias")
+            for i in range(n):
+                base = f"{prefix}.experts.{i}.{proj}"
+                if fmt == "latent":
+                    expected.add(f"{base}.weight")
+                    info = _expect(index, f"{base}.weight", shared.dtype if shared else None, shared.shape if shared else None, problems)
+                else:
+                    expected |= {f"{base}.weight_packed", f"{base}.weight_scale"}
+                    shape = (packed_rows(shared.shape[0]), shared.shape[1]) if shared else None
+                    info = _expect(index, f"{base}.weight_packed", "U8", shape, problems)
+                    _expect(index, f"{base}.weight_scale", "F32", (1,), problems)
+                if info is not None and shared is not None:
+                    experts.append((layer, i, proj, info, shared.shape[0]))
+                if bias is not None:
+                    expected.add(f"{base}.bias")
+                    _expect(index, f"{base}.bias", bias.dtype, bias.shape, problems)
+    problems += _unexpected(index, arch, config, moe, expected, fmt, n)
+    return problems, experts
+
+
+def _names_under(index: CheckpointIndex, prefix: str) -> list[str]:
+    return [name for name in index.tensors if name.startswith(prefix + ".experts.")]
+
+
+def _ranges(values: list[int]) -> str:
+    return ", ".join(str(v) for v in values) if len(values) <= 6 else f"{values[0]}..{values[-1]} ({len(values)})"
+
+
+def _unexpected(
+    index: CheckpointIndex,
+    arch: Architecture,
+    config: Mapping[str, Any],
+    moe: Mapping[int, str],
+    expected: set[str],
+    fmt: Any,
+    num_experts: int,
+) -> list[Problem]:
+    """MoTE tensors the config does not account for: a layer missing from moe_layers, an expert past
+    num_experts, a tensor of the other expert format."""
+    problems: list[Problem] = []
+    moe_prefixes = set(moe.values())
+    num_layers = _int_or_none(arch.text_config_of(config), arch.num_layers_key) or 0
+    other_layers = {p: layer for layer in range(num_layers) for p in arch.prefixes_for(layer) if layer not in moe}
+    reported_layers: set[int] = set()
+    for name in index.tensors:
+        if ".experts." not in name and ".router." not in name:
+            continue
+        prefix = name.split(".experts.", 1)[0] if ".experts." in name else name.split(".router.", 1)[0]
+        if prefix in other_layers:
+            layer = other_layers[prefix]
+            if layer not in reported_layers:
+                reported_layers.add(layer)
+                problems.append(Problem(_key("moe_layers"), f"omits layer {layer}, but {name} exists"))
+            continue
+        if prefix not in moe_prefixes or name in expected:
+            continue
+        m = _EXPERT_NAME.match(name)
+        if m and int(m["expert"]) >= num_experts:
+            continue  # already reported as a num_experts disagreement
+        if fmt == "packed-2bit" and name.endswith(".weight") and ".experts." in name:
+            problems.append(Problem(_key("expert_format"), f"is 'packed-2bit', but {name} is a latent expert weight"))
+        elif fmt == "latent" and name.endswith((".weight_packed", ".weight_scale")):
+            problems.append(Problem(_key("expert_format"), f"is 'latent', but {name} is a packed expert tensor"))
+        else:
+            problems.append(Problem(name, "unexpected MoTE tensor (config.json['mote'] does not account for it)"))
+    return problems
+
+
+def _check_metadata(index: CheckpointIndex) -> list[Problem]:
+    key, value = MOTE_METADATA
+    return [
+        Problem(f, f"safetensors metadata {key!r} is {meta.get(key)!r}, expected {value!r}")
+        for f, meta in sorted(index.metadata.items())
+        if meta.get(key) != value
+    ]
+
+
+def _read_scales(index: CheckpointIndex, names: list[str]) -> dict[str, float]:
+    """Read the 4-byte float32 scales, one open handle per file (a few bytes each)."""
+    from safetensors import safe_open
+
+    by_file: dict[str, list[str]] = {}
+    for name in names:
+        by_file.setdefault(index.tensors[name].file, []).append(name)
+    values: dict[str, float] = {}
+    for file_name, file_names in sorted(by_file.items()):
+        with safe_open(str(index.root / file_name), framework="numpy") as handle:  # no torch needed
+            for name in file_names:
+                values[name] = float(handle.get_tensor(name).reshape(-1)[0])
+    return values
+
+
+def _check_scales(scales: Mapping[str, float]) -> list[Problem]:
+    problems = []
+    for name, value in scales.items():
+        if not math.isfinite(value):
+            problems.append(Problem(name, f"scale gamma is {value}, not finite"))
+        elif value <= 0:
+            problems.append(Problem(name, f"scale gamma is {value}; absmean gamma is at least 1e-5"))
+    return problems
+
+
+def _expert_stats(
+    index: CheckpointIndex,
+    experts: list[tuple[int, int, str, TensorInfo, int]],
+    scales: Mapping[str, float],
+    progress: ProgressFn | None,
+) -> tuple[list[ExpertStats], list[Problem]]:
+    """Count the codes of every routed-expert projection, one tensor in memory at a time."""
+    from mote_convert.io.reader import TensorReader
+    from mote_convert.quant.packing import code_counts
+    from mote_convert.quant.ternary import absmean_scale, ternary_codes
+
+    reader = TensorReader(index)
+    total = sum(info.nbytes for *_, info, _ in experts)
+    stats: list[ExpertStats] = []
+    problems: list[Problem] = []
+    order = {proj: i for i, proj in enumerate(dict.fromkeys(e[2] for e in experts))}
+    for layer, expert, proj, info, out in sorted(experts, key=lambda e: (e[0], e[1], order[e[2]])):
+        tensor = reader.read(info.name)
+        if info.dtype == "U8":
+            (minus, zero, plus, invalid), padding = code_counts(tensor, out)
+            gamma = scales.get(info.name.removesuffix("_packed") + "_scale")
+            if invalid:
+                problems.append(Problem(info.name, f"{invalid} invalid 2-bit codes (0b11)"))
+            if padding:
+                problems.append(Problem(info.name, f"{padding} padding fields past row {out} are not 0b00"))
+        else:
+            g = absmean_scale(tensor)
+            codes = ternary_codes(tensor, g)
+            minus, zero, plus = (int((codes == t).sum()) for t in (-1, 0, 1))
+            invalid = padding = 0
+            gamma = float(g)
+        stats.append(ExpertStats(layer, expert, proj, info.name, minus, zero, plus, invalid, padding, gamma))
+        del tensor
+        if progress is not None:
+            progress(info.nbytes, total)
+    return stats, problems
+
+
+def _inspect_mote(
+    root: Path,
+    config: Mapping[str, Any],
+    arch: Architecture,
+    index: CheckpointIndex,
+    files: tuple[FileInfo, ...],
+    problems: list[Problem],
+    stats: bool,
+    progress: ProgressFn | None,
+) -> InspectionReport:
+    mote = config["mote"]
+    num_layers = _int_or_none(arch.text_config_of(config), arch.num_layers_key)
+    section_problems, moe = _check_mote_section(mote, arch, num_layers)
+    problems += section_problems
+    problems += _check_metadata(index)
+    experts: list[tuple[int, int, str, TensorInfo, int]] = []
+    scales: dict[str, float] = {}
+    # An unreadable file without a shard index hides which tensors it held: checking them would
+    # only repeat the file's problem once per tensor.
+    tensors_known = not (index.bad_files and not index.sharded)
+    if moe is not None and tensors_known:
+        tensor_problems, experts = _check_tensors(config, arch, mote, moe, index)
+        problems += tensor_problems
+        scale_names = [
+            info.name.removesuffix("_packed") + "_scale" for *_, info, _ in experts if info.dtype == "U8"
+        ]
+        scale_names = [s for s in scale_names if s in index and index[s].dtype == "F32" and index[s].shape == (1,)]
+        scales = _read_scales(index, scale_names)
+        problems += _check_scales(scales)
+    layout = _layout(arch, config, index, moe or {})
+    expert_stats = None
+    if stats:
+        expert_stats, stat_problems = _expert_stats(index, experts, scales, progress)
+        problems += stat_problems
+    n = mote.get("num_experts") if isinstance(mote, dict) and _is_int(mote.get("num_experts")) else 0
+    info = None
+    if isinstance(mote, dict) and moe is not None and n:
+        top_k = mote.get("top_k") if _is_int(mote.get("top_k")) else 0
+        info = MoteInfo(n, top_k, tuple(sorted(moe)), str(mote.get("expert_format")))
+    return InspectionReport(
+        path=root,
+        kind=MOTE,
+        model=_model_info(config, arch, index, layout),
+        mote=info,
+        files=files,
+        memory=memory_table(index, layout),
+        planned=None,
+        comparison=compare(index, layout, n) if moe and n else None,
+        problems=tuple(problems),
+        stats=None if expert_stats is None else tuple(expert_stats),
+    )

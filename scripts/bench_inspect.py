@@ -1,0 +1,95 @@
+"""Benchmark: header-only ``inspect`` of the upcycle benchmark's checkpoint, against reading its bytes.
+
+Uses the LLaVA-1.5-7B-shaped float16 checkpoint of ``scripts/bench_upcycle.py`` (2 decoder layers,
+about 1.4 GB in 2 shards; built if missing) and its upcycled MoTE output, then measures, best of N:
+
+* ``inspect_checkpoint`` in the library, on the dense source (index + upcycle plan + report) and on
+  the MoTE output (index + every check + the 4-byte scales);
+* the whole command, ``mote-convert inspect PATH --json``, in a fresh process (interpreter start and
+  imports included), beside ``python -c "import torch"`` for what the imports alone cost;
+* a plain read of every tensor of the MoTE output (what a data-reading check would cost).
+
+    python scripts/bench_inspect.py --workdir /tmp/mote-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_upcycle  # noqa: E402  (the same checkpoint builder)
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    """Fastest of ``repeats`` runs, in seconds (the machine is shared and noisy)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def command(*args: str) -> Callable[[], object]:
+    """A callable that runs a command line and checks it succeeded."""
+    return lambda: subprocess.run(args, check=True, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import mote_convert
+    from mote_convert.inspection import inspect_checkpoint
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    src = args.workdir / "llava7b-shapes-2l"
+    if not src.exists():
+        bench_upcycle.run_child("build", str(src), "2", "1GB")
+    out = args.workdir / "llava7b-shapes-2l-mote"
+    if not out.exists():
+        mote_convert.upcycle(src, out)
+    cli = shutil.which("mote-convert") or "mote-convert"
+
+    dense = inspect_checkpoint(src)
+    mote = inspect_checkpoint(out)
+    assert dense.ok and mote.ok, (dense.problems, mote.problems)
+    rows = {
+        "library, dense source (+ upcycle plan)": best_of(args.repeats, lambda: inspect_checkpoint(src)),
+        "library, MoTE output (+ checks, scales)": best_of(args.repeats, lambda: inspect_checkpoint(out)),
+        "command, dense source": best_of(args.repeats, command(cli, "inspect", str(src), "--json")),
+        "command, MoTE output": best_of(args.repeats, command(cli, "inspect", str(out), "--json")),
+        "python -c 'import torch' (for scale)": best_of(args.repeats, command(sys.executable, "-c", "import torch")),
+    }
+
+    def plain_read() -> None:
+        from safetensors import safe_open
+
+        for f in sorted(out.glob("*.safetensors")):
+            with safe_open(str(f), "pt") as handle:
+                for name in handle.keys():
+                    handle.get_tensor(name).clone()
+
+    read_s = best_of(min(args.repeats, 3), plain_read)
+    rows["plain read of every MoTE tensor (for scale)"] = read_s
+
+    print(f"dense source: {dense.memory.total.bytes / 1e9:.2f} GB in {len(dense.files)} files; "
+          f"MoTE output: {mote.memory.total.bytes / 1e9:.2f} GB in {len(mote.files)} files, "
+          f"{sum(1 for _ in mote.memory.components if _.tensors)} components")
+    print(f"{'what':<46} {'seconds':>8}")
+    for what, seconds in rows.items():
+        print(f"{what:<46} {seconds:8.3f}")
+    print(f"MoTE output, library inspect vs plain read: {read_s / rows['library, MoTE output (+ checks, scales)']:.0f}x faster")
+    print("target: header-only inspect under 1 s")
+
+
+if __name__ == "__main__":
+    main()
