@@ -108,6 +108,61 @@ def _summary_table(title: str, summary: dict) -> Table:
     return table
 
 
+def _architectures_table() -> Table:
+    from mote_convert.arch import list_architectures
+
+    table = Table(title="supported architectures", title_justify="left")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("model_type", no_wrap=True)
+    table.add_column("FFN kind", no_wrap=True)
+    table.add_column("FFN key of layer N", overflow="fold")
+    for arch in list_architectures():
+        table.add_row(arch.name, ", ".join(arch.model_types), arch.ffn_kind.name, arch.ffn_prefixes[0].replace("{layer}", "N"))
+    return table
+
+
+def _architectures_json() -> list[dict]:
+    from mote_convert.arch import list_architectures
+
+    return [
+        {
+            "name": a.name,
+            "model_types": list(a.model_types),
+            "ffn_kind": a.ffn_kind.name,
+            "projections": list(a.ffn_kind.projections),
+            "ffn_prefixes": list(a.ffn_prefixes),
+            "module_path": a.module_path,
+            "description": a.description,
+        }
+        for a in list_architectures()
+    ]
+
+
+def _list_architectures(value: bool) -> None:
+    if value:
+        out_console.print(_architectures_table())
+        raise typer.Exit(0)
+
+
+@app.command()
+def architectures(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the definitions as JSON.")] = False,
+) -> None:
+    """List the supported model families, their FFN kinds and checkpoint key styles."""
+    with _errors():
+        if as_json:
+            out_console.print_json(json.dumps(_architectures_json()))
+            return
+        out_console.print(_architectures_table())
+    from mote_convert.arch import unsupported_model_types
+
+    refused = unsupported_model_types()
+    reasons = sorted(set(refused.values()))
+    for reason in reasons:
+        types = ", ".join(sorted(t for t, r in refused.items() if r == reason))
+        out_console.print(f"[bold]refused[/] ({reason}): {types}", highlight=False)
+
+
 @app.command()
 def upcycle(
     model: Annotated[Path, typer.Argument(help="Dense checkpoint directory (config.json + safetensors).")],
@@ -122,6 +177,10 @@ def upcycle(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Plan and validate, print the summary, write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    list_architectures: Annotated[
+        bool,
+        typer.Option("--list-architectures", is_eager=True, callback=_list_architectures, help="List the supported model families and exit."),
+    ] = False,
 ) -> None:
     """Up-cycle a dense checkpoint into a MoTE checkpoint (shared FFN + ternary routed experts)."""
     from mote_convert.upcycle import plan_upcycle, resolve_options, write_plan

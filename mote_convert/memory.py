@@ -79,10 +79,11 @@ class Layout:
         for prefix, layer in self.ffn_prefixes.items():
             if name.startswith(prefix + "."):
                 return FFN, layer
-        if name.startswith(self.vision_prefixes):
-            return VISION_TOWER, None
+        # projector first: some families keep it inside the vision module (Qwen2-VL's visual.merger)
         if name.startswith(self.projector_prefixes):
             return PROJECTOR, None
+        if name.startswith(self.vision_prefixes):
+            return VISION_TOWER, None
         for component, pattern in TEXT_PATTERNS:
             if pattern.search(name):
                 return component, None

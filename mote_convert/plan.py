@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mote_convert.arch import Architecture, get_architecture
+from mote_convert.arch import Architecture, check_text_model, get_architecture
 from mote_convert.errors import FormatError, InputNotFoundError, PlanError, UnsupportedArchitectureError
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex
@@ -202,7 +202,9 @@ def dense_architecture(config: Mapping[str, Any], root: str | Path) -> Architect
     """
     if "mote" in config:
         raise FormatError(f"{root} is already a MoTE checkpoint (config.json has a 'mote' section)")
-    return get_architecture(config.get("model_type"))
+    arch = get_architecture(config.get("model_type"))
+    check_text_model(arch, config)
+    return arch
 
 
 def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], options: UpcycleOptions) -> ConversionPlan:

@@ -28,3 +28,8 @@ def architecture_dir() -> Path:
 def recipe_dir() -> Path:
     """``configs/recipes``: example upcycle recipes."""
     return config_root() / "recipes"
+
+
+def unsupported_file() -> Path:
+    """``configs/unsupported.yaml``: model types refused on purpose, with the reason."""
+    return config_root() / "unsupported.yaml"

@@ -51,3 +51,38 @@ def test_demo_runs() -> None:
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
     assert "routed expert bits per weight" in result.stdout and "language_model.model.layers.0.mlp" in result.stdout
+
+
+def test_list_architectures() -> None:
+    for args in (["upcycle", "--list-architectures"], ["architectures"]):
+        result = runner.invoke(app, args, env={"COLUMNS": "160"})
+        assert result.exit_code == 0, result.output
+        for family, kind in (("llava_onevision", "gated"), ("qwen2_vl", "gated"), ("phi3", "fused_gated"), ("phi", "plain")):
+            assert any(line.split("│")[1].strip() == family and kind in line for line in result.stdout.splitlines() if "│" in line), family
+    assert "refused" in result.stdout and "mixtral" in result.stdout
+    data = json.loads(runner.invoke(app, ["architectures", "--json"]).stdout)
+    assert {"name": "idefics3", "model_types": ["idefics3", "smolvlm"], "ffn_kind": "gated"}.items() <= next(d for d in data if d["name"] == "idefics3").items()
+
+
+def test_architecture_errors(tmp_path: Path) -> None:
+    """An unsupported or refused model_type lists the supported ones; keys that do not match the
+    definition name the first key that did not match."""
+    from mote_convert.errors import UnsupportedArchitectureError
+    from tests.families import FAMILIES
+
+    bad = tmp_path / "moe"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
+    _one_line_error(runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]), UnsupportedArchitectureError.exit_code, "already mixture-of-experts layers")
+    _one_line_error(runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]), UnsupportedArchitectureError.exit_code, "supported: gemma, gemma3, idefics3")
+    # a Qwen2 LM whose config claims Llama-style keys it does not have: the first key is named
+    lm = FAMILIES["qwen2"].build(tmp_path / "qwen2")
+    config = json.loads((lm / "config.json").read_text())
+    config["model_type"] = "idefics3"
+    config["text_config"] = {k: config[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size")}
+    (lm / "config.json").write_text(json.dumps(config))
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(lm), "-o", str(tmp_path / "o")]),
+        UnsupportedArchitectureError.exit_code,
+        "key model.text_model.layers.0.mlp.gate_proj.weight not found",
+    )

@@ -9,6 +9,7 @@ from mote_convert.errors import UnsupportedArchitectureError
 
 HIDDEN = "hidden"
 INTERMEDIATE = "intermediate"
+GATE_UP = "2*intermediate"  # a fused gate and up projection, stacked along the output dimension
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class FfnKind:
 
     def expected_shape(self, proj: str, hidden: int, intermediate: int) -> tuple[int, int]:
         """The [out, in] shape of ``proj``'s weight for the given model dimensions."""
-        dims = {HIDDEN: hidden, INTERMEDIATE: intermediate}
+        dims = {HIDDEN: hidden, INTERMEDIATE: intermediate, GATE_UP: 2 * intermediate}
         out_dim, in_dim = self.shapes[proj]
         return dims[out_dim], dims[in_dim]
 
@@ -60,6 +61,16 @@ def _plain() -> FfnKind:
         projections=("fc1", "fc2"),
         shapes={"fc1": (INTERMEDIATE, HIDDEN), "fc2": (HIDDEN, INTERMEDIATE)},
         description="fc2(act(fc1(x)))",
+    )
+
+
+@register_ffn_kind
+def _fused_gated() -> FfnKind:
+    return FfnKind(
+        name="fused_gated",
+        projections=("gate_up_proj", "down_proj"),
+        shapes={"gate_up_proj": (GATE_UP, HIDDEN), "down_proj": (HIDDEN, INTERMEDIATE)},
+        description="gate, up = gate_up_proj(x).chunk(2); down_proj(act(gate) * up) (Phi-3)",
     )
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from mote_convert.arch.ffn import FfnKind, get_ffn_kind
 from mote_convert.errors import UnsupportedArchitectureError
-from mote_convert.resources import architecture_dir
+from mote_convert.resources import architecture_dir, unsupported_file
 
 LAYER_FIELD = "{layer}"
 
@@ -41,15 +41,21 @@ class Architecture:
     vision_config: str | None = None  # key of the vision tower's sub-config in config.json
 
     def text_config_of(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The language model's config inside a full config.json mapping."""
+        """The language model's config inside a full config.json mapping.
+
+        Falls back to the top level where the sub-config is absent but the top level holds the
+        layer count (older Qwen2-VL config.json files keep the text sizes there).
+        """
         if self.text_config is None:
             return config
         sub = config.get(self.text_config)
-        if not isinstance(sub, Mapping):
-            raise UnsupportedArchitectureError(
-                f"config.json of model_type {config.get('model_type')!r} has no {self.text_config!r} object"
-            )
-        return sub
+        if isinstance(sub, Mapping):
+            return sub
+        if self.num_layers_key in config:
+            return config
+        raise UnsupportedArchitectureError(
+            f"config.json of model_type {config.get('model_type')!r} has no {self.text_config!r} object"
+        )
 
     def prefixes_for(self, layer: int) -> tuple[str, ...]:
         """Every key style's FFN prefix for one decoder layer."""
@@ -99,10 +105,36 @@ def list_architectures() -> tuple[Architecture, ...]:
     return tuple(unique[name] for name in sorted(unique))
 
 
+@lru_cache(maxsize=1)
+def unsupported_model_types() -> dict[str, str]:
+    """model_type -> the reason mote-convert refuses it (``configs/unsupported.yaml``)."""
+    path = unsupported_file()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return {t: str(group["reason"]) for group in data.values() for t in group["model_types"]}
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        raise UnsupportedArchitectureError(f"{path} is invalid: {exc}") from None
+
+
 def get_architecture(model_type: str | None) -> Architecture:
-    """The definition for a config's model_type; an unknown one lists the supported types."""
+    """The definition for a config's model_type; an unknown or refused one lists the supported types."""
     registry = _registry()
     if model_type in registry:
         return registry[model_type]
     known = ", ".join(sorted(registry))
+    reason = unsupported_model_types().get(model_type or "")
+    if reason is not None:
+        raise UnsupportedArchitectureError(f"model_type {model_type!r} cannot be up-cycled: {reason}; supported: {known}")
     raise UnsupportedArchitectureError(f"unsupported model_type {model_type!r}; supported: {known}")
+
+
+def check_text_model(arch: Architecture, config: Mapping[str, Any]) -> None:
+    """Refuse a multimodal model whose language model is of a refused type (e.g. LLaVA on Mixtral)."""
+    if arch.text_config is None:
+        return
+    text_type = arch.text_config_of(config).get("model_type")
+    reason = unsupported_model_types().get(text_type) if isinstance(text_type, str) else None
+    if reason is not None:
+        raise UnsupportedArchitectureError(
+            f"{arch.name} with a {text_type!r} language model cannot be up-cycled: {reason}"
+        )
