@@ -121,23 +121,6 @@ def _architectures_table() -> Table:
     return table
 
 
-def _architectures_json() -> list[dict]:
-    from mote_convert.arch import list_architectures
-
-    return [
-        {
-            "name": a.name,
-            "model_types": list(a.model_types),
-            "ffn_kind": a.ffn_kind.name,
-            "projections": list(a.ffn_kind.projections),
-            "ffn_prefixes": list(a.ffn_prefixes),
-            "module_path": a.module_path,
-            "description": a.description,
-        }
-        for a in list_architectures()
-    ]
-
-
 def _list_architectures(value: bool) -> None:
     if value:
         out_console.print(_architectures_table())
@@ -151,7 +134,9 @@ def architectures(
     """List the supported model families, their FFN kinds and checkpoint key styles."""
     with _errors():
         if as_json:
-            out_console.print_json(json.dumps(_architectures_json()))
+            from mote_convert.arch import list_architectures
+
+            out_console.print_json(json.dumps([a.to_dict() for a in list_architectures()]))
             return
         out_console.print(_architectures_table())
     from mote_convert.arch import unsupported_model_types
@@ -254,19 +239,18 @@ def _memory_table(report: InspectionReport) -> Table:
     for head in heads:
         table.add_column(head, justify="right")
 
-    def cells(row: ComponentMemory, after: ComponentMemory | None) -> list[str]:
-        mine = [f"{row.params:,}", _fmt_bytes(row.bytes)] if row.tensors else ["", ""]
-        last = after if after is not None else row
-        theirs = [f"{after.params:,}", _fmt_bytes(after.bytes)] if after is not None and after.tensors else ["", ""]
-        bits = [f"{last.bits_per_weight:.3f}" if last.tensors else ""]
-        return mine + bits if after is None and planned is None else mine + theirs + bits
+    def cells(rows: list[ComponentMemory]) -> list[str]:
+        out = [cell for r in rows for cell in ([f"{r.params:,}", _fmt_bytes(r.bytes)] if r.tensors else ["", ""])]
+        last = rows[-1]  # bits per weight of what is (or would be) written
+        return out + [f"{last.bits_per_weight:.3f}" if last.tensors else ""]
 
+    tables = [report.memory] + ([planned] if planned is not None else [])
     for c in report.memory.components:
-        after = planned[c.name] if planned is not None else None
-        if c.tensors or (after is not None and after.tensors):
-            table.add_row(c.name.replace("_", " "), *cells(c, after))
+        rows = [t[c.name] for t in tables]
+        if any(r.tensors for r in rows):
+            table.add_row(c.name.replace("_", " "), *cells(rows))
     table.add_section()
-    table.add_row("total", *cells(report.memory.total, planned.total if planned is not None else None), style="bold")
+    table.add_row("total", *cells([t.total for t in tables]), style="bold")
     return table
 
 
@@ -342,7 +326,7 @@ def inspect(
         options = UpcycleOptions().with_overrides(num_experts=num_experts, top_k=top_k, layers=layers)
         if stats:
             with _byte_progress("reading experts", 0) as advance:
-                report = inspect_checkpoint(path, options, stats=True, progress=lambda n, total: advance(n, total))
+                report = inspect_checkpoint(path, options, stats=True, progress=advance)
         else:
             report = inspect_checkpoint(path, options)
     if as_json:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from safetensors import safe_open
+
 from mote_convert.arch import Architecture, get_architecture
 from mote_convert.errors import CorruptCheckpointError, MoteError
 from mote_convert.io.dtypes import FLOAT_DTYPES
@@ -346,7 +348,7 @@ def _inspect_dense(
     if plan is not None:
         outputs = [e.out for e in plan.entries]
         planned = memory_table(outputs, layout)
-        comparison = compare(outputs, layout, options.num_experts)
+        comparison = compare(planned, outputs, layout, options.num_experts)
         mote = MoteInfo(options.num_experts, options.top_k, tuple(moe), options.expert_format)
     return InspectionReport(
         path=root,
@@ -574,8 +576,6 @@ def _check_metadata(index: CheckpointIndex) -> list[Problem]:
 
 def _read_scales(index: CheckpointIndex, names: list[str]) -> dict[str, float]:
     """Read the 4-byte float32 scales, one open handle per file (a few bytes each)."""
-    from safetensors import safe_open
-
     by_file: dict[str, list[str]] = {}
     for name in names:
         by_file.setdefault(index.tensors[name].file, []).append(name)
@@ -665,6 +665,7 @@ def _inspect_mote(
         scales = _read_scales(index, scale_names)
         problems += _check_scales(scales)
     layout = _layout(arch, config, index, moe or {})
+    memory = memory_table(index, layout)
     expert_stats = None
     if stats:
         expert_stats, stat_problems = _expert_stats(index, experts, scales, progress)
@@ -680,9 +681,9 @@ def _inspect_mote(
         model=_model_info(config, arch, index, layout),
         mote=info,
         files=files,
-        memory=memory_table(index, layout),
+        memory=memory,
         planned=None,
-        comparison=compare(index, layout, n) if moe and n else None,
+        comparison=compare(memory, index, layout, n) if moe and n else None,
         problems=tuple(problems),
         stats=None if expert_stats is None else tuple(expert_stats),
     )

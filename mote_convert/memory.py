@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol
 
-from mote_convert.io.dtypes import itemsize
 from mote_convert.quant.layout import packed_rows
 
 VISION_TOWER = "vision_tower"
@@ -45,11 +44,14 @@ SCALE_BYTES = 4  # float32 gamma per packed expert projection
 
 
 class TensorLike(Protocol):
-    """Anything with a safetensors name, dtype and shape (TensorInfo, TensorSpec)."""
+    """Anything with a safetensors name, dtype, shape and byte count (TensorInfo, TensorSpec)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,6 @@ class MemoryTable:
         }
 
 
-def _nbytes(t: TensorLike) -> int:
-    return math.prod(t.shape) * itemsize(t.dtype)
-
-
 def _expert_weight_params(t: TensorLike, shapes: Mapping[str, tuple[int, ...]]) -> int:
     """Parameters of a routed-expert tensor: a packed projection counts its logical out x in."""
     if t.name.endswith(".weight_scale"):
@@ -203,7 +201,7 @@ def memory_table(tensors: Iterable[TensorLike], layout: Layout) -> MemoryTable:
     per_layer: dict[int, list[int]] = {}
     for t in items:
         component, layer = layout.locate(t.name)
-        n = _nbytes(t)
+        n = t.nbytes
         params = _expert_weight_params(t, shapes) if component == ROUTED_EXPERTS else math.prod(t.shape)
         acc = sums[component]
         acc[0] += 1
@@ -236,7 +234,7 @@ def packed_expert_bytes(tensors: Iterable[TensorLike], layout: Layout, num_exper
         if kind == "weight" and len(t.shape) == 2:
             per_expert += packed_rows(t.shape[0]) * t.shape[1] + SCALE_BYTES
         elif kind == "bias":
-            per_expert += _nbytes(t)
+            per_expert += t.nbytes
     return num_experts * per_expert
 
 
@@ -282,14 +280,13 @@ class Comparison:
         }
 
 
-def compare(tensors: Iterable[TensorLike], layout: Layout, num_experts: int) -> Comparison:
-    """The three variants, from a MoTE checkpoint's tensors (or the upcycle plan's output tensors)."""
-    items = list(tensors)
-    table = memory_table(items, layout)
+def compare(table: MemoryTable, tensors: Iterable[TensorLike], layout: Layout, num_experts: int) -> Comparison:
+    """The three variants, from a MoTE checkpoint's tensors (or the upcycle plan's output tensors)
+    and their memory table."""
     ffn = table[SHARED_EXPERTS].bytes  # the dense FFNs of the MoE layers, at the source dtype
     routers = table[ROUTERS].bytes
     dense_total = table.total.bytes - table[ROUTED_EXPERTS].bytes - routers
-    packed = packed_expert_bytes(items, layout, num_experts)
+    packed = packed_expert_bytes(tensors, layout, num_experts)
     return Comparison(
         num_experts,
         dense=Variant(ffn, dense_total),

@@ -57,6 +57,18 @@ class Architecture:
             f"config.json of model_type {config.get('model_type')!r} has no {self.text_config!r} object"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (``mote-convert architectures --json``)."""
+        return {
+            "name": self.name,
+            "model_types": list(self.model_types),
+            "ffn_kind": self.ffn_kind.name,
+            "projections": list(self.ffn_kind.projections),
+            "ffn_prefixes": list(self.ffn_prefixes),
+            "module_path": self.module_path,
+            "description": self.description,
+        }
+
     def prefixes_for(self, layer: int) -> tuple[str, ...]:
         """Every key style's FFN prefix for one decoder layer."""
         return tuple(p.replace(LAYER_FIELD, str(layer)) for p in self.ffn_prefixes)
