@@ -10,34 +10,79 @@ import json
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
-from mote_convert.errors import MoteError
+from mote_convert import __version__
+from mote_convert.errors import Interrupted, MoteError, describe_os_error
 
 if TYPE_CHECKING:
     from mote_convert.inspection import InspectionReport
     from mote_convert.memory import ComponentMemory, MemoryTable
+
+class _HelpFlag:
+    """``--help`` takes no value: no ``<bool>`` beside it."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_HelpFlag, TyperCommand):
+    """Usage lines as users know them: ``mote-convert upcycle [OPTIONS] MODEL``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if getattr(param, "param_type_name", "") == "argument":
+                name = (param.metavar or param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+class Group(_HelpFlag, TyperGroup):
+    """The top-level command group."""
+
+
+def _given(ctx: Any, **values: Any) -> dict[str, Any]:
+    """The values of the options the user gave on the command line (the rest keep the recipe's)."""
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k).name in ("COMMANDLINE", "ENVIRONMENT")}
+
 
 app = typer.Typer(
     name="mote-convert",
     help="Turn a dense LLaVA-style checkpoint into a Mixture of Ternary Experts (MoTE) checkpoint.",
     no_args_is_help=True,
     add_completion=False,
+    cls=Group,
     pretty_exceptions_enable=False,
 )
 out_console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
+# Flags take no value: no "<bool>" in the help's type column.
+FLAG = {"metavar": ""}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out_console.print(f"mote-convert {__version__}", highlight=False)
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.", **FLAG)] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.", **FLAG)
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -45,16 +90,30 @@ def _main(
 def _fail(exc: MoteError) -> None:
     if _state["debug"]:
         raise exc
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(exc.exit_code)
+
+
+class OsFailure(MoteError):
+    """An operating-system error the library did not attribute to input or output (a bug to report)."""
+
+    exit_code = 13
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    """Every failure the user can cause or meet becomes one line and a documented exit code."""
     try:
         yield
     except MoteError as exc:
         _fail(exc)
+    except OSError as exc:
+        if _state["debug"]:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(OsFailure(f"{where}{describe_os_error(exc)}"))
+    except KeyboardInterrupt:
+        _fail(Interrupted(2))
 
 
 @contextmanager
@@ -121,50 +180,69 @@ def _architectures_table() -> Table:
     return table
 
 
-def _list_architectures(value: bool) -> None:
-    if value:
-        out_console.print(_architectures_table())
-        raise typer.Exit(0)
+def _show_architectures(as_json: bool) -> None:
+    from mote_convert.arch import list_architectures, unsupported_model_types
 
-
-@app.command()
-def architectures(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the definitions as JSON.")] = False,
-) -> None:
-    """List the supported model families, their FFN kinds and checkpoint key styles."""
-    with _errors():
-        if as_json:
-            from mote_convert.arch import list_architectures
-
-            out_console.print_json(json.dumps([a.to_dict() for a in list_architectures()]))
-            return
-        out_console.print(_architectures_table())
-    from mote_convert.arch import unsupported_model_types
-
+    if as_json:
+        out_console.print_json(json.dumps([a.to_dict() for a in list_architectures()]))
+        return
+    out_console.print(_architectures_table())
     refused = unsupported_model_types()
-    reasons = sorted(set(refused.values()))
-    for reason in reasons:
+    for reason in sorted(set(refused.values())):
         types = ", ".join(sorted(t for t, r in refused.items() if r == reason))
         out_console.print(f"[bold]refused[/] ({reason}): {types}", highlight=False)
 
 
-@app.command()
+def _eager_listing(ctx: Any, param: Any, value: Any) -> Any:
+    """``upcycle --list-architectures [--json]``: both flags are eager; whichever click processes
+    last sees both values and prints the listing before MODEL and -o are asked for."""
+    ctx.meta[f"mote.{param.name}"] = value
+    listing, as_json = ctx.meta.get("mote.list_architectures"), ctx.meta.get("mote.as_json")
+    if listing and as_json is not None:
+        with _errors():
+            _show_architectures(bool(as_json))
+        raise typer.Exit(0)
+    return value
+
+
+@app.command(cls=Command)
+def architectures(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the definitions as JSON.", **FLAG)] = False,
+) -> None:
+    """List the supported model families, their FFN kinds and checkpoint key styles."""
+    with _errors():
+        _show_architectures(as_json)
+
+
+def _skipped_warnings(result: Any) -> None:
+    for entry in result.skipped:
+        err_console.print(f"[yellow]warning:[/] not copied: {entry}", highlight=False, soft_wrap=True)
+
+
+# Shared option definitions (one place for each flag's help and default text).
+MaxShardSize = Annotated[str, typer.Option(help="Largest shard, e.g. 5GB, 500MB.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output directory.", **FLAG)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.", **FLAG)]
+
+
+@app.command(cls=Command)
 def upcycle(
-    model: Annotated[Path, typer.Argument(help="Dense checkpoint directory (config.json + safetensors).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory for the MoTE checkpoint.")],
-    num_experts: Annotated[Optional[int], typer.Option(help="Routed experts per MoE layer [default: 4].")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Experts per token [default: 1].")] = None,
-    layers: Annotated[Optional[str], typer.Option(help="all, even, odd, or indices like 0,3,5 [default: all].")] = None,
-    latent: Annotated[Optional[bool], typer.Option("--latent/--packed", help="Write latent float experts (for training) instead of packed 2-bit ones.", show_default=False)] = None,
-    recipe: Annotated[Optional[str], typer.Option(help="Recipe YAML (a path, or a name under configs/recipes); flags override it.")] = None,
-    max_shard_size: Annotated[Optional[str], typer.Option(help="Largest shard, e.g. 5GB, 500MB [default: 5GB].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the router initialisation [default: 0].")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Plan and validate, print the summary, write nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Dense checkpoint directory (config.json + safetensors).")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the MoTE checkpoint.")],
+    num_experts: Annotated[int, typer.Option(help="Routed experts per MoE layer.")] = 4,
+    top_k: Annotated[int, typer.Option(help="Experts per token.")] = 1,
+    layers: Annotated[str, typer.Option(help="MoE layers: all, even, odd, or indices like 0,3,5.")] = "all",
+    latent: Annotated[bool, typer.Option("--latent/--packed", help="Write latent float experts (for training) instead of packed 2-bit ones.", **FLAG)] = False,
+    recipe: Annotated[Optional[str], typer.Option(metavar="FILE", help="Recipe YAML (a path, or a name under configs/recipes); flags given override it.")] = None,
+    max_shard_size: MaxShardSize = "5GB",
+    seed: Annotated[int, typer.Option(help="Seed of the router initialisation.")] = 0,
+    overwrite: Overwrite = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)] = False,
+    as_json: Annotated[bool, typer.Option("--json", is_eager=True, callback=_eager_listing, help="Print the summary as JSON.", **FLAG)] = False,
     list_architectures: Annotated[
         bool,
-        typer.Option("--list-architectures", is_eager=True, callback=_list_architectures, help="List the supported model families and exit."),
+        typer.Option("--list-architectures", is_eager=True, callback=_eager_listing, help="List the supported model families and exit.", **FLAG),
     ] = False,
 ) -> None:
     """Up-cycle a dense checkpoint into a MoTE checkpoint (shared FFN + ternary routed experts)."""
@@ -172,7 +250,8 @@ def upcycle(
 
     with _errors():
         options = resolve_options(
-            recipe, num_experts=num_experts, top_k=top_k, layers=layers, latent=latent, seed=seed, max_shard_size=max_shard_size
+            recipe,
+            **_given(ctx, num_experts=num_experts, top_k=top_k, layers=layers, latent=latent, seed=seed, max_shard_size=max_shard_size),
         )
         plan = plan_upcycle(model, options)
         if dry_run:
@@ -180,6 +259,7 @@ def upcycle(
         else:
             with _byte_progress("upcycling", plan.bytes_out) as advance:
                 result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance)
+    _skipped_warnings(result)
     if as_json:
         out_console.print_json(json.dumps(result.to_dict()))
         return
@@ -187,13 +267,13 @@ def upcycle(
     out_console.print(_summary_table(title, result.summary.to_dict()))
 
 
-@app.command()
+@app.command(cls=Command)
 def pack(
     source: Annotated[Path, typer.Argument(metavar="IN", help="Latent MoTE checkpoint directory (e.g. after training).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory for the packed checkpoint.")],
-    max_shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 5GB, 500MB.")] = "5GB",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the packed checkpoint.")],
+    max_shard_size: MaxShardSize = "5GB",
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
 ) -> None:
     """Pack a latent MoTE checkpoint's routed experts to 2 bits per weight; everything else is copied."""
     from mote_convert.pack import build_pack_plan
@@ -203,6 +283,7 @@ def pack(
         plan = build_pack_plan(source, max_shard_size)
         with _byte_progress("packing", plan.bytes_out) as advance:
             result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance)
+    _skipped_warnings(result)
     if as_json:
         out_console.print_json(json.dumps(result.to_dict()))
         return
@@ -304,15 +385,15 @@ def _stats_table(report: InspectionReport) -> Table:
     return table
 
 
-@app.command()
+@app.command(cls=Command)
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Dense or MoTE checkpoint directory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (keys: docs/inspect-json.md).")] = False,
-    stats: Annotated[bool, typer.Option(help="Read the routed experts and count their codes (-1 / 0 / +1, invalid).")] = False,
-    num_experts: Annotated[Optional[int], typer.Option(help="Dense input: routed experts per MoE layer to plan [default: 4].")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Dense input: experts per token to plan [default: 1].")] = None,
-    layers: Annotated[Optional[str], typer.Option(help="Dense input: MoE layers to plan: all, even, odd, or 0,3,5 [default: all].")] = None,
-    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also show each decoder layer's FFN memory.")] = False,
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Dense or MoTE checkpoint directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (keys: docs/inspect-json.md).", **FLAG)] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Read the routed experts and count their codes (-1 / 0 / +1, invalid).", **FLAG)] = False,
+    num_experts: Annotated[int, typer.Option(help="Dense input: routed experts per MoE layer to plan.")] = 4,
+    top_k: Annotated[int, typer.Option(help="Dense input: experts per token to plan.")] = 1,
+    layers: Annotated[str, typer.Option(help="Dense input: MoE layers to plan: all, even, odd, or 0,3,5.")] = "all",
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also show each decoder layer's FFN memory.", **FLAG)] = False,
 ) -> None:
     """What a checkpoint holds, what it costs in memory, and whether it is sound (non-zero exit if not).
 
@@ -323,7 +404,7 @@ def inspect(
     from mote_convert.options import UpcycleOptions
 
     with _errors():
-        options = UpcycleOptions().with_overrides(num_experts=num_experts, top_k=top_k, layers=layers)
+        options = UpcycleOptions(num_experts=num_experts, top_k=top_k, layers=layers)
         if stats:
             with _byte_progress("reading experts", 0) as advance:
                 report = inspect_checkpoint(path, options, stats=True, progress=advance)
@@ -349,9 +430,9 @@ def inspect(
         out_console.print("[green]ok:[/] no problems found", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
-    keep: Annotated[Optional[Path], typer.Option(help="Keep the tiny model and its MoTE output in this directory.")] = None,
+    keep: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Keep the tiny model and its MoTE output in this directory.")] = None,
 ) -> None:
     """Build a tiny LLaVA on the spot, up-cycle it and show what was made (seconds, CPU only)."""
     from mote_convert.tiny import build_tiny_llava
@@ -369,7 +450,7 @@ def demo(
         with _byte_progress("upcycling", plan.bytes_out) as advance:
             result = write_plan(plan, out, overwrite=False, dry_run=False, progress=advance)
         out_console.print(_summary_table(f"demo: {dense.name} -> {out.name}", result.summary.to_dict()))
-        out_console.print(f"layer prefixes: {', '.join(result.plan.mote['layer_prefixes'].values())}")
+        out_console.print(f"layer prefixes: {', '.join(result.plan.mote.layer_prefixes.values())}")
         from mote_convert.inspection import inspect_checkpoint
 
         report = inspect_checkpoint(out)

@@ -1,7 +1,10 @@
 """One exception family for everything mote-convert reports to a user.
 
-Every error the library raises on bad input is a :class:`MoteError`; the CLI turns it into one
-line and the kind's exit code. Anything else escaping the library is a bug.
+Every error the library raises on bad input or a failed environment operation is a
+:class:`MoteError`; the CLI turns it into one line and the kind's exit code (``docs/usage.md``
+lists them). An ``OSError`` is never let through bare: the library says whether it happened while
+reading the input (:class:`InputReadError`) or writing the output (:class:`OutputWriteError`), and
+names the path. Anything else escaping the library is a bug.
 """
 
 from __future__ import annotations
@@ -65,3 +68,44 @@ class CheckFailedError(MoteError):
     """``inspect`` found problems in a checkpoint (the report lists each one)."""
 
     exit_code = 10
+
+
+class InputReadError(MoteError):
+    """An input file exists but cannot be read (permission denied, I/O error, ...)."""
+
+    exit_code = 11
+
+
+class OutputWriteError(MoteError):
+    """The output cannot be written (read-only or missing parent, disk full, busy mount point, ...)."""
+
+    exit_code = 12
+
+
+class Interrupted(MoteError):
+    """The run was stopped by a signal (SIGINT, SIGTERM, SIGHUP); its staging output was removed.
+
+    The exit code is the shell's convention, 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; nothing was left behind")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``strerror`` (or the message) of an OSError, without the path (callers name the path)."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def read_error(path: object, exc: OSError, doing: str = "read") -> InputReadError:
+    """An :class:`InputReadError` naming ``path`` and what was being done."""
+    return InputReadError(f"{path}: cannot {doing} input ({describe_os_error(exc)})")
+
+
+def write_error(path: object, exc: OSError, doing: str = "write") -> OutputWriteError:
+    """An :class:`OutputWriteError` naming ``path`` and what was being done."""
+    return OutputWriteError(f"{path}: cannot {doing} output ({describe_os_error(exc)})")

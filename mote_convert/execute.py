@@ -15,37 +15,35 @@ from typing import Callable
 import torch
 
 from mote_convert.errors import PlanError
+from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, get_codec
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
-from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ROUTER, ConversionPlan, PlanEntry
-from mote_convert.quant.packing import quantize_pack
-
-SAFETENSORS_METADATA = {"format": "pt", "mote_format": "1"}
-
+from mote_convert.plan import COPY, ENCODE, ROUTER, ConversionPlan, PlanEntry
 
 
 class TransformContext:
-    """What transforms share: the source reader and the latest layer's quantized weights."""
+    """What transforms share: the source reader and the latest layer's encoded weights."""
 
     def __init__(self, plan: ConversionPlan, reader: TensorReader, cache_size: int = 8) -> None:
         self.plan = plan
         self.reader = reader
-        self._quantized: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._encoded: OrderedDict[tuple[str, ExpertFormat], dict[str, torch.Tensor]] = OrderedDict()
         self._cache_size = cache_size
-        # one float32 buffer the size of the largest quantized weight, reused by every quantization
-        sizes = [plan.source[e.source].numel for e in plan.entries if e.op == EXPERT_PACKED and e.source]
+        # one float32 buffer the size of the largest encoded weight, reused by every encoding
+        sizes = [plan.source[e.source].numel for e in plan.entries if e.op == ENCODE and e.source]
         self._workspace = torch.empty(max(sizes, default=0), dtype=torch.float32)
 
-    def quantized(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(packed codes, gamma) of a source weight, computed once for all experts that share it."""
-        hit = self._quantized.get(source)
+    def encoded(self, source: str, fmt: ExpertFormat) -> dict[str, torch.Tensor]:
+        """A source weight's tensors in expert format ``fmt``, computed once for all experts that share it."""
+        key = (source, fmt)
+        hit = self._encoded.get(key)
         if hit is not None:
-            self._quantized.move_to_end(source)
+            self._encoded.move_to_end(key)
             return hit
-        result = quantize_pack(self.reader.read(source), workspace=self._workspace)
-        self._quantized[source] = result
-        if len(self._quantized) > self._cache_size:
-            self._quantized.popitem(last=False)
+        result = get_codec(fmt).encode(self.reader.read(source), workspace=self._workspace)
+        self._encoded[key] = result
+        if len(self._encoded) > self._cache_size:
+            self._encoded.popitem(last=False)
         return result
 
 
@@ -70,14 +68,9 @@ def _copy(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
     return writer.copy(entry.out.name, ctx.reader, entry.source)  # type: ignore[arg-type]
 
 
-@transform(EXPERT_PACKED)
-def _expert_packed(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
-    return writer.write(entry.out.name, ctx.quantized(entry.source)[0])  # type: ignore[arg-type]
-
-
-@transform(EXPERT_SCALE)
-def _expert_scale(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
-    return writer.write(entry.out.name, ctx.quantized(entry.source)[1].reshape(1))  # type: ignore[arg-type]
+@transform(ENCODE)
+def _encode(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
+    return writer.write(entry.out.name, ctx.encoded(entry.source, entry.codec)[entry.part])  # type: ignore[arg-type,index]
 
 
 @transform(ROUTER)
@@ -95,8 +88,9 @@ class ExecutionResult:
     bytes_written: int
 
 
-def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = None) -> ExecutionResult:
-    """Write every tensor of ``plan`` into size-capped shards under ``out_dir``, plus the index json."""
+def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = None, mode: int = 0o666) -> ExecutionResult:
+    """Write every tensor of ``plan`` into size-capped shards under ``out_dir``, plus the index json
+    (files created with permission bits ``mode``, narrowed by the umask)."""
     missing = sorted({e.op for e in plan.entries} - set(TRANSFORMS))
     if missing:
         raise PlanError(f"no transform registered for op {missing[0]!r}")
@@ -108,5 +102,5 @@ def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = N
             entry = entries[spec.name]
             return TRANSFORMS[entry.op](entry, ctx, writer)
 
-        written = write_shards(out_dir, plan.shards, SAFETENSORS_METADATA, write_one, progress)
+        written = write_shards(out_dir, plan.shards, SAFETENSORS_METADATA, write_one, progress, mode)
     return ExecutionResult(tuple(s.file for s in plan.shards), written)

@@ -13,53 +13,42 @@ model_type) raises the usual :class:`~mote_convert.errors.MoteError`.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from mote_convert.arch import Architecture, get_architecture
-from mote_convert.errors import CorruptCheckpointError, MoteError
+from mote_convert.errors import MoteError, read_error
+from mote_convert.format import (
+    BIAS,
+    EXPERT_NAME,
+    MAX_LAYERS,
+    ExpertCodec,
+    MoteConfig,
+    Problem,
+    check_file_metadata,
+    codec_of_suffix,
+    config_key,
+    expert_base,
+    get_codec,
+    is_int,
+    router_name,
+)
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex, TensorInfo, load_index
 from mote_convert.memory import ROUTED_EXPERTS, ROUTERS, Comparison, Layout, MemoryTable, compare, memory_table
 from mote_convert.options import UpcycleOptions
-from mote_convert.plan import (
-    ACTIVATION_BITS,
-    EXPERT_FORMATS,
-    FORMAT_VERSION,
-    WEIGHT_QUANT,
-    ConversionPlan,
-    build_upcycle_plan,
-    read_config,
-)
-from mote_convert.quant.layout import packed_rows
+from mote_convert.plan import ConversionPlan, build_upcycle_plan, model_type_of, read_config
 
 DENSE = "dense"
 MOTE = "mote"
 REPORT_VERSION = 1
-MOTE_METADATA = ("mote_format", "1")
 
 # Called with the bytes of each expert tensor read for ``stats`` and the bytes all of them hold.
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a checkpoint: ``where`` names a tensor, a file or a config key."""
-
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-    def to_dict(self) -> dict[str, str]:
-        """JSON-ready form."""
-        return {"where": self.where, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -234,8 +223,8 @@ def inspect_checkpoint(
     """
     root = Path(path)
     config = read_config(root)
-    arch = get_architecture(config.get("model_type"))
-    errors: list[CorruptCheckpointError] = []
+    arch = get_architecture(model_type_of(config, root))
+    errors: list[MoteError] = []
     index = load_index(root, problems=errors)
     problems = [Problem(_error_where(str(e), root), _error_message(str(e), root)) for e in errors]
     files = _file_infos(root, index)
@@ -276,9 +265,15 @@ def _file_infos(root: Path, index: CheckpointIndex) -> tuple[FileInfo, ...]:
 def _int_or_none(mapping: Mapping[str, Any] | None, *keys: str) -> int | None:
     for key in keys:
         value = (mapping or {}).get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_int(value):
             return value
     return None
+
+
+def _num_layers(config: Mapping[str, Any], arch: Architecture) -> int | None:
+    """The text model's layer count where it is plausible (loops over it must finish)."""
+    n = _int_or_none(arch.text_config_of(config), arch.num_layers_key)
+    return n if n is not None and 0 < n <= MAX_LAYERS else None
 
 
 def _model_info(config: Mapping[str, Any], arch: Architecture, index: CheckpointIndex, layout: Layout) -> ModelInfo:
@@ -307,7 +302,7 @@ def _model_info(config: Mapping[str, Any], arch: Architecture, index: Checkpoint
 def _layout(arch: Architecture, config: Mapping[str, Any], index: CheckpointIndex, moe: Mapping[int, str]) -> Layout:
     """Component prefixes: MoE layers from ``moe`` (layer -> P), every other decoder layer's FFN
     prefix in the key style the checkpoint uses (the first style that names a tensor of it)."""
-    num_layers = _int_or_none(arch.text_config_of(config), arch.num_layers_key) or 0
+    num_layers = _num_layers(config, arch) or 0
     ffn: dict[str, int] = {}
     names = tuple(index.tensors)
     for layer in range(num_layers):
@@ -349,7 +344,7 @@ def _inspect_dense(
         outputs = [e.out for e in plan.entries]
         planned = memory_table(outputs, layout)
         comparison = compare(planned, outputs, layout, options.num_experts)
-        mote = MoteInfo(options.num_experts, options.top_k, tuple(moe), options.expert_format)
+        mote = MoteInfo(options.num_experts, options.top_k, tuple(moe), str(options.expert_format))
     return InspectionReport(
         path=root,
         kind=DENSE,
@@ -371,87 +366,7 @@ def _inspect_dense(
 
 # --- MoTE checkpoints -------------------------------------------------------------------------------
 
-_REQUIRED_KEYS = (
-    "format_version",
-    "num_experts",
-    "top_k",
-    "moe_layers",
-    "layer_prefixes",
-    "projections",
-    "expert_format",
-    "weight_quant",
-    "activation_bits",
-    "router_aux_loss_coef",
-    "norm_topk_prob",
-)
-_EXPERT_NAME = re.compile(r"^(?P<prefix>.+)\.experts\.(?P<expert>\d+)\.(?P<proj>[^.]+)\.(?P<kind>[^.]+)$")
-
-
-def _key(name: str) -> str:
-    return f"config.json:mote.{name}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_mote_section(mote: Any, arch: Architecture, num_layers: int | None) -> tuple[list[Problem], dict[int, str] | None]:
-    """Check config.json["mote"] on its own; returns problems and layer -> P when it is usable."""
-    problems: list[Problem] = []
-    if not isinstance(mote, dict):
-        return [Problem("config.json:mote", "must be a JSON object")], None
-    for key in _REQUIRED_KEYS:
-        if key not in mote:
-            problems.append(Problem(_key(key), "missing (SPEC section 2 requires it)"))
-    if "format_version" in mote and mote["format_version"] != FORMAT_VERSION:
-        problems.append(Problem(_key("format_version"), f"is {mote['format_version']!r}; this tool reads {FORMAT_VERSION}"))
-    if "weight_quant" in mote and mote["weight_quant"] != WEIGHT_QUANT:
-        problems.append(Problem(_key("weight_quant"), f"is {mote['weight_quant']!r}, expected {WEIGHT_QUANT!r}"))
-    if "activation_bits" in mote and mote["activation_bits"] != ACTIVATION_BITS:
-        problems.append(Problem(_key("activation_bits"), f"is {mote['activation_bits']!r}, expected {ACTIVATION_BITS}"))
-    if "expert_format" in mote and mote["expert_format"] not in EXPERT_FORMATS:
-        problems.append(Problem(_key("expert_format"), f"is {mote['expert_format']!r}; known: {', '.join(EXPERT_FORMATS)}"))
-    n, k = mote.get("num_experts"), mote.get("top_k")
-    if "num_experts" in mote and (not _is_int(n) or n < 1):
-        problems.append(Problem(_key("num_experts"), f"is {n!r}, expected a positive integer"))
-    if "top_k" in mote and (not _is_int(k) or k < 1 or (_is_int(n) and k > n)):
-        problems.append(Problem(_key("top_k"), f"is {k!r}, expected an integer from 1 to num_experts ({n!r})"))
-    if "norm_topk_prob" in mote and not isinstance(mote["norm_topk_prob"], bool):
-        problems.append(Problem(_key("norm_topk_prob"), f"is {mote['norm_topk_prob']!r}, expected true or false"))
-    coef = mote.get("router_aux_loss_coef")
-    if "router_aux_loss_coef" in mote and (isinstance(coef, bool) or not isinstance(coef, (int, float))):
-        problems.append(Problem(_key("router_aux_loss_coef"), f"is {coef!r}, expected a number"))
-    projections = mote.get("projections")
-    if "projections" in mote and list(projections or []) != list(arch.ffn_kind.projections):
-        problems.append(
-            Problem(_key("projections"), f"is {projections!r}; {arch.name} FFNs have {list(arch.ffn_kind.projections)}")
-        )
-    layers, prefixes = mote.get("moe_layers"), mote.get("layer_prefixes")
-    if not isinstance(layers, list) or not all(_is_int(x) for x in layers):
-        if "moe_layers" in mote:
-            problems.append(Problem(_key("moe_layers"), f"is {layers!r}, expected a list of layer indices"))
-        return problems, None
-    if not isinstance(prefixes, dict) or not all(isinstance(v, str) for v in prefixes.values()):
-        if "layer_prefixes" in mote:
-            problems.append(Problem(_key("layer_prefixes"), "expected an object of layer index -> FFN prefix"))
-        return problems, None
-    if sorted(prefixes, key=lambda s: int(s) if s.isdigit() else -1) != [str(x) for x in sorted(layers)]:
-        problems.append(
-            Problem(_key("layer_prefixes"), f"has layers {sorted(prefixes)}, but moe_layers is {sorted(layers)}")
-        )
-    moe: dict[int, str] = {}
-    for layer in layers:
-        prefix = prefixes.get(str(layer))
-        if prefix is None:
-            continue
-        if num_layers is not None and not 0 <= layer < num_layers:
-            problems.append(Problem(_key("moe_layers"), f"layer {layer} is outside the model's {num_layers} layers"))
-        elif prefix not in arch.prefixes_for(layer):
-            problems.append(
-                Problem(_key("layer_prefixes"), f"layer {layer} is {prefix!r}; {arch.name} names it {arch.prefixes_for(layer)[0]!r}")
-            )
-        moe[layer] = prefix
-    return problems, moe
+_key = config_key
 
 
 def _expect(
@@ -472,49 +387,52 @@ def _expect(
 
 
 def _check_tensors(
-    config: Mapping[str, Any], arch: Architecture, mote: Mapping[str, Any], moe: Mapping[int, str], index: CheckpointIndex
+    config: Mapping[str, Any], arch: Architecture, mote: MoteConfig, index: CheckpointIndex
 ) -> tuple[list[Problem], list[tuple[int, int, str, TensorInfo, int]]]:
-    """Check every tensor SPEC section 2 requires of the MoE layers, and that no other MoTE tensor
-    exists. Returns problems and the experts' weight tensors as (layer, expert, proj, info, out)."""
+    """Check every tensor the format requires of the MoE layers, and that no other MoTE tensor
+    exists. Returns problems and the experts' primary tensors as (layer, expert, proj, info, out)."""
     problems: list[Problem] = []
     experts: list[tuple[int, int, str, TensorInfo, int]] = []
-    n = mote.get("num_experts") if _is_int(mote.get("num_experts")) else 0
-    fmt = mote.get("expert_format")
-    projections = tuple(arch.ffn_kind.projections)
+    n = mote.num_experts
+    codec = get_codec(mote.expert_format)
     hidden = _int_or_none(arch.text_config_of(config), arch.hidden_size_key)
     expected: set[str] = set()
-    for layer, prefix in sorted(moe.items()):
-        found = {int(m["expert"]) for m in map(_EXPERT_NAME.match, _names_under(index, prefix)) if m}
-        if n and found and found != set(range(n)):
+    for layer, prefix in mote.layer_prefixes.items():
+        found = {int(m["expert"]) for m in map(EXPERT_NAME.match, _names_under(index, prefix)) if m}
+        if found and found != set(range(n)):
             problems.append(
                 Problem(_key("num_experts"), f"is {n}, but {prefix} holds experts {_ranges(sorted(found))}")
             )
-        router = f"{prefix}.router.weight"
+        router = router_name(prefix)
         expected.add(router)
-        _expect(index, router, "F32", (n, hidden) if hidden is not None and n else None, problems)
-        for proj in projections:
+        _expect(index, router, "F32", (n, hidden) if hidden is not None else None, problems)
+        for proj in mote.projections:
             shared = _expect(index, f"{prefix}.{proj}.weight", None, None, problems)
             if shared is not None and (len(shared.shape) != 2 or shared.dtype not in FLOAT_DTYPES):
                 problems.append(Problem(shared.name, f"shared expert weight must be 2-D float, is {shared.dtype} {list(shared.shape)}"))
                 shared = None
-            bias = index.tensors.get(f"{prefix}.{proj}.bias")
+            bias = index.tensors.get(f"{prefix}.{proj}.{BIAS}")
             for i in range(n):
-                base = f"{prefix}.experts.{i}.{proj}"
-                if fmt == "latent":
-                    expected.add(f"{base}.weight")
-                    info = _expect(index, f"{base}.weight", shared.dtype if shared else None, shared.shape if shared else None, problems)
-                else:
-                    expected |= {f"{base}.weight_packed", f"{base}.weight_scale"}
-                    shape = (packed_rows(shared.shape[0]), shared.shape[1]) if shared else None
-                    info = _expect(index, f"{base}.weight_packed", "U8", shape, problems)
-                    _expect(index, f"{base}.weight_scale", "F32", (1,), problems)
+                base = expert_base(prefix, i, proj)
+                info = None
+                for part in codec.parts(shared.dtype, shared.shape) if shared is not None else _nominal_parts(codec):
+                    name = f"{base}.{part.suffix}"
+                    expected.add(name)
+                    checked = _expect(index, name, part.dtype if shared is not None else None, part.shape if shared is not None else None, problems)
+                    if part.suffix == codec.primary:
+                        info = checked
                 if info is not None and shared is not None:
                     experts.append((layer, i, proj, info, shared.shape[0]))
                 if bias is not None:
-                    expected.add(f"{base}.bias")
-                    _expect(index, f"{base}.bias", bias.dtype, bias.shape, problems)
-    problems += _unexpected(index, arch, config, moe, expected, fmt, n)
+                    expected.add(f"{base}.{BIAS}")
+                    _expect(index, f"{base}.{BIAS}", bias.dtype, bias.shape, problems)
+    problems += _unexpected(index, arch, config, mote, expected)
     return problems, experts
+
+
+def _nominal_parts(codec: ExpertCodec) -> Any:
+    """The codec's parts when the dense shape is unknown (names only are checked)."""
+    return codec.parts("F32", (4, 4))
 
 
 def _names_under(index: CheckpointIndex, prefix: str) -> list[str]:
@@ -526,19 +444,14 @@ def _ranges(values: list[int]) -> str:
 
 
 def _unexpected(
-    index: CheckpointIndex,
-    arch: Architecture,
-    config: Mapping[str, Any],
-    moe: Mapping[int, str],
-    expected: set[str],
-    fmt: Any,
-    num_experts: int,
+    index: CheckpointIndex, arch: Architecture, config: Mapping[str, Any], mote: MoteConfig, expected: set[str]
 ) -> list[Problem]:
     """MoTE tensors the config does not account for: a layer missing from moe_layers, an expert past
-    num_experts, a tensor of the other expert format."""
+    num_experts, a tensor of another expert format."""
     problems: list[Problem] = []
-    moe_prefixes = set(moe.values())
-    num_layers = _int_or_none(arch.text_config_of(config), arch.num_layers_key) or 0
+    moe_prefixes = set(mote.layer_prefixes.values())
+    num_layers = _num_layers(config, arch) or 0
+    moe = set(mote.layer_prefixes)
     other_layers = {p: layer for layer in range(num_layers) for p in arch.prefixes_for(layer) if layer not in moe}
     reported_layers: set[int] = set()
     for name in index.tensors:
@@ -553,38 +466,41 @@ def _unexpected(
             continue
         if prefix not in moe_prefixes or name in expected:
             continue
-        m = _EXPERT_NAME.match(name)
-        if m and int(m["expert"]) >= num_experts:
+        m = EXPERT_NAME.match(name)
+        if m and int(m["expert"]) >= mote.num_experts:
             continue  # already reported as a num_experts disagreement
-        if fmt == "packed-2bit" and name.endswith(".weight") and ".experts." in name:
-            problems.append(Problem(_key("expert_format"), f"is 'packed-2bit', but {name} is a latent expert weight"))
-        elif fmt == "latent" and name.endswith((".weight_packed", ".weight_scale")):
-            problems.append(Problem(_key("expert_format"), f"is 'latent', but {name} is a packed expert tensor"))
+        other = codec_of_suffix(m["suffix"]) if m else None
+        if other is not None and other.format is not mote.expert_format:
+            problems.append(Problem(_key("expert_format"), f"is {mote.expert_format.value!r}, but {name} is a {other.format.value} expert tensor"))
         else:
             problems.append(Problem(name, "unexpected MoTE tensor (config.json['mote'] does not account for it)"))
     return problems
 
 
 def _check_metadata(index: CheckpointIndex) -> list[Problem]:
-    key, value = MOTE_METADATA
-    return [
-        Problem(f, f"safetensors metadata {key!r} is {meta.get(key)!r}, expected {value!r}")
-        for f, meta in sorted(index.metadata.items())
-        if meta.get(key) != value
-    ]
+    return [p for f, meta in sorted(index.metadata.items()) if (p := check_file_metadata(f, meta)) is not None]
 
 
 def _read_scales(index: CheckpointIndex, names: list[str]) -> dict[str, float]:
     """Read the 4-byte float32 scales, one open handle per file (a few bytes each)."""
+    values: dict[str, float] = {}
+    for file_name, file_names in _by_file(index, names):
+        path = index.root / file_name
+        try:
+            with safe_open(str(path), framework="numpy") as handle:  # no torch needed
+                for name in file_names:
+                    values[name] = float(handle.get_tensor(name).reshape(-1)[0])
+        except OSError as exc:
+            raise read_error(path, exc) from None
+    return values
+
+
+def _by_file(index: CheckpointIndex, names: list[str]) -> list[tuple[str, list[str]]]:
+    """Names grouped by file, each group in file order (reads then sweep each file forward once)."""
     by_file: dict[str, list[str]] = {}
     for name in names:
         by_file.setdefault(index.tensors[name].file, []).append(name)
-    values: dict[str, float] = {}
-    for file_name, file_names in sorted(by_file.items()):
-        with safe_open(str(index.root / file_name), framework="numpy") as handle:  # no torch needed
-            for name in file_names:
-                values[name] = float(handle.get_tensor(name).reshape(-1)[0])
-    return values
+    return [(f, sorted(group, key=lambda n: index.tensors[n].offset)) for f, group in sorted(by_file.items())]
 
 
 def _check_scales(scales: Mapping[str, float]) -> list[Problem]:
@@ -599,39 +515,41 @@ def _check_scales(scales: Mapping[str, float]) -> list[Problem]:
 
 def _expert_stats(
     index: CheckpointIndex,
+    codec: ExpertCodec,
     experts: list[tuple[int, int, str, TensorInfo, int]],
     scales: Mapping[str, float],
     progress: ProgressFn | None,
 ) -> tuple[list[ExpertStats], list[Problem]]:
-    """Count the codes of every routed-expert projection, one tensor in memory at a time."""
-    from mote_convert.io.reader import TensorReader
-    from mote_convert.quant.packing import code_counts
-    from mote_convert.quant.ternary import absmean_scale, ternary_codes
+    """Count the codes of every routed-expert projection, one tensor in memory at a time.
 
-    reader = TensorReader(index)
+    Each file is opened once and its expert tensors are read in file order, so the pass runs at
+    the speed of a plain sequential read; the counting itself is a byte histogram per tensor.
+    """
     total = sum(info.nbytes for *_, info, _ in experts)
-    stats: list[ExpertStats] = []
+    by_name = {info.name: (layer, expert, proj, info, out) for layer, expert, proj, info, out in experts}
+    found: dict[str, ExpertStats] = {}
     problems: list[Problem] = []
+    for file_name, names in _by_file(index, list(by_name)):
+        path = index.root / file_name
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for name in names:
+                    layer, expert, proj, info, out = by_name[name]
+                    c = codec.code_stats({codec.primary: handle.get_tensor(name)}, out)
+                    gamma = c.gamma if codec.scale is None else scales.get(name.removesuffix(codec.primary) + codec.scale)
+                    if c.invalid:
+                        problems.append(Problem(name, f"{c.invalid} invalid 2-bit codes (0b11)"))
+                    if c.padding_nonzero:
+                        problems.append(Problem(name, f"{c.padding_nonzero} padding fields past row {out} are not 0b00"))
+                    found[name] = ExpertStats(layer, expert, proj, name, c.minus, c.zero, c.plus, c.invalid, c.padding_nonzero, gamma)
+                    if progress is not None:
+                        progress(info.nbytes, total)
+        except OSError as exc:
+            raise read_error(path, exc) from None
+        except SafetensorError as exc:
+            problems.append(Problem(file_name, f"cannot read its expert tensors ({exc})"))
     order = {proj: i for i, proj in enumerate(dict.fromkeys(e[2] for e in experts))}
-    for layer, expert, proj, info, out in sorted(experts, key=lambda e: (e[0], e[1], order[e[2]])):
-        tensor = reader.read(info.name)
-        if info.dtype == "U8":
-            (minus, zero, plus, invalid), padding = code_counts(tensor, out)
-            gamma = scales.get(info.name.removesuffix("_packed") + "_scale")
-            if invalid:
-                problems.append(Problem(info.name, f"{invalid} invalid 2-bit codes (0b11)"))
-            if padding:
-                problems.append(Problem(info.name, f"{padding} padding fields past row {out} are not 0b00"))
-        else:
-            g = absmean_scale(tensor)
-            codes = ternary_codes(tensor, g)
-            minus, zero, plus = (int((codes == t).sum()) for t in (-1, 0, 1))
-            invalid = padding = 0
-            gamma = float(g)
-        stats.append(ExpertStats(layer, expert, proj, info.name, minus, zero, plus, invalid, padding, gamma))
-        del tensor
-        if progress is not None:
-            progress(info.nbytes, total)
+    stats = sorted(found.values(), key=lambda s: (s.layer, s.expert, order[s.projection]))
     return stats, problems
 
 
@@ -645,9 +563,7 @@ def _inspect_mote(
     stats: bool,
     progress: ProgressFn | None,
 ) -> InspectionReport:
-    mote = config["mote"]
-    num_layers = _int_or_none(arch.text_config_of(config), arch.num_layers_key)
-    section_problems, moe = _check_mote_section(mote, arch, num_layers)
+    mote, section_problems = MoteConfig.check(config["mote"], arch=arch, num_layers=_num_layers(config, arch))
     problems += section_problems
     problems += _check_metadata(index)
     experts: list[tuple[int, int, str, TensorInfo, int]] = []
@@ -655,26 +571,25 @@ def _inspect_mote(
     # An unreadable file without a shard index hides which tensors it held: checking them would
     # only repeat the file's problem once per tensor.
     tensors_known = not (index.bad_files and not index.sharded)
-    if moe is not None and tensors_known:
-        tensor_problems, experts = _check_tensors(config, arch, mote, moe, index)
+    codec = get_codec(mote.expert_format) if mote is not None else None
+    if mote is not None and codec is not None and tensors_known:
+        tensor_problems, experts = _check_tensors(config, arch, mote, index)
         problems += tensor_problems
-        scale_names = [
-            info.name.removesuffix("_packed") + "_scale" for *_, info, _ in experts if info.dtype == "U8"
-        ]
-        scale_names = [s for s in scale_names if s in index and index[s].dtype == "F32" and index[s].shape == (1,)]
-        scales = _read_scales(index, scale_names)
-        problems += _check_scales(scales)
-    layout = _layout(arch, config, index, moe or {})
+        if codec.scale is not None:
+            scale_names = [info.name.removesuffix(codec.primary) + codec.scale for *_, info, _ in experts]
+            scale_names = [s for s in scale_names if s in index and index[s].dtype == "F32" and index[s].shape == (1,)]
+            scales = _read_scales(index, scale_names)
+            problems += _check_scales(scales)
+    moe = dict(mote.layer_prefixes) if mote is not None else {}
+    layout = _layout(arch, config, index, moe)
     memory = memory_table(index, layout)
     expert_stats = None
     if stats:
-        expert_stats, stat_problems = _expert_stats(index, experts, scales, progress)
-        problems += stat_problems
-    n = mote.get("num_experts") if isinstance(mote, dict) and _is_int(mote.get("num_experts")) else 0
-    info = None
-    if isinstance(mote, dict) and moe is not None and n:
-        top_k = mote.get("top_k") if _is_int(mote.get("top_k")) else 0
-        info = MoteInfo(n, top_k, tuple(sorted(moe)), str(mote.get("expert_format")))
+        expert_stats = []
+        if codec is not None:
+            expert_stats, stat_problems = _expert_stats(index, codec, experts, scales, progress)
+            problems += stat_problems
+    info = None if mote is None else MoteInfo(mote.num_experts, mote.top_k, mote.moe_layers, mote.expert_format.value)
     return InspectionReport(
         path=root,
         kind=MOTE,
@@ -683,7 +598,7 @@ def _inspect_mote(
         files=files,
         memory=memory,
         planned=None,
-        comparison=compare(memory, index, layout, n) if moe and n else None,
+        comparison=compare(memory, index, layout, mote.num_experts) if mote is not None else None,
         problems=tuple(problems),
         stats=None if expert_stats is None else tuple(expert_stats),
     )

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol
 
-from mote_convert.quant.layout import packed_rows
+from mote_convert.format import EXPERT_NAME, ExpertFormat, codec_of_suffix, get_codec
 
 VISION_TOWER = "vision_tower"
 PROJECTOR = "projector"
@@ -40,7 +40,6 @@ TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (ATTENTION, re.compile(r"(^|\.)(self_attn|attn|attention|self_attention)\.")),
     (NORMS, re.compile(r"(norm|(^|\.)ln_?\w*)(\.|$)")),
 )
-SCALE_BYTES = 4  # float32 gamma per packed expert projection
 
 
 class TensorLike(Protocol):
@@ -180,17 +179,14 @@ class MemoryTable:
 
 
 def _expert_weight_params(t: TensorLike, shapes: Mapping[str, tuple[int, ...]]) -> int:
-    """Parameters of a routed-expert tensor: a packed projection counts its logical out x in."""
-    if t.name.endswith(".weight_scale"):
-        return 0
-    if t.name.endswith(".weight_packed") and len(t.shape) == 2:
-        # out is the shared projection's row count (packed rows alone round it up to a multiple of 4)
-        proj = t.name.removesuffix(".weight_packed").rsplit(".", 1)[-1]
-        prefix = t.name.split(".experts.", 1)[0]
-        shared = shapes.get(f"{prefix}.{proj}.weight")
-        out = shared[0] if shared and packed_rows(shared[0]) == t.shape[0] else 4 * t.shape[0]
-        return out * t.shape[1]
-    return math.prod(t.shape)
+    """Parameters of a routed-expert tensor, as its codec counts them (a packed projection: its
+    logical out x in; a scale: none); a bias or an unknown tensor counts its elements."""
+    m = EXPERT_NAME.match(t.name)
+    codec = codec_of_suffix(m["suffix"]) if m else None
+    if m is None or codec is None:
+        return math.prod(t.shape)
+    shared = shapes.get(f"{m['prefix']}.{m['proj']}.weight")
+    return codec.weight_params(m["suffix"], tuple(t.shape), shared[0] if shared else None)
 
 
 def memory_table(tensors: Iterable[TensorLike], layout: Layout) -> MemoryTable:
@@ -220,9 +216,10 @@ def memory_table(tensors: Iterable[TensorLike], layout: Layout) -> MemoryTable:
 
 
 def packed_expert_bytes(tensors: Iterable[TensorLike], layout: Layout, num_experts: int) -> int:
-    """Bytes of N routed experts per MoE layer packed at 2 bits per weight (SPEC section 2), derived
-    from the shared experts' shapes: per projection ceil(out/4) x in codes, a float32 scale, and
-    the bias at its own dtype where the FFN has one."""
+    """Bytes of N routed experts per MoE layer in the packed-2bit format, derived from the shared
+    experts' shapes through the codec (per projection ceil(out/4) x in codes and a float32 scale),
+    plus the bias at its own dtype where the FFN has one."""
+    codec = get_codec(ExpertFormat.PACKED_2BIT)
     per_expert = 0
     for t in tensors:
         component, _ = layout.locate(t.name)
@@ -232,7 +229,7 @@ def packed_expert_bytes(tensors: Iterable[TensorLike], layout: Layout, num_exper
         if proj.rsplit(".", 1)[-1] not in layout.projections:
             continue
         if kind == "weight" and len(t.shape) == 2:
-            per_expert += packed_rows(t.shape[0]) * t.shape[1] + SCALE_BYTES
+            per_expert += sum(p.nbytes for p in codec.parts(t.dtype, tuple(t.shape)))
         elif kind == "bias":
             per_expert += t.nbytes
     return num_experts * per_expert

@@ -7,17 +7,21 @@ is validated by the plan.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from mote_convert.errors import OptionsError
+from mote_convert.format.config import MAX_EXPERTS, MAX_LAYERS
+from mote_convert.io.yamlfile import YamlFileError, load_yaml
 from mote_convert.resources import recipe_dir
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
+# Router seeds are seed * 100003 + layer in a 64-bit generator: 32 bits of user seed always fit.
+MAX_SEED = 2**32 - 1
+MAX_SHARD_SIZE = 2**50
 
 _SIZE_UNITS = {
     "": 1, "B": 1,
@@ -28,17 +32,17 @@ _SIZE_UNITS = {
 
 def parse_size(value: int | str) -> int:
     """Parse a byte size as transformers writes it ("5GB", "500MB", "2GiB", 1000000) into bytes."""
-    if isinstance(value, bool):
-        raise OptionsError(f"invalid size {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise OptionsError(f"invalid size {value!r}: use a number of bytes or e.g. 5GB, 500MB, 2GiB")
     if isinstance(value, int):
         size = value
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B|B)?\s*", str(value), flags=re.IGNORECASE)
+        m = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([KMGT]I?B|B)?\s*", value, flags=re.IGNORECASE)
         if not m:
             raise OptionsError(f"invalid size {value!r}: use a number of bytes or e.g. 5GB, 500MB, 2GiB")
         size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").upper()])
-    if size <= 0:
-        raise OptionsError(f"size must be positive, got {value!r}")
+    if not 0 < size <= MAX_SHARD_SIZE:
+        raise OptionsError(f"size must be positive and at most 1 PiB, got {value!r}")
     return size
 
 
@@ -49,6 +53,8 @@ class LayerSelection:
     spec: str = "all"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.spec, str):
+            raise OptionsError(f"invalid --layers {self.spec!r}: use all, even, odd or indices like 0,3,5")
         self.resolve(None)  # syntax check now; the range check needs the layer count
 
     def resolve(self, num_layers: int | None) -> tuple[int, ...]:
@@ -59,10 +65,12 @@ class LayerSelection:
                 return ()
             start, step = {"all": (0, 1), "even": (0, 2), "odd": (1, 2)}[spec]
             return tuple(range(start, num_layers, step))
-        try:
-            indices = sorted({int(part) for part in spec.split(",") if part.strip()})
-        except ValueError:
-            raise OptionsError(f"invalid --layers {self.spec!r}: use all, even, odd or indices like 0,3,5") from None
+        parts = [part.strip() for part in spec.split(",") if part.strip()]
+        if not all(re.fullmatch(r"\d{1,6}", part) for part in parts):
+            raise OptionsError(f"invalid --layers {self.spec!r}: use all, even, odd or indices like 0,3,5")
+        indices = sorted({int(part) for part in parts})
+        if indices and indices[-1] >= MAX_LAYERS:
+            raise OptionsError(f"--layers {self.spec!r}: layer {indices[-1]} is beyond any model ({MAX_LAYERS} layers at most)")
         if not indices:
             raise OptionsError(f"invalid --layers {self.spec!r}: no layer given")
         if num_layers is not None:
@@ -89,22 +97,22 @@ class UpcycleOptions:
     norm_topk_prob: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.layers, LayerSelection):
-            object.__setattr__(self, "layers", LayerSelection(str(self.layers)))
-        if isinstance(self.max_shard_size, str):
-            object.__setattr__(self, "max_shard_size", parse_size(self.max_shard_size))
-        if self.num_experts < 1:
-            raise OptionsError(f"--num-experts must be at least 1, got {self.num_experts}")
-        if not 1 <= self.top_k <= self.num_experts:
-            raise OptionsError(
-                f"--top-k must be between 1 and --num-experts ({self.num_experts}), got {self.top_k}"
-            )
-        if self.seed < 0:
-            raise OptionsError(f"--seed must be >= 0, got {self.seed}")
-        if self.max_shard_size <= 0:
-            raise OptionsError("--max-shard-size must be positive")
-        if self.router_aux_loss_coef < 0:
-            raise OptionsError("router_aux_loss_coef must be >= 0")
+        # Types first: a recipe's `latent: 'false'` is a string, not False, and `top_k: true` is no 1.
+        if isinstance(self.layers, (list, tuple)):
+            object.__setattr__(self, "layers", LayerSelection(",".join(str(_int("layers", i)) for i in self.layers)))
+        elif not isinstance(self.layers, LayerSelection):
+            object.__setattr__(self, "layers", LayerSelection(self.layers))
+        object.__setattr__(self, "max_shard_size", parse_size(self.max_shard_size))
+        for name in ("latent", "norm_topk_prob"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionsError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
+        _int("num_experts", self.num_experts, 1, MAX_EXPERTS)
+        _int("top_k", self.top_k, 1, self.num_experts, " (--num-experts)")
+        _int("seed", self.seed, 0, MAX_SEED)
+        coef = self.router_aux_loss_coef
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not math.isfinite(coef) or coef < 0:
+            raise OptionsError(f"router_aux_loss_coef must be a finite number >= 0, got {coef!r}")
+        object.__setattr__(self, "router_aux_loss_coef", float(coef))
 
     @property
     def expert_format(self) -> str:
@@ -119,11 +127,6 @@ class UpcycleOptions:
         unknown = sorted(set(normalized) - known)
         if unknown:
             raise OptionsError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if "layers" in normalized:
-            layers = normalized["layers"]
-            if isinstance(layers, (list, tuple)):
-                layers = ",".join(str(i) for i in layers)
-            normalized["layers"] = LayerSelection(str(layers))
         try:
             return cls(**normalized)
         except TypeError as exc:
@@ -132,10 +135,6 @@ class UpcycleOptions:
     def with_overrides(self, **overrides: Any) -> UpcycleOptions:
         """Return a copy with the non-None overrides applied (how CLI flags beat a recipe)."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        if "layers" in given and not isinstance(given["layers"], LayerSelection):
-            given["layers"] = LayerSelection(str(given["layers"]))
-        if "max_shard_size" in given:
-            given["max_shard_size"] = parse_size(given["max_shard_size"])
         return replace(self, **given)
 
 
@@ -149,10 +148,32 @@ def load_recipe(name_or_path: str | Path) -> UpcycleOptions:
             raise OptionsError(f"recipe {str(name_or_path)!r} not found; shipped recipes: {', '.join(known)}")
         path = shipped
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise OptionsError(f"recipe {path} is not valid YAML: {exc}") from None
+        data = load_yaml(path)
+    except YamlFileError as exc:
+        raise OptionsError(f"recipe {path}: {exc}") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise OptionsError(f"recipe {path} must be a mapping of option names to values")
     data.pop("description", None)
-    return UpcycleOptions.from_mapping(data)
+    try:
+        return UpcycleOptions.from_mapping(data)
+    except OptionsError as exc:
+        raise OptionsError(f"recipe {path}: {exc}") from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-") if name in _FLAGS else name
+
+
+_FLAGS = {"num_experts", "top_k", "seed", "latent", "layers", "max_shard_size"}
+
+
+def _int(name: str, value: Any, low: int = 0, high: int | None = None, high_note: str = "") -> int:
+    """``value`` as an int option in [low, high]; a bool, a float or a string is an error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionsError(f"{_flag(name)} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        upper = f" and {high}{high_note}" if high is not None else ""
+        raise OptionsError(f"{_flag(name)} must be between {low}{upper}, got {value}")
+    return value

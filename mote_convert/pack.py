@@ -2,58 +2,55 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from mote_convert.errors import FormatError
+from mote_convert.format import BIAS, EXPERT_NAME, ExpertFormat, check_file_metadata, expert_base, get_codec
 from mote_convert.io.index import load_index
 from mote_convert.io.writer import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import (
-    COPY,
-    EXPERT_PACKED,
-    EXPERT_SCALE,
-    ConversionPlan,
-    PlanEntry,
-    read_config,
-    read_mote_section,
-    validate,
-)
-from mote_convert.quant.layout import packed_rows
+from mote_convert.plan import COPY, ConversionPlan, PlanEntry, encode_entries, read_mote_config, validate
 from mote_convert.upcycle import ConversionResult, write_plan
 
 
 def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> ConversionPlan:
-    """Plan ``pack``: each latent ``P.experts.{i}.{proj}.weight`` becomes ``weight_packed`` + ``weight_scale``."""
+    """Plan ``pack``: each latent expert weight becomes the packed codec's tensors; the rest is copied."""
     root = Path(root)
-    config = read_config(root)
-    mote = read_mote_section(config, root)
-    if mote["expert_format"] != "latent":
-        raise FormatError(f"{root} is already packed (expert_format {mote['expert_format']!r}); pack needs a latent checkpoint")
+    config, _, mote = read_mote_config(root)
+    if mote.expert_format is not ExpertFormat.LATENT:
+        raise FormatError(f"{root} is already packed (expert_format {mote.expert_format.value!r}); pack needs a latent checkpoint")
+    max_shard_size = parse_size(max_shard_size)
     index = load_index(root)
-    projections = "|".join(re.escape(p) for p in mote["projections"])
-    prefixes = "|".join(re.escape(p) for p in mote["layer_prefixes"].values())
-    latent = re.compile(rf"^(?:{prefixes})\.experts\.\d+\.(?:{projections})\.weight$")
+    for file, metadata in index.metadata.items():
+        problem = check_file_metadata(file, metadata)
+        if problem is not None:
+            raise FormatError(f"{root}: {problem}")
+    latent = get_codec(ExpertFormat.LATENT)
+    weights = {
+        f"{expert_base(prefix, i, proj)}.{latent.primary}": layer
+        for layer, prefix in mote.layer_prefixes.items()
+        for i in range(mote.num_experts)
+        for proj in mote.projections
+    }
+    missing = sorted(set(weights) - set(index.tensors))
+    if missing:
+        raise FormatError(f"{root}: latent expert weight {missing[0]} is missing ({len(missing)} missing in all)")
+    prefixes = set(mote.layer_prefixes.values())
+    for name in index.tensors:
+        m = EXPERT_NAME.match(name)
+        if m and m["prefix"] in prefixes and m["suffix"] != BIAS and name not in weights:
+            raise FormatError(f"{root}: unexpected expert tensor {name} (config.json['mote'] does not account for it)")
     entries: list[PlanEntry] = []
-    found = 0
     for info in index:
-        if latent.match(info.name):
-            found += 1
-            base = info.name[: -len(".weight")]
-            if len(info.shape) != 2:
-                raise FormatError(f"{root}: latent expert {info.name} is not 2-D ({list(info.shape)})")
-            shape = (packed_rows(info.shape[0]), info.shape[1])
-            entries.append(PlanEntry(TensorSpec(f"{base}.weight_packed", "U8", shape), EXPERT_PACKED, info.name))
-            entries.append(PlanEntry(TensorSpec(f"{base}.weight_scale", "F32", (1,)), EXPERT_SCALE, info.name))
-        else:
+        layer = weights.get(info.name)
+        if layer is None:
             entries.append(PlanEntry(TensorSpec(info.name, info.dtype, info.shape), COPY, info.name))
-    expected = int(mote["num_experts"]) * len(mote["projections"]) * len(mote["layer_prefixes"])
-    if found != expected:
-        raise FormatError(f"{root}: {found} latent expert weights found, config.json['mote'] implies {expected}")
+            continue
+        if len(info.shape) != 2:
+            raise FormatError(f"{root}: latent expert {info.name} is not 2-D ({list(info.shape)})")
+        entries += encode_entries(info.name.removesuffix(f".{latent.primary}"), info, ExpertFormat.PACKED_2BIT, layer)
     entries.sort(key=lambda e: e.out.name)
-    plan = ConversionPlan(
-        index, config, {**mote, "expert_format": "packed-2bit"}, tuple(entries), (), parse_size(max_shard_size)
-    )
+    plan = ConversionPlan(index, config, mote.with_format(ExpertFormat.PACKED_2BIT), tuple(entries), (), max_shard_size)
     validate(plan)
     return plan
 

@@ -9,30 +9,33 @@ before :mod:`mote_convert.execute` streams it to disk.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from mote_convert.arch import Architecture, check_text_model, get_architecture
-from mote_convert.errors import FormatError, InputNotFoundError, PlanError, UnsupportedArchitectureError
+from mote_convert.errors import FormatError, InputNotFoundError, PlanError, UnsupportedArchitectureError, read_error
+from mote_convert.format import (
+    EXPERT_NAME,
+    MAX_LAYERS,
+    ExpertFormat,
+    MoteConfig,
+    codec_of_suffix,
+    expert_base,
+    get_codec,
+    is_number,
+    router_name,
+)
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.writer import Shard, TensorSpec, plan_shards
 from mote_convert.options import UpcycleOptions
-from mote_convert.quant.layout import packed_rows
-
-FORMAT_VERSION = 1
-WEIGHT_QUANT = "absmean-tensor"
-ACTIVATION_BITS = 8
-EXPERT_FORMATS = ("packed-2bit", "latent")
 
 # Plan operations; mote_convert.execute registers one transform for each.
 COPY = "copy"  # the source tensor's bytes, unchanged
-EXPERT_PACKED = "expert_packed"  # ternary codes of the source float weight, 2-bit packed
-EXPERT_SCALE = "expert_scale"  # gamma of the source float weight, float32 [1]
+ENCODE = "encode"  # one part (suffix) of an expert codec's encoding of the source float weight
 ROUTER = "router"  # new float32 router, normal(0, router_std) from the layer's seed
-OPS = (COPY, EXPERT_PACKED, EXPERT_SCALE, ROUTER)
+OPS = (COPY, ENCODE, ROUTER)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class PlanEntry:
     source: str | None = None
     layer: int | None = None  # MoE layer the tensor belongs to, if any
     seed: int | None = None  # ROUTER only: the generator seed
+    codec: ExpertFormat | None = None  # ENCODE only: the expert format ...
+    part: str | None = None  # ... and which of its tensors (suffix) this entry is
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class ConversionPlan:
 
     source: CheckpointIndex
     config: Mapping[str, Any]  # the source config.json
-    mote: Mapping[str, Any]  # config.json["mote"] of the output
+    mote: MoteConfig  # config.json["mote"] of the output
     entries: tuple[PlanEntry, ...]
     moe_layers: tuple[MoeLayer, ...]
     max_shard_size: int
@@ -118,38 +123,42 @@ class ConversionPlan:
         return sum(e.out.nbytes for e in self.entries)
 
     def summary(self) -> PlanSummary:
-        """Counts and bytes of the plan, including routed-expert bits per weight."""
-        expert_params = 0
-        expert_bytes = 0
-        router_bytes = 0
+        """Counts and bytes of the plan, including routed-expert bits per weight.
+
+        Tensors are classified by name through the output's MoTE config and the codec registry, so
+        the figures are the same whichever command made the plan.
+        """
+        moe_prefixes = set(self.mote.layer_prefixes.values())
+        routers = {router_name(p) for p in moe_prefixes}
+        out_shapes = {e.out.name: e.out.shape for e in self.entries}
+        expert_params = expert_bytes = router_bytes = 0
         for e in self.entries:
-            if e.op == EXPERT_PACKED:
-                expert_params += math.prod(self.source[e.source].shape)  # type: ignore[index]
-                expert_bytes += e.out.nbytes
-            elif e.op == EXPERT_SCALE:
-                expert_bytes += e.out.nbytes
-            elif e.op == ROUTER:
+            name = e.out.name
+            if name in routers:
                 router_bytes += e.out.nbytes
-            elif e.op == COPY and _is_latent_expert_weight(e.out.name):
-                expert_params += math.prod(e.out.shape)
-                expert_bytes += e.out.nbytes
+                continue
+            m = EXPERT_NAME.match(name)
+            if m is None or m["prefix"] not in moe_prefixes:
+                continue
+            codec = codec_of_suffix(m["suffix"])
+            if codec is None:  # an expert bias: not weight storage
+                continue
+            expert_bytes += e.out.nbytes
+            shared = out_shapes.get(f"{m['prefix']}.{m['proj']}.weight")
+            expert_params += codec.weight_params(m["suffix"], e.out.shape, shared[0] if shared else None)
         return PlanSummary(
             tensors_in=len(self.source),
             bytes_in=self.source.total_bytes,
             tensors_out=len(self.entries),
             bytes_out=self.bytes_out,
             shards=len(self.shards),
-            moe_layers=len(self.moe_layers),
-            num_experts=int(self.mote.get("num_experts", 0)),
-            expert_format=str(self.mote.get("expert_format", "")),
+            moe_layers=len(self.mote.layer_prefixes),
+            num_experts=self.mote.num_experts,
+            expert_format=self.mote.expert_format.value,
             expert_weight_params=expert_params,
             expert_weight_bytes=expert_bytes,
             router_bytes=router_bytes,
         )
-
-
-def _is_latent_expert_weight(name: str) -> bool:
-    return ".experts." in name and name.endswith(".weight")
 
 
 def read_config(root: str | Path) -> dict[str, Any]:
@@ -163,22 +172,44 @@ def read_config(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputNotFoundError(f"{root}: no config.json (not a Hugging Face checkpoint directory)")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputNotFoundError(f"{path}: not valid JSON ({exc})") from None
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise read_error(path, exc) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InputNotFoundError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a model config")
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InputNotFoundError(f"{path}: not valid JSON ({detail})") from None
     if not isinstance(config, dict):
         raise InputNotFoundError(f"{path}: must hold a JSON object")
     return config
 
 
-def read_mote_section(config: dict[str, Any], root: Path | str) -> dict[str, Any]:
-    """config.json["mote"], or a FormatError for a dense checkpoint."""
-    mote = config.get("mote")
-    if not isinstance(mote, dict):
-        raise FormatError(f"{root} is not a MoTE checkpoint (config.json has no 'mote' section); run upcycle first")
-    if mote.get("expert_format") not in EXPERT_FORMATS:
-        raise FormatError(f"{root}: unknown expert_format {mote.get('expert_format')!r}; known: {', '.join(EXPERT_FORMATS)}")
-    return mote
+MAX_CONFIG_BYTES = 16 << 20
+
+
+def model_type_of(config: Mapping[str, Any], root: Path | str) -> str:
+    """config.json's ``model_type``, which must be a string."""
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise UnsupportedArchitectureError(f"{root}: config.json's model_type is {model_type!r}, expected a string")
+    return model_type
+
+
+def read_mote_config(root: Path | str) -> tuple[dict[str, Any], Architecture, MoteConfig]:
+    """A MoTE checkpoint's config.json, architecture and validated ``mote`` section (FormatError if
+    it has none or it is invalid: the same validation ``inspect`` reports problem by problem)."""
+    config = read_config(root)
+    arch = get_architecture(model_type_of(config, root))
+    text = arch.text_config_of(config)
+    num_layers = text.get(arch.num_layers_key)
+    mote = MoteConfig.parse(
+        config.get("mote"), root, arch=arch, num_layers=num_layers if isinstance(num_layers, int) else None
+    )
+    return config, arch, mote
 
 
 def router_seed(seed: int, layer: int) -> int:
@@ -187,12 +218,25 @@ def router_seed(seed: int, layer: int) -> int:
     return seed * 100_003 + layer
 
 
-def _config_int(text_config: Mapping[str, Any], key: str, arch: Architecture) -> int:
+def _config_int(text_config: Mapping[str, Any], key: str, arch: Architecture, high: int = 2**31) -> int:
     value = text_config.get(key)
+    where = f"{arch.text_config}.{key}" if arch.text_config else key
     if isinstance(value, bool) or not isinstance(value, int):
-        where = f"{arch.text_config}.{key}" if arch.text_config else key
         raise UnsupportedArchitectureError(f"config.json has no integer {where} (needed for {arch.name})")
+    if not 1 <= value <= high:
+        raise UnsupportedArchitectureError(f"config.json's {where} is {value}; expected 1 to {high}")
     return value
+
+
+def router_std_of(config: Mapping[str, Any], text_config: Mapping[str, Any]) -> float:
+    """sigma of the router initialisation: the text config's initializer_range (0.02 where absent)."""
+    for where, mapping in (("text config's ", text_config), ("", config)):
+        if "initializer_range" in mapping:
+            value = mapping["initializer_range"]
+            if not is_number(value) or not 0 < value <= 1:
+                raise PlanError(f"config.json's {where}initializer_range is {value!r}; expected a number in (0, 1]")
+            return float(value)
+    return 0.02
 
 
 def dense_architecture(config: Mapping[str, Any], root: str | Path) -> Architecture:
@@ -202,7 +246,7 @@ def dense_architecture(config: Mapping[str, Any], root: str | Path) -> Architect
     """
     if "mote" in config:
         raise FormatError(f"{root} is already a MoTE checkpoint (config.json has a 'mote' section)")
-    arch = get_architecture(config.get("model_type"))
+    arch = get_architecture(model_type_of(config, root))
     check_text_model(arch, config)
     return arch
 
@@ -211,17 +255,19 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
     """Decide every output tensor of ``upcycle`` for a dense source (SPEC sections 1 and 2)."""
     arch = dense_architecture(config, index.root)
     text_config = arch.text_config_of(config)
-    num_layers = _config_int(text_config, arch.num_layers_key, arch)
+    num_layers = _config_int(text_config, arch.num_layers_key, arch, MAX_LAYERS)
     hidden = _config_int(text_config, arch.hidden_size_key, arch)
     layers = options.layers.resolve(num_layers)
     if not layers:
         raise PlanError(f"--layers {options.layers.spec!r} selects no layer of {num_layers}")
     config_intermediate = text_config.get(arch.intermediate_size_key)
-    router_std = float(text_config.get("initializer_range", config.get("initializer_range", 0.02)))
+    router_std = router_std_of(config, text_config)
     kind = arch.ffn_kind
     n = options.num_experts
+    codec = get_codec(options.expert_format)
 
     style = _key_style(index, arch, layers)
+    _check_layer_count(index, arch, style, num_layers)
     moe_layers: list[MoeLayer] = []
     extra: list[PlanEntry] = []
     for layer in layers:
@@ -259,13 +305,8 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
             if bias is not None and bias.shape != (expected[0],):
                 raise PlanError(f"{bias_name} has shape {list(bias.shape)}, expected {[expected[0]]}")
             for i in range(n):
-                base = f"{prefix}.experts.{i}.{proj}"
-                if options.latent:
-                    extra.append(PlanEntry(TensorSpec(f"{base}.weight", info.dtype, info.shape), COPY, weight_name, layer))
-                else:
-                    packed = (packed_rows(info.shape[0]), info.shape[1])
-                    extra.append(PlanEntry(TensorSpec(f"{base}.weight_packed", "U8", packed), EXPERT_PACKED, weight_name, layer))
-                    extra.append(PlanEntry(TensorSpec(f"{base}.weight_scale", "F32", (1,)), EXPERT_SCALE, weight_name, layer))
+                base = expert_base(prefix, i, proj)
+                extra += encode_entries(base, info, codec.format, layer)
                 if bias is not None:
                     extra.append(PlanEntry(TensorSpec(f"{base}.bias", bias.dtype, bias.shape), COPY, bias_name, layer))
 
@@ -276,6 +317,32 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
     validate(plan)
     return plan
 
+
+def encode_entries(base: str, source: TensorSpec | Any, fmt: ExpertFormat, layer: int | None = None) -> list[PlanEntry]:
+    """The plan entries that store the float weight ``source`` as expert projection ``base`` in ``fmt``."""
+    codec = get_codec(fmt)
+    if codec.copies_source:
+        (part,) = codec.parts(source.dtype, source.shape)
+        return [PlanEntry(TensorSpec(f"{base}.{part.suffix}", part.dtype, part.shape), COPY, source.name, layer)]
+    return [
+        PlanEntry(TensorSpec(f"{base}.{p.suffix}", p.dtype, p.shape), ENCODE, source.name, layer, codec=fmt, part=p.suffix)
+        for p in codec.parts(source.dtype, source.shape)
+    ]
+
+
+def _check_layer_count(index: CheckpointIndex, arch: Architecture, style: int, num_layers: int) -> None:
+    """The checkpoint must hold an FFN for each of config.json's layers, and none beyond them."""
+    proj = arch.ffn_kind.projections[0]
+    key = arch.ffn_prefixes[style] + f".{proj}.weight"
+    for layer in range(num_layers):
+        name = key.replace("{layer}", str(layer))
+        if name not in index:
+            raise UnsupportedArchitectureError(
+                f"{index.root}: key {name} not found (layer {layer} of {arch.name}, which has {num_layers} layers in config.json)"
+            )
+    beyond = key.replace("{layer}", str(num_layers))
+    if beyond in index:
+        raise PlanError(f"config.json says the text model has {num_layers} decoder layers, but the checkpoint holds {beyond}")
 
 def _key_style(index: CheckpointIndex, arch: Architecture, layers: tuple[int, ...]) -> int:
     """Which of the architecture's key styles the checkpoint uses (judged on the first MoE layer)."""
@@ -290,24 +357,18 @@ def _key_style(index: CheckpointIndex, arch: Architecture, layers: tuple[int, ..
     )
 
 
-def mote_section(options: UpcycleOptions, arch: Architecture, moe_layers: list[MoeLayer]) -> dict[str, Any]:
-    """config.json["mote"] for an upcycle (SPEC section 2)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "num_experts": options.num_experts,
-        "top_k": options.top_k,
-        "moe_layers": [m.layer for m in moe_layers],
-        "layer_prefixes": {str(m.layer): m.prefix for m in moe_layers},
-        "projections": list(arch.ffn_kind.projections),
-        "ffn_kind": arch.ffn_kind.name,
-        "architecture": arch.name,
-        "expert_format": options.expert_format,
-        "weight_quant": WEIGHT_QUANT,
-        "activation_bits": ACTIVATION_BITS,
-        "router_aux_loss_coef": options.router_aux_loss_coef,
-        "norm_topk_prob": options.norm_topk_prob,
-        "seed": options.seed,
-    }
+def mote_section(options: UpcycleOptions, arch: Architecture, moe_layers: list[MoeLayer]) -> MoteConfig:
+    """config.json["mote"] for an upcycle (format version 1), with mote-convert's extensions."""
+    return MoteConfig(
+        num_experts=options.num_experts,
+        top_k=options.top_k,
+        layer_prefixes={m.layer: m.prefix for m in moe_layers},
+        projections=arch.ffn_kind.projections,
+        expert_format=ExpertFormat.parse(options.expert_format),
+        router_aux_loss_coef=options.router_aux_loss_coef,
+        norm_topk_prob=options.norm_topk_prob,
+        extra={"ffn_kind": arch.ffn_kind.name, "architecture": arch.name, "seed": options.seed},
+    )
 
 
 def validate(plan: ConversionPlan) -> None:
@@ -336,12 +397,13 @@ def validate(plan: ConversionPlan) -> None:
         used.add(src.name)
         if e.op == COPY:
             expected = (src.dtype, src.shape)
-        elif e.op == EXPERT_PACKED:
+        else:  # ENCODE
             if len(src.shape) != 2 or src.dtype not in FLOAT_DTYPES:
                 raise PlanError(f"{name}: source {src.name} must be a 2-D float weight, is {src.dtype} {list(src.shape)}")
-            expected = ("U8", (packed_rows(src.shape[0]), src.shape[1]))
-        else:  # EXPERT_SCALE
-            expected = ("F32", (1,))
+            parts = {p.suffix: (p.dtype, p.shape) for p in get_codec(e.codec).parts(src.dtype, src.shape)}  # type: ignore[arg-type]
+            if e.part not in parts:
+                raise PlanError(f"{name}: {e.codec} has no part {e.part!r}; known: {', '.join(parts)}")
+            expected = parts[e.part]
         if (e.out.dtype, e.out.shape) != expected:
             raise PlanError(
                 f"{name} is planned as {e.out.dtype} {list(e.out.shape)}, but {e.op} of {src.name} gives "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -35,7 +36,15 @@ def raw_bytes(t: torch.Tensor) -> bytes:
     return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+def spec_gamma(weight: torch.Tensor) -> torch.Tensor:
+    """gamma as the method states it, written out plainly: the exact float64 sum of |W| (math.fsum),
+    divided by the count, rounded once to float32, clamped at 1e-5."""
+    values = weight.detach().double().abs().flatten().tolist()
+    mean = math.fsum(values) / max(len(values), 1)
+    return torch.clamp(torch.tensor(mean, dtype=torch.float64).float(), min=1e-5)
+
+
 def spec_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SPEC section 1 written out plainly: gamma and the ternary codes of a dense weight."""
-    gamma = torch.clamp(weight.float().abs().mean(), min=1e-5)
+    """The method written out plainly: gamma and the ternary codes of a dense weight."""
+    gamma = spec_gamma(weight)
     return torch.clamp(torch.round(weight.float() / gamma), -1, 1), gamma

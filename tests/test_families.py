@@ -15,14 +15,14 @@ import mote_convert
 from mote_convert.arch import get_architecture
 from mote_convert.modeling.load import mote_blocks
 from tests.families import FAMILIES
-from tests.helpers import read_all
+from tests.helpers import read_all, spec_gamma
 
 N, K = 3, 2
 
 
 def _bitlinear(v: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """SPEC section 1 written out plainly: absmean ternary weight, per-token INT8 activation."""
-    gamma = torch.clamp(w.abs().mean(), min=1e-5)
+    gamma = spec_gamma(w)
     t = torch.clamp(torch.round(w / gamma), -1, 1)
     s = 127.0 / torch.clamp(v.abs().amax(dim=-1, keepdim=True), min=1e-5)
     v_q = torch.clamp(torch.round(v * s), -128, 127)

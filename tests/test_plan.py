@@ -10,7 +10,7 @@ import pytest
 from mote_convert.errors import PlanError
 from mote_convert.io.writer import TensorSpec
 from mote_convert.options import UpcycleOptions
-from mote_convert.plan import COPY, EXPERT_PACKED, EXPERT_SCALE, ROUTER, PlanEntry, validate
+from mote_convert.plan import COPY, ENCODE, ROUTER, PlanEntry, validate
 from mote_convert.upcycle import plan_upcycle
 
 
@@ -18,7 +18,8 @@ def test_plan_accounts_for_every_tensor(tiny_llava: Path) -> None:
     plan = plan_upcycle(tiny_llava, UpcycleOptions(num_experts=3))
     ops = [e.op for e in plan.entries]
     assert ops.count(ROUTER) == 2
-    assert ops.count(EXPERT_PACKED) == ops.count(EXPERT_SCALE) == 2 * 3 * 3
+    parts = [e.part for e in plan.entries if e.op == ENCODE]
+    assert parts.count("weight_packed") == parts.count("weight_scale") == len(parts) // 2 == 2 * 3 * 3
     assert ops.count(COPY) == len(plan.source)
     assert [e.out.name for e in plan.entries] == sorted(e.out.name for e in plan.entries)
     s = plan.summary()
@@ -32,7 +33,7 @@ def test_validate_catches_broken_plans(tiny_llava: Path) -> None:
     dropped = replace(plan, entries=tuple(e for e in entries if e.op != COPY or "norm" not in e.out.name), shards=())
     with pytest.raises(PlanError, match="not accounted for"):
         validate(dropped)
-    i = next(k for k, e in enumerate(entries) if e.op == EXPERT_PACKED)
+    i = next(k for k, e in enumerate(entries) if e.part == "weight_packed")
     bad = entries[i]
     entries[i] = replace(bad, out=TensorSpec(bad.out.name, "U8", (bad.out.shape[0] + 1, bad.out.shape[1])))
     with pytest.raises(PlanError, match="planned as U8"):

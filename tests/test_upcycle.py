@@ -183,7 +183,7 @@ def test_rows_not_multiple_of_four(tiny_llava_odd: Path, tmp_path: Path) -> None
 
 def test_recipe_with_flag_override(tiny_llava: Path, tmp_path: Path) -> None:
     result = mote_convert.upcycle(tiny_llava, tmp_path / "r", recipe="mote-half-layers", num_experts=3, dry_run=True)
-    assert result.plan.mote["num_experts"] == 3 and result.plan.mote["moe_layers"] == [0]
+    assert result.plan.mote.num_experts == 3 and result.plan.mote.moe_layers == (0,)
 
 
 # -- bad input: one clear error each, nothing written, input untouched ---------------------------

@@ -14,7 +14,7 @@ from typing import Iterator, Mapping
 
 from safetensors import SafetensorError, safe_open
 
-from mote_convert.errors import CorruptCheckpointError, InputNotFoundError
+from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, InputReadError, MoteError, read_error
 from mote_convert.io.dtypes import itemsize
 
 SINGLE_FILE = "model.safetensors"
@@ -96,7 +96,9 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     except SafetensorError as exc:
         raise CorruptCheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     except OSError as exc:
-        raise CorruptCheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise read_error(path, exc) from None
+    except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:  # pragma: no cover - safe_open checked it
+        raise CorruptCheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     for name, info in tensors.items():
         begin, end = offsets[name]
         if end - begin != info.nbytes:
@@ -122,10 +124,11 @@ def _data_offsets(path: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def load_index(root: str | Path, problems: list[CorruptCheckpointError] | None = None) -> CheckpointIndex:
+def load_index(root: str | Path, problems: list[MoteError] | None = None) -> CheckpointIndex:
     """Index a checkpoint directory's safetensors weights from their headers.
 
-    A file that cannot be read raises :class:`CorruptCheckpointError`, unless ``problems`` is given:
+    A file that cannot be read raises :class:`CorruptCheckpointError` (or :class:`InputReadError`
+    where the system refuses the read), unless ``problems`` is given:
     then each such error is appended to it, the file is left out, and the index records the tensors
     the shard index places in it as ``unreadable`` (``inspect`` reports every damaged file at once).
     """
@@ -135,7 +138,7 @@ def load_index(root: str | Path, problems: list[CorruptCheckpointError] | None =
     if not root.is_dir():
         raise InputNotFoundError(f"{root}: not a directory (give a Hugging Face checkpoint directory)")
 
-    def report(exc: CorruptCheckpointError) -> None:
+    def report(exc: MoteError) -> None:
         if problems is None:
             raise exc
         problems.append(exc)
@@ -161,7 +164,7 @@ def load_index(root: str | Path, problems: list[CorruptCheckpointError] | None =
             if not path.is_file():
                 raise CorruptCheckpointError(f"{index_path}: lists {file_name}, which is missing")
             file_tensors, metadata[file_name] = read_header(path)
-        except CorruptCheckpointError as exc:
+        except (CorruptCheckpointError, InputReadError) as exc:
             report(exc)
             bad_files.add(file_name)
             continue
@@ -185,9 +188,12 @@ def load_index(root: str | Path, problems: list[CorruptCheckpointError] | None =
 
 def _read_weight_map(index_path: Path) -> dict[str, str]:
     try:
-        data = json.loads(index_path.read_text())
+        with open(index_path, "rb") as fh:
+            data = json.loads(fh.read())
         weight_map = data["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except OSError as exc:
+        raise read_error(index_path, exc) from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorruptCheckpointError(f"{index_path}: not a valid safetensors index ({exc})") from None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CorruptCheckpointError(f"{index_path}: weight_map must map tensor names to file names")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
 from safetensors import SafetensorError, safe_open
 
-from mote_convert.errors import CorruptCheckpointError
+from mote_convert.errors import CorruptCheckpointError, read_error
 from mote_convert.io.index import CheckpointIndex, TensorInfo
 
 if TYPE_CHECKING:
@@ -41,8 +42,10 @@ class TensorReader:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 tensor = handle.get_tensor(name)
-        except (SafetensorError, OSError) as exc:
+        except SafetensorError as exc:
             raise CorruptCheckpointError(f"{path}: cannot read {name} ({exc})") from None
+        except OSError as exc:
+            raise read_error(path, exc, f"read {name} of the") from None
         if tuple(tensor.shape) != info.shape:
             raise CorruptCheckpointError(f"{path}: {name} changed shape since the index was read")
         return tensor
@@ -51,7 +54,8 @@ class TensorReader:
         """Append tensor ``name``'s stored bytes to ``out`` unchanged; returns the byte count.
 
         Copies file to file in the kernel (``os.copy_file_range``) where the platform has it, so the
-        bytes never pass through this process's memory; otherwise in bounded chunks.
+        bytes never pass through this process's memory; otherwise in bounded chunks. An error of the
+        output side (disk full, ...) propagates as the ``OSError`` it is, for the writer to report.
         """
         info = self._info(name)
         path = self.index.root / info.file
@@ -59,7 +63,9 @@ class TensorReader:
             with open(path, "rb") as src:
                 copied = _copy_range(src, out, info.offset, info.nbytes)
         except OSError as exc:
-            raise CorruptCheckpointError(f"{path}: cannot read {name} ({exc.strerror or exc})") from None
+            if isinstance(exc, _OutputSideError) or exc.errno in OUTPUT_ERRNOS:
+                raise
+            raise read_error(path, exc, f"read {name} of the") from None
         if copied != info.nbytes:
             raise CorruptCheckpointError(f"{path}: {name} ends early (file truncated while reading?)")
         return copied
@@ -77,6 +83,12 @@ class TensorReader:
 
 
 _CHUNK = 64 * 2**20
+# errnos that a copy between two files can only owe to the destination
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EPIPE})
+
+
+class _OutputSideError(OSError):
+    """An OSError of the destination in the chunked copy."""
 
 
 def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> int:
@@ -102,7 +114,10 @@ def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> int:
         chunk = src.read(min(_CHUNK, count - done))
         if not chunk:
             break
-        write_all(dst, chunk)
+        try:
+            write_all(dst, chunk)
+        except OSError as exc:
+            raise _OutputSideError(exc.errno, exc.strerror) from None
         done += len(chunk)
     return done
 

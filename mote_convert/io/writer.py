@@ -9,17 +9,27 @@ is a few tensors, whatever the shard or model size. The files are ordinary safet
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import signal
 import struct
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
-from mote_convert.errors import MoteError, OutputExistsError
+from mote_convert.errors import (
+    Interrupted,
+    MoteError,
+    OutputExistsError,
+    OutputWriteError,
+    describe_os_error,
+    write_error,
+)
 from mote_convert.io.dtypes import itemsize, safetensors_dtype
 from mote_convert.io.index import INDEX_FILE, SINGLE_FILE
 from mote_convert.io.reader import TensorReader, write_all
@@ -99,13 +109,14 @@ def encode_header(tensors: Iterable[TensorSpec], metadata: Mapping[str, str]) ->
 class ShardWriter:
     """Write one safetensors file whose header is known up front; tensors must come in order."""
 
-    def __init__(self, path: Path, shard: Shard, metadata: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, shard: Shard, metadata: Mapping[str, str], mode: int = 0o666) -> None:
         self.path = path
         self.shard = shard
         self._next = 0
         # Unbuffered: tensor data goes out in large writes anyway, and byte-range copies from a
         # source file advance this file's offset in the kernel, which a buffer would not see.
-        self._fh: BinaryIO = open(path, "wb", buffering=0)
+        # Created with ``mode`` (narrowed by the umask): never wider than the source's files.
+        self._fh: BinaryIO = open(create_file(path, mode), "wb", buffering=0, closefd=True)
         write_all(self._fh, encode_header(shard.tensors, metadata))
 
     def _next_spec(self, name: str) -> TensorSpec:
@@ -159,11 +170,13 @@ def write_shards(
     metadata: Mapping[str, str],
     write_one: Callable[[ShardWriter, TensorSpec], int],
     progress: ProgressFn | None = None,
+    mode: int = 0o666,
 ) -> int:
-    """Write every shard, tensor by tensor through ``write_one``, then the index json; returns bytes written."""
+    """Write every shard, tensor by tensor through ``write_one``, then the index json; returns bytes
+    written. Files are created with permission bits ``mode`` (narrowed by the umask)."""
     written = 0
     for shard in shards:
-        writer = ShardWriter(directory / shard.file, shard, metadata)
+        writer = ShardWriter(directory / shard.file, shard, metadata, mode)
         try:
             for spec in shard.tensors:
                 n = write_one(writer, spec)
@@ -174,11 +187,22 @@ def write_shards(
             writer.abort()
             raise
         writer.close()
-    write_index(directory, shards)
+    write_index(directory, shards, mode)
     return written
 
 
-def write_index(directory: Path, shards: Sequence[Shard]) -> None:
+def create_file(path: Path, mode: int) -> int:
+    """Create a new file (never through an existing one or a symlink) and return its descriptor."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode & 0o777)
+
+
+def write_text(path: Path, text: str, mode: int = 0o666) -> None:
+    """Write a new text file with permission bits ``mode`` (narrowed by the umask)."""
+    with open(create_file(path, mode), "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def write_index(directory: Path, shards: Sequence[Shard], mode: int = 0o666) -> None:
     """Write ``model.safetensors.index.json`` for several shards (nothing for one file)."""
     if len(shards) < 2:
         return
@@ -187,41 +211,106 @@ def write_index(directory: Path, shards: Sequence[Shard]) -> None:
         "metadata": {"total_size": sum(s.nbytes for s in shards)},
         "weight_map": dict(sorted(weight_map.items())),
     }
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    write_text(directory / INDEX_FILE, json.dumps(index, indent=2) + "\n", mode)
 
 
 class StagedOutput:
     """A directory written beside its final place and renamed into it only when complete.
 
-    Use as a context manager: on success the staging directory replaces ``final`` (an existing
-    ``final`` only with ``overwrite``); on any error it is removed, and ``final`` is untouched.
+    Use as a context manager. While it is open:
+
+    * a lock file ``.NAME.mote-lock`` beside the output is held (``flock``): a second run writing the
+      same output fails at once with :class:`OutputExistsError`, before doing any work;
+    * staging directories of the same output left by a killed run (``.NAME.partial-*``; the lock
+      proves their writer is dead) are removed first, and an old output that a killed ``--overwrite``
+      had set aside (``.NAME.old-*``) is put back if nothing replaced it;
+    * SIGTERM and SIGHUP, like SIGINT, raise :class:`Interrupted` in the main thread, so the staging
+      directory is removed on every catchable stop.
+
+    On success the staging directory replaces ``final`` (an existing ``final`` only with
+    ``overwrite``); on any error it is removed and ``final`` is untouched. An ``OSError`` raised
+    inside the block (the output's writes) leaves as :class:`OutputWriteError` naming the final path;
+    a cleanup that fails is reported, never ignored.
     """
 
-    def __init__(self, final: str | Path, *, overwrite: bool = False, protect: Sequence[Path] = ()) -> None:
+    def __init__(
+        self, final: str | Path, *, overwrite: bool = False, protect: Sequence[Path] = (), mode: int = 0o777
+    ) -> None:
         self.final = Path(final).absolute()
         self.overwrite = overwrite
+        self.protect = tuple(protect)
+        self.mode = mode
         check_output_path(self.final, overwrite=overwrite, protect=protect)
+        self.lock_path = self.final.parent / f".{self.final.name}.mote-lock"
         self.path = self.final.parent / f".{self.final.name}.partial-{uuid.uuid4().hex[:8]}"
+        self._lock: int | None = None
+        self._signals = InterruptSignals()
 
     def __enter__(self) -> Path:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.path.mkdir()
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.final.parent, exc, "create the directory of the") from None
+        self._lock = _acquire_lock(self.lock_path, self.final)
+        try:
+            self._remove_stale()
+            check_output_path(self.final, overwrite=self.overwrite, protect=self.protect)  # again, under the lock
+            try:
+                self.path.mkdir(mode=self.mode)
+            except OSError as exc:
+                raise write_error(self.final, exc, "create the staging directory of the") from None
+            self._signals.__enter__()
+        except BaseException:
+            self._unlock()
+            raise
         return self.path
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
         try:
-            self._commit()
-        except BaseException:
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise
+            if exc_type is None:
+                self._signals.hold()  # two renames: a signal between them must not leave a half state
+                try:
+                    self._commit()
+                except BaseException as error:
+                    self._discard(error)
+                    raise self._translate(error) from None
+                return
+            self._discard(exc)
+            translated = self._translate(exc)  # type: ignore[arg-type]
+            if translated is not exc:
+                raise translated from None
+        finally:
+            self._signals.__exit__(None, None, None)
+            self._unlock()
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """An OSError from inside the block becomes an OutputWriteError naming the final path."""
+        if isinstance(exc, OSError) and not isinstance(exc, MoteError):
+            where = self._display(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else self.final
+            return write_error(where, exc)
+        return exc
+
+    def _display(self, filename: object) -> Path:
+        """A path inside the staging directory, as it will be called under the final one."""
+        path = Path(os.fsdecode(filename))  # type: ignore[arg-type]
+        try:
+            return self.final / path.relative_to(self.path)
+        except ValueError:
+            return path
+
+    def _discard(self, exc: BaseException | None) -> None:
+        """Remove the staging directory after an error; a failure to do so is added to the report."""
+        try:
+            _remove_tree(self.path)
+        except OSError as cleanup:
+            note = f"; the staging directory {self.path} could not be removed ({describe_os_error(cleanup)})"
+            if isinstance(exc, MoteError) and exc.args:
+                exc.args = (f"{exc.args[0]}{note}",) + exc.args[1:]
 
     def _commit(self) -> None:
-        if not self.final.exists():
+        if not os.path.lexists(self.final):
             os.replace(self.path, self.final)
             return
         if not self.overwrite:  # appeared while we were writing
@@ -229,18 +318,112 @@ class StagedOutput:
         trash = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(self.final, trash)
         os.replace(self.path, self.final)
-        if trash.is_dir():
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            trash.unlink(missing_ok=True)
+        try:
+            _remove_tree(trash)
+        except OSError as exc:
+            raise OutputWriteError(
+                f"{self.final} was written, but the output it replaced could not be removed from {trash} "
+                f"({describe_os_error(exc)})"
+            ) from None
+
+    def _remove_stale(self) -> None:
+        """Remove what killed runs of this output left (we hold the lock, so their writers are dead)."""
+        pattern = f".{self.final.name}."
+        for entry in sorted(self.final.parent.iterdir()) if self.final.parent.is_dir() else ():
+            rest = entry.name[len(pattern) :] if entry.name.startswith(pattern) else ""
+            if rest.startswith("old-") and not os.path.lexists(self.final):
+                os.replace(entry, self.final)  # a killed --overwrite had set the old output aside: put it back
+            elif rest.startswith(("partial-", "old-")):
+                try:
+                    _remove_tree(entry)
+                except OSError as exc:
+                    raise OutputWriteError(f"{entry}: cannot remove a killed run's leftovers ({describe_os_error(exc)})") from None
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            _release_lock(self._lock, self.lock_path)
+            self._lock = None
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a directory tree, a file or a symlink; a missing path is fine, any other failure raises."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _acquire_lock(path: Path, final: Path) -> int:
+    """Hold an exclusive flock on ``path``; another holder means another run is writing ``final``."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(path, exc, "create the lock file of the") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputExistsError(f"{final}: another mote-convert run is writing this output right now") from None
+        # The previous holder unlinks the file when it is done: if it did so between our open and our
+        # flock, we hold a lock on a file nobody else can find. Start over on the current one.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def _release_lock(fd: int, path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+class InterruptSignals:
+    """While active (main thread only), SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` once;
+    further signals during the cleanup that follows are ignored. Previous handlers are restored."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._fired = False
+
+    def hold(self) -> None:
+        """Ignore the signals from now on (for a short critical section that must finish)."""
+        self._fired = True
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if not self._fired:
+            self._fired = True
+            raise Interrupted(signum)
+
+    def __enter__(self) -> InterruptSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 def check_output_path(final: Path, *, overwrite: bool, protect: Sequence[Path] = ()) -> None:
-    """Refuse an existing output without ``overwrite``, and any output that overlaps an input."""
-    final = final.resolve()
+    """Refuse an existing output (a dangling symlink included) without ``overwrite``, and any output
+    that overlaps an input."""
+    resolved = final.resolve()
     for src in protect:
         src = Path(src).resolve()
-        if final == src or src.is_relative_to(final) or final.is_relative_to(src):
+        if resolved == src or src.is_relative_to(resolved) or resolved.is_relative_to(src):
             raise OutputExistsError(f"output {final} overlaps the input {src}; choose another output path")
-    if final.exists() and not overwrite:
-        raise OutputExistsError(f"{final} already exists (use --overwrite to replace it)")
+    if os.path.lexists(final) and not overwrite:
+        kind = "a symbolic link" if os.path.islink(final) else "it"
+        raise OutputExistsError(f"{final} already exists ({kind}; use --overwrite to replace it)")

@@ -15,17 +15,26 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from mote_convert.arch import Architecture, get_architecture
 from mote_convert.errors import FormatError
-from mote_convert.execute import SAFETENSORS_METADATA
+from mote_convert.format import (
+    BIAS,
+    SAFETENSORS_METADATA,
+    ExpertCodec,
+    ExpertFormat,
+    MoteConfig,
+    check_file_metadata,
+    expert_base,
+    get_codec,
+    router_name,
+)
 from mote_convert.io.dtypes import safetensors_dtype
-from mote_convert.io.index import load_index
+from mote_convert.io.index import CheckpointIndex, load_index
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import StagedOutput, TensorSpec, plan_shards, write_shards
 from mote_convert.modeling.bitlinear import MODES, PACKED, TRAIN, TernaryLinear
 from mote_convert.modeling.block import MoTEBlock
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import EXPERT_FORMATS, read_config, read_mote_section
+from mote_convert.plan import read_mote_config
 
 _HOOK_ATTR = "_mote_aux_hook"
 
@@ -80,10 +89,12 @@ def load_model(
     if mode not in MODES:
         raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     root = Path(path)
-    config = read_config(root)
-    mote = read_mote_section(config, root)
-    arch = get_architecture(config.get("model_type"))
+    config, arch, mote = read_mote_config(root)
     index = load_index(root)
+    for file, metadata in index.metadata.items():
+        problem = check_file_metadata(file, metadata)
+        if problem is not None:
+            raise FormatError(f"{root}: {problem}")
     cls = _model_class(config)
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
@@ -92,27 +103,26 @@ def load_model(
     model_dtype = next(model.parameters()).dtype
     reader = TensorReader(index)
     expected_keys: set[str] = set()
-    for layer_str, prefix in sorted(mote["layer_prefixes"].items(), key=lambda kv: int(kv[0])):
-        layer = int(layer_str)
+    for layer, prefix in mote.layer_prefixes.items():
         ffn = model.get_submodule(arch.module_path.replace("{layer}", str(layer)))
-        block = _make_block(ffn, arch, mote, mode, model_dtype)
+        block = _make_block(ffn, mote, mode, model_dtype)
         expected_keys |= _load_block(block, prefix, mote, index, reader)
         parent_name, _, child = arch.module_path.replace("{layer}", str(layer)).rpartition(".")
         setattr(model.get_submodule(parent_name), child, block)
-    prefixes = tuple(f"{p}." for p in mote["layer_prefixes"].values())
+    prefixes = tuple(f"{p}." for p in mote.layer_prefixes.values())
     for name in index.tensors:
         if name.startswith(prefixes) and (".experts." in name or ".router." in name) and name not in expected_keys:
             raise FormatError(f"{root}: unexpected MoTE tensor {name}")
     _set_trainable(model, mode)
-    attach_aux_loss(model, float(mote.get("router_aux_loss_coef", 0.01)))
+    attach_aux_loss(model, mote.router_aux_loss_coef)
     if device is not None:
         model.to(device)
-    model.config.mote = dict(mote)
+    model.config.mote = mote.to_dict()
     return model
 
 
-def _make_block(ffn: nn.Module, arch: Architecture, mote: dict[str, Any], mode: str, dtype: torch.dtype) -> MoTEBlock:
-    projections = tuple(mote["projections"])
+def _make_block(ffn: nn.Module, mote: MoteConfig, mode: str, dtype: torch.dtype) -> MoTEBlock:
+    projections = mote.projections
     for proj in projections:
         if not isinstance(getattr(ffn, proj, None), nn.Linear):
             raise FormatError(f"{type(ffn).__name__} has no linear {proj!r}; the checkpoint's projections do not fit the model")
@@ -122,15 +132,17 @@ def _make_block(ffn: nn.Module, arch: Architecture, mote: dict[str, Any], mode: 
             ffn,
             projections=projections,
             hidden_size=hidden,
-            num_experts=int(mote["num_experts"]),
-            top_k=int(mote["top_k"]),
-            norm_topk_prob=bool(mote.get("norm_topk_prob", False)),
+            num_experts=mote.num_experts,
+            top_k=mote.top_k,
+            norm_topk_prob=mote.norm_topk_prob,
             mode=mode,
             dtype=dtype,
         )
 
 
-def _read_checked(index: Any, reader: TensorReader, name: str, shape: tuple[int, ...], dtype: str | None = None) -> torch.Tensor:
+def _read_checked(
+    index: CheckpointIndex, reader: TensorReader, name: str, shape: tuple[int, ...], dtype: str | None = None
+) -> torch.Tensor:
     info = index.tensors.get(name)
     if info is None:
         raise FormatError(f"{index.root}: MoTE tensor {name} is missing")
@@ -140,36 +152,36 @@ def _read_checked(index: Any, reader: TensorReader, name: str, shape: tuple[int,
     return reader.read(name).clone()  # own the memory: the mapped file may be replaced later
 
 
-def _load_block(block: MoTEBlock, prefix: str, mote: dict[str, Any], index: Any, reader: TensorReader) -> set[str]:
+def _load_block(block: MoTEBlock, prefix: str, mote: MoteConfig, index: CheckpointIndex, reader: TensorReader) -> set[str]:
     """Load router and experts of one block from the checkpoint; returns the names it read."""
     device = next(p for p in block.parameters() if not p.is_meta).device
     keys = set()
-    name = f"{prefix}.router.weight"
+    name = router_name(prefix)
     block.router.weight = nn.Parameter(
         _read_checked(index, reader, name, tuple(block.router.weight.shape), "F32").to(device)
     )
     keys.add(name)
-    latent = mote["expert_format"] == "latent"
+    codec = get_codec(mote.expert_format)
     for i, expert in enumerate(block.experts):
-        for proj in mote["projections"]:
+        for proj in mote.projections:
             linear: TernaryLinear = getattr(expert, proj)
-            base = f"{prefix}.experts.{i}.{proj}"
+            base = expert_base(prefix, i, proj)
             out_f, in_f = linear.out_features, linear.in_features
-            if latent:
-                weight = _read_checked(index, reader, f"{base}.weight", (out_f, in_f))
-                linear.to_empty(device=device)  # built on meta: real storage before the weights are set
-                linear.load_latent(weight.to(device))
-                keys.add(f"{base}.weight")
+            shared = index.tensors.get(f"{prefix}.{proj}.weight")
+            dense_dtype = shared.dtype if shared is not None else safetensors_dtype(linear.bias.dtype if linear.bias is not None else torch.float32)
+            parts = {}
+            for part in codec.parts(dense_dtype, (out_f, in_f)):
+                parts[part.suffix] = _read_checked(index, reader, f"{base}.{part.suffix}", part.shape, part.dtype).to(device)
+                keys.add(f"{base}.{part.suffix}")
+            linear.to_empty(device=device)  # built on meta: real storage before the weights are set
+            if linear.mode == PACKED and codec.format is ExpertFormat.PACKED_2BIT:
+                linear.load_packed(parts[codec.primary], parts[codec.scale])  # kept as stored
             else:
-                packed = _read_checked(index, reader, f"{base}.weight_packed", (-(-out_f // 4), in_f), "U8")
-                scale = _read_checked(index, reader, f"{base}.weight_scale", (1,), "F32")
-                linear.to_empty(device=device)
-                linear.load_packed(packed.to(device), scale.to(device))
-                keys |= {f"{base}.weight_packed", f"{base}.weight_scale"}
+                linear.load_latent(codec.decode(parts, out_f))
             if linear.bias is not None:
-                bias = _read_checked(index, reader, f"{base}.bias", (out_f,))
+                bias = _read_checked(index, reader, f"{base}.{BIAS}", (out_f,))
                 linear.bias = nn.Parameter(bias.to(device=device, dtype=linear.bias.dtype))
-                keys.add(f"{base}.bias")
+                keys.add(f"{base}.{BIAS}")
     return keys
 
 
@@ -210,21 +222,21 @@ def attach_aux_loss(model: nn.Module, coef: float) -> None:
     setattr(model, _HOOK_ATTR, model.register_forward_hook(hook, with_kwargs=True))
 
 
-def _expert_tensors(block: MoTEBlock, module_prefix: str, expert_format: str) -> dict[str, torch.Tensor]:
+def _expert_tensors(block: MoTEBlock, module_prefix: str, codec: ExpertCodec) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for i, expert in enumerate(block.experts):
         for name, linear in expert.named_children():
             if not isinstance(linear, TernaryLinear):
                 continue
-            base = f"{module_prefix}.experts.{i}.{name}"
-            if expert_format == "latent":
-                out[f"{base}.weight"] = linear.latent_state()
+            base = expert_base(module_prefix, i, name)
+            if linear.mode == PACKED and codec.format is ExpertFormat.PACKED_2BIT:
+                packed, scale = linear.packed_state()  # stored as is: no decode and re-encode
+                parts = {codec.primary: packed, codec.scale: scale}
             else:
-                packed, scale = linear.packed_state()
-                out[f"{base}.weight_packed"] = packed
-                out[f"{base}.weight_scale"] = scale
+                parts = codec.encode(linear.latent_state())
+            out.update({f"{base}.{suffix}": tensor for suffix, tensor in parts.items()})
             if linear.bias is not None:
-                out[f"{base}.bias"] = linear.bias.detach()
+                out[f"{base}.{BIAS}"] = linear.bias.detach()
     return out
 
 
@@ -243,11 +255,11 @@ def save_model(
     """
     from transformers.core_model_loading import revert_weight_conversion
 
-    if expert_format not in EXPERT_FORMATS:
-        raise FormatError(f"unknown expert_format {expert_format!r}; known: {', '.join(EXPERT_FORMATS)}")
-    mote = getattr(model.config, "mote", None)
-    if not isinstance(mote, dict):
+    codec = get_codec(expert_format)
+    raw = getattr(model.config, "mote", None)
+    if raw is None:
         raise FormatError("the model has no MoTE config (load it with mote_convert.load_model)")
+    mote = MoteConfig.parse(raw, "model.config.mote")
     blocks = {name: m for name, m in model.named_modules() if isinstance(m, MoTEBlock)}
     state: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
@@ -255,7 +267,7 @@ def save_model(
             continue
         state[name] = tensor
     for name, block in blocks.items():
-        state.update(_expert_tensors(block, name, expert_format))
+        state.update(_expert_tensors(block, name, codec))
     state = revert_weight_conversion(model, state)
     specs = [TensorSpec(n, safetensors_dtype(t.dtype), tuple(t.shape)) for n, t in sorted(state.items())]
     shards = plan_shards(specs, parse_size(max_shard_size))
@@ -263,11 +275,11 @@ def save_model(
     with StagedOutput(out, overwrite=overwrite) as staging:
         write_shards(staging, shards, SAFETENSORS_METADATA, lambda writer, spec: writer.write(spec.name, state[spec.name]))
         config = model.config
-        config.mote = {**mote, "expert_format": expert_format}
+        config.mote = mote.with_format(codec.format).to_dict()
         try:
             config.save_pretrained(staging)
         finally:
-            config.mote = mote
+            config.mote = raw
         generation = getattr(model, "generation_config", None)
         if generation is not None:
             generation.save_pretrained(staging)

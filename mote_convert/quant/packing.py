@@ -11,7 +11,7 @@ import torch
 
 from mote_convert.errors import TernaryInputError
 from mote_convert.quant.layout import VALUES_PER_BYTE, packed_rows
-from mote_convert.quant.ternary import SCALE_EPS, absmean_scale
+from mote_convert.quant.ternary import absmean_of_abs, absmean_scale
 
 __all__ = ["VALUES_PER_BYTE", "code_counts", "pack_ternary", "packed_rows", "quantize_pack", "unpack_ternary"]
 
@@ -55,7 +55,7 @@ def quantize_pack(
         if not weight.is_floating_point() or weight.dim() != 2:
             absmean_scale(weight)  # raises the usual input error
         w32 = workspace.reshape(-1)[: weight.numel()].view(weight.shape).copy_(weight)
-        gamma = w32.abs_().mean().clamp_min(SCALE_EPS)
+        gamma = absmean_of_abs(w32.abs_())
     else:
         gamma = absmean_scale(weight)
     out_features, in_features = weight.shape

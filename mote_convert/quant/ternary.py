@@ -1,12 +1,14 @@
 """BitNet b1.58 quantizers exactly as SPEC section 1 states them; pure tensors in and out.
 
-    gamma  = max(mean(|W|), 1e-5)              one scale per tensor, float32
+    gamma  = max(mean(|W|), 1e-5)              one scale per tensor: float64 sum, rounded once to float32
     T      = clamp(round(W / gamma), -1, 1)    round half to even (torch.round)
     s_x    = 127 / max(max_j |x_j|, 1e-5)      per token, last dimension
     x_q    = clamp(round(x * s_x), -128, 127)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -27,13 +29,35 @@ def _check_float_weight(weight: torch.Tensor) -> None:
         raise TernaryInputError(f"expected a 2-D weight [out, in], got shape {tuple(weight.shape)}")
 
 
+# Elements per partial sum. Each partial is summed by one thread in a fixed order (torch parallelises
+# a row-wise sum over rows, and a row this short is below its parallel grain), and the partials are
+# added exactly (math.fsum): gamma is the same bits whatever the thread count or machine.
+_SUM_BLOCK = 16384
+
+
 def absmean_scale(weight: torch.Tensor) -> torch.Tensor:
-    """Return gamma = max(mean(|W|), 1e-5) as a float32 0-d tensor."""
+    """Return gamma = max(mean(|W|), 1e-5) as a float32 0-d tensor.
+
+    |W| is summed in float64 (each value upcast exactly), divided by the element count and rounded
+    once to float32, so the result does not depend on thread count or reduction order.
+    """
     _check_float_weight(weight)
-    w32 = weight.to(torch.float32)
-    # abs in place where .to() made a copy; a float32 input is never written to.
-    w32 = w32.abs() if w32.data_ptr() == weight.data_ptr() else w32.abs_()
-    return w32.mean().clamp_min(SCALE_EPS)
+    w = weight if weight.dtype == torch.float64 else weight.to(torch.float32)
+    # abs in place only where .to() made a copy: the caller's tensor is never written to
+    return absmean_of_abs(w.abs() if w.data_ptr() == weight.data_ptr() else w.abs_())
+
+
+def absmean_of_abs(abs_weight: torch.Tensor) -> torch.Tensor:
+    """gamma from a tensor already holding |W| (float32 or float64), per :func:`absmean_scale`."""
+    flat = abs_weight.detach().reshape(-1)  # gamma is a constant of the STE: no graph through it
+    n = flat.numel()
+    if n == 0:
+        return torch.tensor(SCALE_EPS, dtype=torch.float32)
+    full = n - n % _SUM_BLOCK
+    partials = flat[:full].view(-1, _SUM_BLOCK).sum(dim=1, dtype=torch.float64).tolist() if full else []
+    partials.append(float(flat[full:].sum(dtype=torch.float64)))
+    mean = math.fsum(partials) / n
+    return torch.tensor(mean, dtype=torch.float64).to(torch.float32).clamp_min(SCALE_EPS)
 
 
 def ternary_codes(weight: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import mote_convert
 from mote_convert.errors import FormatError
 from mote_convert.modeling.bitlinear import TernaryLinear
 from mote_convert.modeling.load import mote_blocks
-from tests.helpers import read_all
+from tests.helpers import read_all, spec_gamma
 
 PROJ = ("gate_proj", "up_proj", "down_proj")
 
@@ -35,7 +35,7 @@ def reference_moe(x: torch.Tensor, dense: dict[str, torch.Tensor], router: torch
     """SPEC section 1 written out plainly, from the dense FFN weights and the router (float32)."""
 
     def bitlinear(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        gamma = torch.clamp(w.abs().mean(), min=1e-5)
+        gamma = spec_gamma(w)
         t = torch.clamp(torch.round(w / gamma), -1, 1)
         s = 127.0 / torch.clamp(v.abs().amax(dim=-1, keepdim=True), min=1e-5)
         v_q = torch.clamp(torch.round(v * s), -128, 127)
