@@ -150,10 +150,21 @@ def _fmt_bytes(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
+def _fmt_count(n: int) -> str:
+    """A parameter count that fits a narrow column: exact below a million, else 4 significant
+    digits with K / M / B (the exact figure is in --json)."""
+    if abs(n) < 10**6:
+        return f"{n:,}"
+    for unit, scale in (("B", 10**9), ("M", 10**6)):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return str(n)  # pragma: no cover
+
+
 def _summary_table(title: str, summary: dict) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", overflow="fold")
     table.add_row("MoE layers", str(summary["moe_layers"]))
     table.add_row("routed experts per layer", str(summary["num_experts"]))
     table.add_row("expert format", summary["expert_format"])
@@ -293,8 +304,8 @@ def pack(
 def _model_table(report: InspectionReport) -> Table:
     model, mote = report.model, report.mote
     table = Table(title=f"{report.path} ({report.kind})", show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value")
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("model type", f"{model.model_type} (architecture {model.architecture})")
     table.add_row("text model", f"{model.text_model_type or '-'}: {model.num_layers} layers, hidden {model.hidden_size}, intermediate {model.intermediate_size}")
     if model.vision_model_type is not None:
@@ -311,17 +322,18 @@ def _model_table(report: InspectionReport) -> Table:
 
 def _memory_table(report: InspectionReport) -> Table:
     table = Table(title="memory by component", title_justify="left")
-    table.add_column("component", style="bold", no_wrap=True)
+    # Component names may wrap; numbers never do, and never get cut (params are compact, see _fmt_count).
+    table.add_column("component", style="bold", overflow="fold", min_width=8)
     planned = report.planned
     if planned is None:
         heads = ("params", "bytes", "bits/w")
     else:  # dense input: the source beside what upcycle would write
-        heads = ("params", "bytes", "after: params", "after: bytes", "bits/w")
+        heads = ("params", "bytes", "params after", "bytes after", "bits/w")
     for head in heads:
-        table.add_column(head, justify="right")
+        table.add_column(head, justify="right", no_wrap=True)
 
     def cells(rows: list[ComponentMemory]) -> list[str]:
-        out = [cell for r in rows for cell in ([f"{r.params:,}", _fmt_bytes(r.bytes)] if r.tensors else ["", ""])]
+        out = [cell for r in rows for cell in ([_fmt_count(r.params), _fmt_bytes(r.bytes)] if r.tensors else ["", ""])]
         last = rows[-1]  # bits per weight of what is (or would be) written
         return out + [f"{last.bits_per_weight:.3f}" if last.tensors else ""]
 

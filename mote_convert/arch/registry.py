@@ -11,10 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from mote_convert.arch.ffn import FfnKind, get_ffn_kind
 from mote_convert.errors import UnsupportedArchitectureError
+from mote_convert.io.yamlfile import YamlFileError, load_yaml
 from mote_convert.resources import architecture_dir, unsupported_file
 
 LAYER_FIELD = "{layer}"
@@ -76,7 +75,7 @@ class Architecture:
 
 def _load_definition(path: Path) -> Architecture:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path)
         prefixes = tuple(data["ffn_prefixes"])
         if not prefixes or not all(LAYER_FIELD in p for p in prefixes):
             raise ValueError(f"every ffn_prefixes entry needs {LAYER_FIELD}")
@@ -95,7 +94,7 @@ def _load_definition(path: Path) -> Architecture:
             projector_prefixes=tuple(data.get("projector_prefixes") or ()),
             vision_config=data.get("vision_config"),
         )
-    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+    except (KeyError, TypeError, ValueError, YamlFileError) as exc:
         raise UnsupportedArchitectureError(f"architecture definition {path} is invalid: {exc}") from None
 
 
@@ -122,15 +121,17 @@ def unsupported_model_types() -> dict[str, str]:
     """model_type -> the reason mote-convert refuses it (``configs/unsupported.yaml``)."""
     path = unsupported_file()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path) or {}
         return {t: str(group["reason"]) for group in data.values() for t in group["model_types"]}
-    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
+    except (KeyError, TypeError, AttributeError, YamlFileError) as exc:
         raise UnsupportedArchitectureError(f"{path} is invalid: {exc}") from None
 
 
-def get_architecture(model_type: str | None) -> Architecture:
+def get_architecture(model_type: object) -> Architecture:
     """The definition for a config's model_type; an unknown or refused one lists the supported types."""
     registry = _registry()
+    if not isinstance(model_type, str):
+        raise UnsupportedArchitectureError(f"config.json's model_type is {model_type!r}, expected a string")
     if model_type in registry:
         return registry[model_type]
     known = ", ".join(sorted(registry))

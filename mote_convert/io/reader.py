@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
+import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 from safetensors import SafetensorError, safe_open
 
@@ -80,6 +82,74 @@ class TensorReader:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def stream_tensors(index: CheckpointIndex, names: Iterable[str]) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
+    """Yield ``(info, tensor)`` for ``names``, in file order, read by plain file reads.
+
+    A read-ahead thread fills one buffer while the caller works on the other, so a pass that reads
+    and computes runs at the speed of the slower of the two, not their sum. Each yielded tensor
+    (a view of a reused buffer, the tensor's dtype and shape) is valid until the next iteration:
+    copy it to keep it. Read errors are raised in the caller's thread.
+    """
+    import torch
+
+    from mote_convert.io.dtypes import torch_dtype
+
+    infos = sorted((index[n] for n in names), key=lambda t: (t.file, t.offset))
+    if not infos:
+        return
+    size = max(t.nbytes for t in infos)
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(2):
+        free.put(bytearray(size))
+    ready: queue.Queue[tuple[TensorInfo, bytearray, int] | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            handle: BinaryIO | None = None
+            current = None
+            for info in infos:
+                if info.file != current:
+                    if handle is not None:
+                        handle.close()
+                    current = info.file
+                    handle = open(index.root / info.file, "rb", buffering=0)  # noqa: SIM115 - closed below
+                buf = free.get()
+                if stop.is_set():
+                    break
+                handle.seek(info.offset)  # type: ignore[union-attr]
+                got = handle.readinto(memoryview(buf)[: info.nbytes])  # type: ignore[union-attr]
+                ready.put((info, buf, got or 0))
+            if handle is not None:
+                handle.close()
+            ready.put(None)
+        except BaseException as exc:  # handed to the caller's thread
+            ready.put(exc)
+
+    thread = threading.Thread(target=reader, name="mote-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                if isinstance(item, OSError):
+                    raise read_error(index.root, item) from None
+                raise item
+            info, buf, got = item
+            path = index.root / info.file
+            if got != info.nbytes:
+                raise CorruptCheckpointError(f"{path}: {info.name} ends early (file truncated while reading?)")
+            data = torch.frombuffer(buf, dtype=torch.uint8, count=info.nbytes) if info.nbytes else torch.empty(0, dtype=torch.uint8)
+            yield info, data.view(torch_dtype(info.dtype)).reshape(info.shape)
+            free.put(buf)
+    finally:
+        stop.set()
+        free.put(bytearray(0))  # wake the reader if it waits for a buffer
+        thread.join()
 
 
 _CHUNK = 64 * 2**20

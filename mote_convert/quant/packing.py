@@ -7,6 +7,8 @@ R = ceil(out / 4), weight row ``j * R + r`` lives in bits ``2j .. 2j+1`` of pack
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from mote_convert.errors import TernaryInputError
@@ -118,18 +120,55 @@ def code_counts(packed: torch.Tensor, out_features: int) -> tuple[list[int], int
     ``out_features`` real rows (0b00 is -1, 0b01 is 0, 0b10 is +1, 0b11 is invalid), and how many
     fields of the padding rows are not 0b00. Unlike :func:`unpack_ternary` it never raises on 0b11:
     it is for reporting a damaged tensor, not for computing with it.
+
+    One byte histogram per band of packed rows (at most four bands: plane j holds weight rows
+    j*R .. j*R+R-1, so a packed row has 4, 3, 2 or 1 real fields), turned into field counts by a
+    256-entry table: one pass over the bytes, no per-plane temporaries.
     """
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 2:
         raise TernaryInputError(f"expected 2-D uint8 packed codes, got {getattr(packed, 'dtype', type(packed))}")
     rows = packed.shape[0]
     if rows != packed_rows(out_features):
         raise TernaryInputError(f"packed codes have {rows} rows; {out_features} output features need {packed_rows(out_features)}")
+    real = [min(rows, max(0, out_features - j * rows)) for j in range(VALUES_PER_BYTE)]  # real rows of plane j
+    fields = _field_table()  # [256, 4]: field j of byte b
     counts = [0, 0, 0, 0]
     padding_nonzero = 0
-    for j in range(VALUES_PER_BYTE):
-        field = (packed >> (2 * j)) & 0b11
-        real = min(rows, max(0, out_features - j * rows))  # plane j holds weight rows j*R .. j*R+R-1
-        for code in range(4):
-            counts[code] += int((field[:real] == code).sum())
-        padding_nonzero += int((field[real:] != 0).sum())
+    bounds = sorted({0, rows, *real})
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        hist = byte_histogram(packed[lo:hi].reshape(-1))
+        for j in range(VALUES_PER_BYTE):
+            per_value = torch.zeros(4, dtype=torch.int64).index_add_(0, fields[:, j], hist)
+            if hi <= real[j]:
+                for code in range(4):
+                    counts[code] += int(per_value[code])
+            else:
+                padding_nonzero += int(per_value[1:].sum())
     return counts, padding_nonzero
+
+
+_FIELDS: list[torch.Tensor] = []
+_POOL: list[ThreadPoolExecutor] = []
+_PARALLEL_MIN = 1 << 22  # bytes; below this one thread is as fast
+
+
+def byte_histogram(data: torch.Tensor) -> torch.Tensor:
+    """int64 [256] counts of each byte value of a 1-D uint8 tensor.
+
+    ``torch.bincount`` runs on one thread; a large tensor is split across torch's thread count
+    (bincount releases the GIL), about twice as fast on two cores.
+    """
+    threads = torch.get_num_threads()
+    if data.numel() < _PARALLEL_MIN or threads < 2:
+        return torch.bincount(data, minlength=256).to(torch.int64)
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mote-histogram"))
+    parts = _POOL[0].map(lambda chunk: torch.bincount(chunk, minlength=256), data.chunk(threads))
+    return torch.stack(list(parts)).sum(dim=0).to(torch.int64)
+
+
+def _field_table() -> torch.Tensor:
+    if not _FIELDS:
+        b = torch.arange(256, dtype=torch.int64)
+        _FIELDS.append(torch.stack([(b >> (2 * j)) & 0b11 for j in range(VALUES_PER_BYTE)], dim=1))
+    return _FIELDS[0]
