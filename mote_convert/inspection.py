@@ -481,18 +481,33 @@ def _check_metadata(index: CheckpointIndex) -> list[Problem]:
     return [p for f, meta in sorted(index.metadata.items()) if (p := check_file_metadata(f, meta)) is not None]
 
 
-def _read_scales(index: CheckpointIndex, names: list[str]) -> dict[str, float]:
-    """Read the 4-byte float32 scales, one open handle per file (a few bytes each)."""
-    values: dict[str, float] = {}
+def _read_small(index: CheckpointIndex, names: list[str], reduce: Callable[[Any], Any]) -> dict[str, Any]:
+    """``reduce`` of each of a few small tensors (scales, routers), one open handle per file."""
+    values: dict[str, Any] = {}
     for file_name, file_names in _by_file(index, names):
         path = index.root / file_name
         try:
             with safe_open(str(path), framework="numpy") as handle:  # no torch needed
                 for name in file_names:
-                    values[name] = float(handle.get_tensor(name).reshape(-1)[0])
+                    values[name] = reduce(handle.get_tensor(name))
         except OSError as exc:
             raise read_error(path, exc) from None
     return values
+
+
+def _read_scales(index: CheckpointIndex, names: list[str]) -> dict[str, float]:
+    """The 4-byte float32 scales."""
+    return _read_small(index, names, lambda a: float(a.reshape(-1)[0]))
+
+
+def _check_routers(index: CheckpointIndex, mote: MoteConfig) -> list[Problem]:
+    """Every router weight finite (a router from an infinite initializer_range is not)."""
+    import numpy as np
+
+    names = [router_name(p) for p in mote.layer_prefixes.values()]
+    names = [n for n in names if n in index and index[n].dtype == "F32"]
+    bad = _read_small(index, names, lambda a: (int(a.size - np.isfinite(a).sum()), int(a.size)))
+    return [Problem(n, f"{k} of {size} router weights are not finite") for n, (k, size) in bad.items() if k]
 
 
 def _by_file(index: CheckpointIndex, names: list[str]) -> list[tuple[str, list[str]]]:
@@ -575,6 +590,7 @@ def _inspect_mote(
             scale_names = [s for s in scale_names if s in index and index[s].dtype == "F32" and index[s].shape == (1,)]
             scales = _read_scales(index, scale_names)
             problems += _check_scales(scales)
+        problems += _check_routers(index, mote)
     moe = dict(mote.layer_prefixes) if mote is not None else {}
     layout = _layout(arch, config, index, moe)
     memory = memory_table(index, layout)

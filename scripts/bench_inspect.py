@@ -115,7 +115,6 @@ def main() -> None:
     rows["plain read of the same expert tensors, cold cache"] = min(times["read cold"])
     rows["library, MoTE output --stats, hot cache"] = min(times["stats hot"])
     rows["plain read of the same expert tensors, hot cache"] = min(times["read hot"])
-    stats_times, read_times = times["stats cold"], times["read cold"]
 
     print(f"dense source: {dense.memory.total.bytes / 1e9:.2f} GB in {len(dense.files)} files; "
           f"MoTE output: {mote.memory.total.bytes / 1e9:.2f} GB in {len(mote.files)} files, "

@@ -48,3 +48,32 @@ def spec_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The method written out plainly: gamma and the ternary codes of a dense weight."""
     gamma = spec_gamma(weight)
     return torch.clamp(torch.round(weight.float() / gamma), -1, 1), gamma
+
+
+def assert_one_line_error(result, code: int, needle: str = "") -> str:  # noqa: ANN001 - typer's Result
+    """A CLI result that failed as documented: the exit code, one 'error:' line, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    other = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("error:", "warning:", "problem:"))]
+    assert all("━" in line for line in other), result.stderr  # only a progress bar besides
+    assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Staging, lock and set-aside entries a run may leave beside its output (should be none)."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name or p.name.endswith(".mote-lock")))
+
+
+def sparse_checkpoint(root: Path, config: dict, specs: list) -> None:
+    """A checkpoint whose header is real and whose data is a hole (headers are all inspect reads)."""
+    from mote_convert.io.writer import encode_header
+
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps(config))
+    header = encode_header(specs, {"format": "pt"})
+    with open(root / "model.safetensors", "wb") as fh:
+        fh.write(header)
+        fh.truncate(len(header) + sum(s.nbytes for s in specs))

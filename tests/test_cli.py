@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from mote_convert.cli import app
 from mote_convert.errors import InputNotFoundError, OptionsError, OutputExistsError, UnsupportedArchitectureError
+from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
 
@@ -29,11 +30,7 @@ def test_dry_run_table(tiny_llava: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def _one_line_error(result, code: int, needle: str) -> None:
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
-    assert "Traceback" not in result.output
+_one_line_error = assert_one_line_error
 
 
 def test_errors_are_one_line(tiny_llava: Path, tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ import mote_convert
 from mote_convert.cli import app
 from mote_convert.errors import CheckFailedError
 from mote_convert.inspection import inspect_checkpoint
-from mote_convert.io.writer import TensorSpec, encode_header
+from mote_convert.io.writer import TensorSpec
 from tests.conftest import tree_digest
-from tests.helpers import read_all
+from tests.helpers import read_all, sparse_checkpoint
 
 runner = CliRunner()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "inspect-json.md"
@@ -113,16 +113,6 @@ def test_moe_llava_comparison_follows_the_arithmetic(tiny_llava: Path, mote_ckpt
     assert cmp["mote"]["total_bytes"] == sum(_nbytes(t) for t in read_all(mote_ckpt).values())
 
 
-def _sparse_checkpoint(root: Path, config: dict, specs: list[TensorSpec]) -> None:
-    """A checkpoint whose header is real and whose data is a hole (headers are all inspect reads)."""
-    root.mkdir()
-    (root / "config.json").write_text(json.dumps(config))
-    header = encode_header(specs, {"format": "pt"})
-    with open(root / "model.safetensors", "wb") as fh:
-        fh.write(header)
-        fh.truncate(len(header) + sum(s.nbytes for s in specs))
-
-
 def test_spec_figures_at_qwen2_5_3b_shapes(tmp_path: Path) -> None:
     """SPEC section 1: Qwen2.5-3B (36 layers, hidden 2048, intermediate 11008), N = 4 in bf16:
     MoTE expert memory 6.8 GiB against 18.1 GiB for MoE-LLaVA."""
@@ -137,7 +127,7 @@ def test_spec_figures_at_qwen2_5_3b_shapes(tmp_path: Path) -> None:
             TensorSpec(f"{p}.up_proj.weight", "BF16", (inter, hidden)),
             TensorSpec(f"{p}.down_proj.weight", "BF16", (hidden, inter)),
         ]
-    _sparse_checkpoint(tmp_path / "qwen-3b-ffn", config, specs)
+    sparse_checkpoint(tmp_path / "qwen-3b-ffn", config, specs)
     cmp = inspect_checkpoint(tmp_path / "qwen-3b-ffn", mote_convert.UpcycleOptions(num_experts=4)).comparison
     assert round(cmp.moe_llava.expert_bytes / 2**30, 1) == 18.1
     assert round(cmp.mote.expert_bytes / 2**30, 1) == 6.8
@@ -358,3 +348,14 @@ def test_header_only_inspect_does_not_import_torch(mote_ckpt: Path, tiny_llava: 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_non_finite_router(mote_ckpt: Path, tmp_path: Path) -> None:
+    """What an infinite initializer_range would have written: inspect no longer says ok."""
+    name = f"{P}.router.weight"
+
+    def edit(t: dict[str, torch.Tensor]) -> None:
+        t[name] = t[name].clone()
+        t[name][1, 3] = float("inf")
+
+    _check_fails(_damaged(mote_ckpt, tmp_path, edit), f"{name}: 1 of 256 router weights are not finite")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -198,8 +199,10 @@ def _read_weight_map(index_path: Path) -> dict[str, str]:
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CorruptCheckpointError(f"{index_path}: weight_map must map tensor names to file names")
     for file_name in weight_map.values():
-        if Path(file_name).name != file_name:
-            raise CorruptCheckpointError(f"{index_path}: file {file_name!r} is not inside the checkpoint")
+        if Path(file_name).name != file_name or file_name in ("", ".", ".."):
+            raise CorruptCheckpointError(f"{index_path}: file {file_name[:80]!r} is not inside the checkpoint")
+        if len(os.fsencode(file_name)) > 255:
+            raise CorruptCheckpointError(f"{index_path}: file name {file_name[:40]!r}... is longer than a file name can be")
     return weight_map
 
 

@@ -9,6 +9,7 @@ is a few tensors, whatever the shard or model size. The files are ordinary safet
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -20,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
 
 from mote_convert.errors import (
     Interrupted,
@@ -138,9 +139,20 @@ class ShardWriter:
         import torch  # here, not at module level: header-only users of this module never need it
 
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        write_all(self._fh, memoryview(data.numpy()))
+        with self._named_errors():
+            write_all(self._fh, memoryview(data.numpy()))
         self._next += 1
         return spec.nbytes
+
+    @contextlib.contextmanager
+    def _named_errors(self) -> Iterator[None]:
+        """An OSError of this file's writes names the file (an in-kernel copy's would name none)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None or isinstance(exc, MoteError):
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def copy(self, name: str, reader: TensorReader, source: str) -> int:
         """Append the stored bytes of ``reader``'s tensor ``source`` as tensor ``name``, unchanged."""
@@ -148,7 +160,8 @@ class ShardWriter:
         info = reader.index[source]
         if (info.dtype, info.shape) != (spec.dtype, spec.shape):
             raise MoteError(f"internal: {source} is {info.dtype} {info.shape}, the header says {spec.dtype} {spec.shape}")
-        reader.copy_to(source, self._fh)
+        with self._named_errors():
+            reader.copy_to(source, self._fh)
         self._next += 1
         return spec.nbytes
 
