@@ -13,15 +13,14 @@ model_type) raises the usual :class:`~mote_convert.errors.MoteError`.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from safetensors import safe_open
-
 from mote_convert.arch import Architecture, get_architecture
-from mote_convert.errors import MoteError, read_error
+from mote_convert.errors import CorruptCheckpointError, MoteError, read_error
 from mote_convert.format import (
     BIAS,
     EXPERT_NAME,
@@ -482,14 +481,27 @@ def _check_metadata(index: CheckpointIndex) -> list[Problem]:
 
 
 def _read_small(index: CheckpointIndex, names: list[str], reduce: Callable[[Any], Any]) -> dict[str, Any]:
-    """``reduce`` of each of a few small tensors (scales, routers), one open handle per file."""
+    """``reduce`` of each of a few small float32 tensors (scales, routers) as numpy arrays.
+
+    Exact-size positioned reads, one open file each: a page fault on a memory map would make the
+    kernel read ahead megabytes around each 4-byte scale of a cold checkpoint.
+    """
+    import numpy as np
+
     values: dict[str, Any] = {}
     for file_name, file_names in _by_file(index, names):
         path = index.root / file_name
         try:
-            with safe_open(str(path), framework="numpy") as handle:  # no torch needed
+            fd = os.open(path, os.O_RDONLY)
+            try:
                 for name in file_names:
-                    values[name] = reduce(handle.get_tensor(name))
+                    info = index[name]
+                    data = os.pread(fd, info.nbytes, info.offset)
+                    if len(data) != info.nbytes:
+                        raise CorruptCheckpointError(f"{path}: {name} ends early (file truncated while reading?)")
+                    values[name] = reduce(np.frombuffer(data, dtype="<f4").reshape(info.shape))
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise read_error(path, exc) from None
     return values
