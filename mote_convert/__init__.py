@@ -1,6 +1,6 @@
 """mote-convert: turn a dense LLaVA-style checkpoint into a Mixture of Ternary Experts (MoTE) one.
 
-Public API (SPEC section 4)::
+Public API (docs/training.md)::
 
     mote_convert.upcycle(model_path, out_path, num_experts=4, top_k=1, layers="all", latent=False, ...)
     mote_convert.pack(in_path, out_path)

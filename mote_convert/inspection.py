@@ -214,7 +214,7 @@ def inspect_checkpoint(
     stats: bool = False,
     progress: ProgressFn | None = None,
 ) -> InspectionReport:
-    """Report on a dense or MoTE checkpoint directory (SPEC section 3, ``inspect``).
+    """Report on a dense or MoTE checkpoint directory (docs/usage.md, ``inspect``).
 
     ``options`` (num_experts, top_k, layers, ...) apply to a dense checkpoint: the report then shows
     what ``upcycle`` would write with them. ``stats`` reads the routed-expert tensors and counts their

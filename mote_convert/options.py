@@ -85,7 +85,7 @@ class LayerSelection:
 
 @dataclass(frozen=True)
 class UpcycleOptions:
-    """Everything that decides what ``upcycle`` writes (SPEC section 1 defaults)."""
+    """Everything that decides what ``upcycle`` writes (the method's defaults, docs/method.md)."""
 
     num_experts: int = 4
     top_k: int = 1

@@ -252,7 +252,7 @@ def dense_architecture(config: Mapping[str, Any], root: str | Path) -> Architect
 
 
 def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], options: UpcycleOptions) -> ConversionPlan:
-    """Decide every output tensor of ``upcycle`` for a dense source (SPEC sections 1 and 2)."""
+    """Decide every output tensor of ``upcycle`` for a dense source (docs/method.md, docs/format.md)."""
     arch = dense_architecture(config, index.root)
     text_config = arch.text_config_of(config)
     num_layers = _config_int(text_config, arch.num_layers_key, arch, MAX_LAYERS)

@@ -1,4 +1,4 @@
-"""``upcycle``: a dense checkpoint in, a MoTE checkpoint out (SPEC sections 1-3)."""
+"""``upcycle``: a dense checkpoint in, a MoTE checkpoint out (docs/method.md, docs/format.md, docs/usage.md)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def upcycle(
 ) -> ConversionResult:
     """Up-cycle the dense checkpoint at ``model_path`` into a MoTE checkpoint at ``out_path``.
 
-    Arguments left as None take the recipe's value, else the SPEC default (4 experts, top-1, all
+    Arguments left as None take the recipe's value, else the default (4 experts, top-1, all
     layers, packed, seed 0, 5GB shards). ``progress`` is called with the bytes of each tensor written.
     With ``dry_run`` nothing is written and the result describes the plan.
     """

@@ -117,7 +117,7 @@ class MoteConfig:
         return replace(self, expert_format=ExpertFormat.parse(expert_format))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object written to config.json (SPEC keys first, extensions after)."""
+        """The JSON object written to config.json (the format's keys first, extensions after)."""
         return {
             "format_version": FORMAT_VERSION,
             "num_experts": self.num_experts,

@@ -1,4 +1,4 @@
-"""The BitNet b1.58 linear of SPEC section 1, in a packed mode and a train mode.
+"""The BitNet b1.58 linear of docs/method.md, in a packed mode and a train mode.
 
 Both modes compute ``out = (x_q @ T^T) * gamma / s_x (+ bias)`` in float32. With |x_q| <= 128 and T in
 {-1, 0, 1}, ``x_q @ T^T`` is a sum of integers below 2^24 for any in_features under 131072, so it is

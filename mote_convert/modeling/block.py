@@ -6,7 +6,7 @@
 
 The block re-registers the dense FFN's own children (``gate_proj``, ``up_proj``, ``down_proj``,
 ``act_fn``, ...) under their names, so its ``state_dict`` keeps the dense FFN's keys beside
-``router.weight`` and ``experts.{i}.{proj}.*`` (SPEC section 4), and runs the dense FFN class's own
+``router.weight`` and ``experts.{i}.{proj}.*`` (docs/training.md), and runs the dense FFN class's own
 ``forward`` for the shared expert and, with ternary projections, for every routed expert.
 """
 

@@ -1,4 +1,4 @@
-"""Pure tensor math of SPEC section 1 and the 2-bit layout of section 2 (no I/O).
+"""Pure tensor math of docs/method.md and the 2-bit layout of docs/format.md (no I/O).
 
 Names are imported on first use, so that ``mote_convert.quant.layout`` (shape arithmetic only) can be
 used without importing torch.

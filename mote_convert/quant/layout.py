@@ -1,4 +1,4 @@
-"""Shape arithmetic of the 2-bit layout (SPEC section 2): plain integers, no tensors.
+"""Shape arithmetic of the 2-bit layout (docs/format.md): plain integers, no tensors.
 
 Kept apart from :mod:`mote_convert.quant.packing` so that planning and header-only inspection, which
 only need packed shapes, do not import torch.

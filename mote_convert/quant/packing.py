@@ -1,4 +1,4 @@
-"""2-bit packing of ternary codes in the layout of SPEC section 2.
+"""2-bit packing of ternary codes in the layout of docs/format.md.
 
 The layout is transformers' BitNet one (``transformers.integrations.bitnet``): code = t + 1, and with
 R = ceil(out / 4), weight row ``j * R + r`` lives in bits ``2j .. 2j+1`` of packed row ``r``. Rows past

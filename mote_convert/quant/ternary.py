@@ -1,4 +1,4 @@
-"""BitNet b1.58 quantizers exactly as SPEC section 1 states them; pure tensors in and out.
+"""BitNet b1.58 quantizers exactly as docs/method.md states them; pure tensors in and out.
 
     gamma  = max(mean(|W|), 1e-5)              one scale per tensor: float64 sum, rounded once to float32
     T      = clamp(round(W / gamma), -1, 1)    round half to even (torch.round)
