@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mote_convert.arch import Architecture, check_text_model, get_architecture
-from mote_convert.errors import FormatError, InputNotFoundError, PlanError, UnsupportedArchitectureError, read_error
+from mote_convert.errors import FormatError, InputNotFoundError, PlanError, UnsupportedArchitectureError
 from mote_convert.format import (
     EXPERT_NAME,
     MAX_LAYERS,
@@ -28,6 +28,7 @@ from mote_convert.format import (
 )
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex
+from mote_convert.io.reader import read_bounded
 from mote_convert.io.writer import Shard, TensorSpec, plan_shards
 from mote_convert.options import UpcycleOptions
 
@@ -171,12 +172,8 @@ def read_config(root: str | Path) -> dict[str, Any]:
     path = root / "config.json"
     if not path.is_file():
         raise InputNotFoundError(f"{root}: no config.json (not a Hugging Face checkpoint directory)")
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise read_error(path, exc) from None
-    if len(raw) > MAX_CONFIG_BYTES:
+    raw = read_bounded(path, MAX_CONFIG_BYTES)
+    if raw is None:
         raise InputNotFoundError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a model config")
     try:
         config = json.loads(raw)

@@ -77,3 +77,23 @@ def sparse_checkpoint(root: Path, config: dict, specs: list) -> None:
     with open(root / "model.safetensors", "wb") as fh:
         fh.write(header)
         fh.truncate(len(header) + sum(s.nbytes for s in specs))
+
+
+def save_llama(root: Path, *, layers: int, hidden: int, inter: int, seed: int = 0, dtypes: tuple = ()) -> Path:
+    """A plain Llama LM checkpoint of random FFNs (and an embedding), written by safetensors directly:
+    sizes no tiny transformers model has, in seconds. ``dtypes`` cycles over gate, up, down."""
+    from safetensors.torch import save_file
+
+    root.mkdir()
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": layers,
+              "hidden_size": hidden, "intermediate_size": inter, "vocab_size": 64}
+    (root / "config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(seed)
+    tensors = {"model.embed_tokens.weight": torch.randn(64, hidden, generator=g)}
+    kinds = dtypes or (torch.float32,) * 3
+    for i in range(layers):
+        p = f"model.layers.{i}.mlp"
+        for (name, shape), dtype in zip((("gate_proj", (inter, hidden)), ("up_proj", (inter, hidden)), ("down_proj", (hidden, inter))), kinds, strict=True):
+            tensors[f"{p}.{name}.weight"] = torch.randn(*shape, generator=g).to(dtype)
+    save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
+    return root

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from mote_convert.errors import read_error
+from mote_convert.io.reader import read_bounded
 
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 32
@@ -42,12 +42,8 @@ class _LimitedLoader(yaml.SafeLoader):
 def load_yaml(path: Path) -> Any:
     """Parse a YAML file with the limits above. Raises :class:`YamlFileError` for content it refuses,
     :class:`~mote_convert.errors.InputReadError` when the file cannot be read."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_YAML_BYTES + 1)
-    except OSError as exc:
-        raise read_error(path, exc) from None
-    if len(data) > MAX_YAML_BYTES:
+    data = read_bounded(path, MAX_YAML_BYTES)
+    if data is None:
         raise YamlFileError(f"larger than {MAX_YAML_BYTES} bytes")
     try:
         return yaml.load(data, Loader=_LimitedLoader)  # noqa: S506 - a SafeLoader subclass

@@ -6,7 +6,6 @@ stopped mid-write; the next run cleans up what a SIGKILL could not.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,32 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from mote_convert.errors import OutputExistsError
 from mote_convert.io.writer import StagedOutput
 from tests.conftest import tree_digest
-from tests.helpers import leftovers
+from tests.helpers import leftovers, save_llama
 
 
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plain Llama LM checkpoint of about 400 MB (float32 FFNs): seconds to up-cycle."""
-    root = tmp_path_factory.mktemp("slow") / "llama"
-    root.mkdir()
-    layers, hidden, inter = 4, 1024, 8192
-    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": layers,
-              "hidden_size": hidden, "intermediate_size": inter, "vocab_size": 256}
-    (root / "config.json").write_text(json.dumps(config))
-    g = torch.Generator().manual_seed(0)
-    tensors = {"model.embed_tokens.weight": torch.randn(256, hidden, generator=g)}
-    for i in range(layers):
-        p = f"model.layers.{i}.mlp"
-        tensors[f"{p}.gate_proj.weight"] = torch.randn(inter, hidden, generator=g)
-        tensors[f"{p}.up_proj.weight"] = torch.randn(inter, hidden, generator=g)
-        tensors[f"{p}.down_proj.weight"] = torch.randn(hidden, inter, generator=g)
-    save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
+    root = save_llama(tmp_path_factory.mktemp("slow") / "llama", layers=4, hidden=1024, inter=8192)
     (root / "tokenizer_config.json").write_text("{}\n")
     return root
 
