@@ -397,10 +397,13 @@ def _check_tensors(
     hidden = _int_or_none(arch.text_config_of(config), arch.hidden_size_key)
     expected: set[str] = set()
     for layer, prefix in mote.layer_prefixes.items():
-        found = {int(m["expert"]) for m in map(EXPERT_NAME.match, _names_under(index, prefix)) if m}
+        names = {name: m for name in _names_under(index, prefix) if (m := EXPERT_NAME.match(name))}
+        found = {int(m["expert"]) for m in names.values()}
         if found and found != set(range(n)):
+            surplus = sorted(name for name, m in names.items() if int(m["expert"]) >= n)
+            example = f" ({surplus[0]})" if surplus else ""
             problems.append(
-                Problem(_key("num_experts"), f"is {n}, but {prefix} holds experts {_ranges(sorted(found))}")
+                Problem(_key("num_experts"), f"is {n}, but {prefix} holds experts {_ranges(sorted(found))}{example}")
             )
         router = router_name(prefix)
         expected.add(router)
@@ -575,6 +578,28 @@ def _expert_stats(
     return stats, problems
 
 
+def _check_mote_tensors(
+    config: Mapping[str, Any], arch: Architecture, mote: MoteConfig, index: CheckpointIndex
+) -> tuple[list[Problem], list[tuple[int, int, str, TensorInfo, int]], dict[str, float]]:
+    """Every tensor check of a MoTE checkpoint; also the experts' primary tensors and the scales read."""
+    codec = get_codec(mote.expert_format)
+    problems, experts = _check_tensors(config, arch, mote, index)
+    scales: dict[str, float] = {}
+    if codec.scale is not None:
+        scale_names = [info.name.removesuffix(codec.primary) + codec.scale for *_, info, _ in experts]
+        scale_names = [s for s in scale_names if s in index and index[s].dtype == "F32" and index[s].shape == (1,)]
+        scales = _read_scales(index, scale_names)
+        problems += _check_scales(scales)
+    problems += _check_routers(index, mote)
+    return problems, experts, scales
+
+
+def check_mote_checkpoint(index: CheckpointIndex, config: Mapping[str, Any], arch: Architecture, mote: MoteConfig) -> list[Problem]:
+    """What ``inspect`` checks of a MoTE checkpoint's files, from headers (plus scales and routers):
+    loaders refuse exactly what inspect reports."""
+    return _check_metadata(index) + _check_mote_tensors(config, arch, mote, index)[0]
+
+
 def _inspect_mote(
     root: Path,
     config: Mapping[str, Any],
@@ -594,15 +619,9 @@ def _inspect_mote(
     # only repeat the file's problem once per tensor.
     tensors_known = not (index.bad_files and not index.sharded)
     codec = get_codec(mote.expert_format) if mote is not None else None
-    if mote is not None and codec is not None and tensors_known:
-        tensor_problems, experts = _check_tensors(config, arch, mote, index)
+    if mote is not None and tensors_known:
+        tensor_problems, experts, scales = _check_mote_tensors(config, arch, mote, index)
         problems += tensor_problems
-        if codec.scale is not None:
-            scale_names = [info.name.removesuffix(codec.primary) + codec.scale for *_, info, _ in experts]
-            scale_names = [s for s in scale_names if s in index and index[s].dtype == "F32" and index[s].shape == (1,)]
-            scales = _read_scales(index, scale_names)
-            problems += _check_scales(scales)
-        problems += _check_routers(index, mote)
     moe = dict(mote.layer_prefixes) if mote is not None else {}
     layout = _layout(arch, config, index, moe)
     memory = memory_table(index, layout)

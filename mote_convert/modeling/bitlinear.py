@@ -24,8 +24,35 @@ TRAIN = "train"
 MODES = (PACKED, TRAIN)
 
 
-class TernaryLinear(nn.Module):
+class KeepFloat32(nn.Module):
+    """A module whose tensors named in ``FLOAT32`` stay float32 through ``.to(dtype)``, ``.half()``
+    and the like: device moves apply, dtype casts are undone (the router and the scales are float32
+    whatever dtype the model runs in). The Parameter objects stay the same, so optimizers keep them."""
+
+    FLOAT32: tuple[str, ...] = ()
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202 - torch's signature
+        super()._apply(fn, recurse)
+        for name in self.FLOAT32:
+            tensor = getattr(self, name, None)
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.dtype != torch.float32 and not tensor.is_meta:
+                if isinstance(tensor, nn.Parameter):
+                    tensor.data = tensor.data.to(torch.float32)
+                else:
+                    self._buffers[name] = tensor.to(torch.float32)
+        return self
+
+
+class Float32Linear(KeepFloat32, nn.Linear):
+    """``nn.Linear`` kept in float32 (the router)."""
+
+    FLOAT32 = ("weight", "bias")
+
+
+class TernaryLinear(KeepFloat32):
     """A ternary-weight, INT8-activation linear layer (a routed expert's projection)."""
+
+    FLOAT32 = ("weight_scale",)
 
     def __init__(
         self,
@@ -74,6 +101,25 @@ class TernaryLinear(nn.Module):
         return out.to(x.dtype)
 
     # -- conversions between the two stored forms --------------------------------------------------
+
+    def convert(self, mode: str, dtype: torch.dtype | None = None) -> None:
+        """Switch in place to ``mode``: packed -> train decodes to the quantizer's fixed point (in
+        ``dtype``, default float32), train -> packed quantizes the latent weight."""
+        if mode not in MODES:
+            raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        if mode == self.mode:
+            return
+        if mode == TRAIN:
+            latent = self.latent_state().to(dtype or torch.float32)
+            del self.weight_packed, self.weight_scale
+            self.mode = TRAIN
+            self.weight = nn.Parameter(latent, requires_grad=False)
+        else:
+            packed, gamma = quantize_pack(self.weight.detach())
+            del self.weight
+            self.mode = PACKED
+            self.register_buffer("weight_packed", packed)
+            self.register_buffer("weight_scale", gamma.reshape(1).to(torch.float32))
 
     def load_packed(self, packed: torch.Tensor, scale: torch.Tensor) -> None:
         """Set the weights from packed codes and gamma (either mode; train mode decodes to the fixed point)."""

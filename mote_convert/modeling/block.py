@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mote_convert.modeling.bitlinear import TernaryLinear
+from mote_convert.modeling.bitlinear import Float32Linear, TernaryLinear
 
 _MODULE_INTERNALS = {"training"}
 
@@ -79,12 +79,19 @@ class MoTEBlock(nn.Module):
         self.norm_topk_prob = norm_topk_prob
         self.mode = mode
         device = next(ffn.parameters()).device
-        self.router = nn.Linear(hidden_size, num_experts, bias=False, dtype=torch.float32, device=device)
+        self.router = Float32Linear(hidden_size, num_experts, bias=False, dtype=torch.float32, device=device)
         self.experts = nn.ModuleList(TernaryExpert(ffn, projections, mode, dtype) for _ in range(num_experts))
         self.last_aux_loss: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, top_k={self.top_k}, mode={self.mode}"
+
+    def set_mode(self, mode: str, dtype: torch.dtype | None = None) -> None:
+        """Convert every routed expert in place to ``mode`` (see :meth:`TernaryLinear.convert`)."""
+        for module in self.experts.modules():
+            if isinstance(module, TernaryLinear):
+                module.convert(mode, dtype)
+        self.mode = mode
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         shared = self._ffn_forward(self, hidden_states)
@@ -95,9 +102,13 @@ class MoTEBlock(nn.Module):
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         routed = torch.zeros(x.shape[0], shape[-1], dtype=torch.float32, device=x.device)
+        # While autograd records, every expert runs, on no tokens if none chose it: its parameters
+        # then get a zero gradient instead of none, which sharded data parallelism (FSDP2, ZeRO)
+        # needs to reduce the same set of gradients on every rank.
+        every_expert = torch.is_grad_enabled()
         for e, expert in enumerate(self.experts):
             tokens, slot = torch.where(chosen == e)
-            if tokens.numel() == 0:
+            if tokens.numel() == 0 and not every_expert:
                 continue
             y = expert(x[tokens]).to(torch.float32) * weights[tokens, slot, None]
             routed.index_add_(0, tokens, y)

@@ -172,15 +172,22 @@ def test_load_errors(upcycled: Path, tiny_llava: Path, tmp_path: Path) -> None:
         save_file(tensors, f, metadata={"format": "pt", "mote_format": "1"})
         return dst
 
-    name = "language_model.model.layers.1.mlp.experts.2.up_proj.weight_packed"
-    missing = broken(lambda t: t.pop(name))
-    with pytest.raises(FormatError, match=rf"{name} is missing"):
-        mote_convert.load_model(missing)
-    wrong = broken(lambda t: t.__setitem__(name, torch.zeros(3, 64, dtype=torch.uint8)))
-    with pytest.raises(FormatError, match=rf"{name} is U8 \[3, 64\], expected U8 \[32, 64\]"):
-        mote_convert.load_model(wrong)
+    p = "language_model.model.layers.1.mlp"
+    expert = f"{p}.experts.2.up_proj.weight_packed"
     extra = "language_model.model.layers.0.mlp.experts.9.up_proj.weight_packed"
-    unexpected = broken(lambda t: t.__setitem__(extra, torch.zeros(32, 64, dtype=torch.uint8)))
-    with pytest.raises(FormatError, match=f"unexpected MoTE tensor {extra}"):
-        mote_convert.load_model(unexpected)
+    cases = {
+        "missing shared-expert weight": (lambda t: t.pop(f"{p}.gate_proj.weight"), rf"{p}.gate_proj.weight: missing"),
+        "missing router": (lambda t: t.pop(f"{p}.router.weight"), rf"{p}.router.weight: missing"),
+        "missing expert": (lambda t: t.pop(expert), rf"{expert}: missing"),
+        "extra expert": (lambda t: t.__setitem__(extra, torch.zeros(32, 64, dtype=torch.uint8)), rf"holds experts 0, 1, 2, 3, 9 ({extra})"),
+        "wrong shape": (lambda t: t.__setitem__(expert, torch.zeros(3, 64, dtype=torch.uint8)), rf"{expert}: is U8 \[3, 64\], expected U8 \[32, 64\]"),
+        "missing dense weight": (lambda t: t.pop("language_model.model.layers.0.self_attn.q_proj.weight"), r"tensors missing: model.language_model.layers.0.self_attn.q_proj.weight"),
+        "misshapen dense weight": (lambda t: t.__setitem__("language_model.model.norm.weight", torch.ones(3)), r"of the wrong shape: model.language_model.norm.weight"),
+    }
+    for case, (edit, needle) in cases.items():
+        root = broken(edit)
+        for mode in ("packed", "train"):
+            with pytest.raises(FormatError, match=needle.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
+                mote_convert.load_model(root, mode=mode)
+        assert case
     assert json.loads((upcycled / "config.json").read_text())["mote"]["expert_format"] == "packed-2bit"

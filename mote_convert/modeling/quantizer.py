@@ -1,0 +1,197 @@
+"""MoTE as a transformers quantization method: ``from_pretrained`` builds and loads MoTE models itself.
+
+``MoteQuantizationConfig(mode="packed" | "train")`` and ``MoteHfQuantizer`` are registered with
+transformers' public ``register_quantization_config`` / ``register_quantizer`` under the name
+``"mote"`` when this module is imported (``mote_convert.load_model`` does). Then::
+
+    LlavaForConditionalGeneration.from_pretrained(path, quantization_config=MoteQuantizationConfig("train"))
+
+reads ``config.json["mote"]``, checks the checkpoint's MoTE tensors from their headers (the checks
+``inspect`` makes: a missing, misshapen or surplus router, expert or shared-expert tensor is an
+error naming it, before anything loads), replaces each MoE layer's FFN with a :class:`MoTEBlock`
+on the meta device, and lets transformers load every tensor (dense, shared experts, routers,
+experts) in its one pass, with its usual device_map / dtype / offloading handling and its
+missing / unexpected / mismatched-key reporting. The experts are built in the checkpoint's storage
+format, so their tensors load under their on-disk names; after loading they are converted in
+place to the requested mode (packed codes decode to the quantizer's fixed point for training,
+latent weights quantize for packed inference).
+
+No ``quantization_config`` is written to ``config.json`` on save (stock transformers, without this
+package, loads a MoTE output as the dense model); ``save_pretrained`` writes the experts in the
+format ``config.json["mote"]["expert_format"]`` states, with ``mote_format`` safetensors metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
+from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from mote_convert.arch import get_architecture
+from mote_convert.errors import FormatError
+from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, MoteConfig, get_codec
+from mote_convert.io.index import load_index
+from mote_convert.modeling.bitlinear import MODES, PACKED, TRAIN, TernaryLinear
+from mote_convert.modeling.block import MoTEBlock
+
+QUANT_METHOD = "mote"
+# The storage format each mode keeps in memory (and save_pretrained writes by default).
+MODE_FORMAT = {PACKED: ExpertFormat.PACKED_2BIT, TRAIN: ExpertFormat.LATENT}
+FORMAT_MODE = {fmt: mode for mode, fmt in MODE_FORMAT.items()}
+# Checkpoint keys (glob patterns) kept float32 whatever dtype the model loads in.
+FLOAT32_KEYS = ("router.weight", "weight_scale")
+
+
+class MoteQuantizationConfig(QuantizationConfigMixin):
+    """How to load a MoTE checkpoint: ``mode="packed"`` (2-bit experts, inference) or ``"train"``
+    (latent experts, QAT). The MoTE structure itself comes from ``config.json["mote"]``."""
+
+    def __init__(self, mode: str = PACKED, **kwargs: Any) -> None:
+        if mode not in MODES:
+            raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        self.quant_method = QUANT_METHOD
+        self.mode = mode
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quant_method": QUANT_METHOD, "mode": self.mode}
+
+
+class MoteHfQuantizer(HfQuantizer):
+    """Builds MoTE blocks before the weights load and converts experts to the requested mode after."""
+
+    requires_calibration = False
+    quantization_config: MoteQuantizationConfig
+
+    def validate_environment(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to check: MoTE needs no extra package or device."""
+
+    def _process_model_before_weight_loading(self, model: nn.Module, **kwargs: Any) -> None:
+        config = model.config
+        where = getattr(config, "name_or_path", "") or "the checkpoint"
+        arch = get_architecture(config.model_type)
+        config_dict = config.to_dict()
+        num_layers = arch.text_config_of(config_dict).get(arch.num_layers_key)
+        mote = MoteConfig.parse(getattr(config, "mote", None), where, arch=arch, num_layers=num_layers if isinstance(num_layers, int) else None)
+        files = kwargs.get("checkpoint_files") or []
+        if files:  # refuse, naming them, what inspect would report, before anything loads
+            from mote_convert.inspection import check_mote_checkpoint
+
+            index = load_index(Path(files[0]).parent)
+            problems = check_mote_checkpoint(index, config_dict, arch, mote)
+            if problems:
+                listed = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+                raise FormatError(f"{where}: not a loadable MoTE checkpoint: {listed}")
+        self.mote = mote
+        stored = FORMAT_MODE[mote.expert_format]
+        for layer in mote.layer_prefixes:
+            path = arch.module_path.replace("{layer}", str(layer))
+            ffn = model.get_submodule(path)
+            block = _make_block(ffn, mote, stored, kwargs.get("dtype"))
+            parent, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent), child, block)
+        model._keep_in_fp32_modules_strict = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ()) | set(FLOAT32_KEYS)
+
+    def _process_model_after_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
+        from mote_convert.modeling.load import attach_aux_loss, mote_blocks
+
+        mode = self.quantization_config.mode
+        dtype = _float_dtype(model)
+        for block in mote_blocks(model):
+            block.router.float()  # device moves only; float32 already, by the load's dtype plan
+            block.set_mode(mode, dtype)
+        _set_trainable(model, mode)
+        attach_aux_loss(model, self.mote.router_aux_loss_coef)
+        model.config.mote = self.mote.with_format(MODE_FORMAT[mode]).to_dict()
+        return model
+
+    def postprocess_model(self, model: nn.Module, **kwargs: Any) -> nn.Module:
+        # Unlike the base class, no quantization_config stays in model.config (from_pretrained put it
+        # there): a saved MoTE checkpoint is declared by config.json["mote"] alone, which stock
+        # transformers ignores, so it loads an output as the dense model.
+        if "quantization_config" in vars(model.config):
+            del model.config.quantization_config
+        for module in model.modules():
+            if hasattr(module, "config") and hasattr(module.config, "_is_quantized"):
+                module.config._is_quantized = True
+        return self._process_model_after_weight_loading(model, **kwargs)
+
+    def get_state_dict_and_metadata(self, model: nn.Module) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
+        """What ``save_pretrained`` writes: the experts in the format ``config.mote`` states (re-encoded
+        where that differs from the mode in memory), and the MoTE safetensors metadata."""
+        from mote_convert.modeling.load import expert_state_dict
+
+        metadata = dict(SAFETENSORS_METADATA)
+        fmt = ExpertFormat.parse(model.config.mote["expert_format"])
+        if fmt is MODE_FORMAT[self.quantization_config.mode]:
+            return None, metadata  # save_pretrained's own state_dict holds exactly these tensors
+        return expert_state_dict(model, get_codec(fmt)), metadata
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return True
+
+    @property
+    def is_qat_trainable(self) -> bool:
+        return True
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's dense weights (the latent experts take it)."""
+    counts: dict[torch.dtype, int] = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return max(counts, key=counts.__getitem__) if counts else torch.float32
+
+
+def _make_block(ffn: nn.Module, mote: MoteConfig, mode: str, dtype: Any) -> MoTEBlock:
+    for proj in mote.projections:
+        if not isinstance(getattr(ffn, proj, None), nn.Linear):
+            raise FormatError(f"{type(ffn).__name__} has no linear {proj!r}; the checkpoint's projections do not fit the model")
+    first = getattr(ffn, mote.projections[0])  # every FFN kind leads with an [intermediate, hidden] projection
+    weight = first.weight
+    return MoTEBlock(
+        ffn,
+        projections=mote.projections,
+        hidden_size=first.in_features,
+        num_experts=mote.num_experts,
+        top_k=mote.top_k,
+        norm_topk_prob=mote.norm_topk_prob,
+        mode=mode,
+        dtype=weight.dtype if not isinstance(dtype, torch.dtype) else dtype,
+    )
+
+
+def _set_trainable(model: nn.Module, mode: str) -> None:
+    """Train mode: only routers and routed experts learn; packed mode: nothing does."""
+    from mote_convert.modeling.load import mote_blocks
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if mode != TRAIN:
+        return
+    for block in mote_blocks(model):
+        block.router.weight.requires_grad_(True)
+        for p in block.experts.parameters():
+            p.requires_grad_(True)
+
+
+def register() -> None:
+    """Register the config and the quantizer with transformers (once; importing this module does)."""
+    if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+        register_quantization_config(QUANT_METHOD)(MoteQuantizationConfig)
+    if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:
+        register_quantizer(QUANT_METHOD)(MoteHfQuantizer)
+
+
+register()
+
+__all__ = ["MoteHfQuantizer", "MoteQuantizationConfig", "TernaryLinear", "register"]
