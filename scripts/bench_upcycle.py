@@ -41,7 +41,8 @@ def build_checkpoint(root: Path, num_layers: int, shard_size: str) -> Path:
                        num_attention_heads=32, num_key_value_heads=32, vocab_size=vocab)
     vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                               image_size=32, patch_size=8, projection_dim=64)
-    config = LlavaConfig(text_config=text, vision_config=vision, image_token_id=32000, dtype="float16")
+    config = LlavaConfig(text_config=text, vision_config=vision, image_token_id=32000, dtype="float16",
+                         architectures=["LlavaForConditionalGeneration"])
     root.mkdir(parents=True)
     config.save_pretrained(root)
 

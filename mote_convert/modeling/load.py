@@ -29,14 +29,22 @@ _HOOK_ATTR = "_mote_aux_hook"
 
 
 def _model_class(config: dict[str, Any]) -> type:
+    """The class config.json names in ``architectures``; else the image-text-to-text (then causal LM)
+    class transformers' auto mappings give its model_type."""
     import transformers
+    from transformers.models.auto import modeling_auto
 
     names = config.get("architectures") or []
-    for name in names if isinstance(names, list) else []:
-        cls = getattr(transformers, str(name), None)
+    candidates = [str(n) for n in names] if isinstance(names, list) else []
+    for mapping in (modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+        name = mapping.get(str(config.get("model_type")))
+        if name is not None:
+            candidates.append(name)
+    for name in candidates:
+        cls = getattr(transformers, name, None)
         if cls is not None:
             return cls
-    raise FormatError(f"config.json names no transformers model class this version has (architectures: {names})")
+    raise FormatError(f"no transformers model class for this checkpoint (architectures: {names}, model_type: {config.get('model_type')!r})")
 
 
 def mote_blocks(model: nn.Module) -> list[MoTEBlock]:

@@ -1,0 +1,123 @@
+"""Benchmark: ``load_model`` against the dense model's ``from_pretrained``, time and peak memory.
+
+Two checkpoints, built once in ``--workdir`` (random weights, real shapes):
+
+* Qwen2-0.5B-shaped (hidden 896, intermediate 4864, 24 layers, vocab 151936, bf16), a plain LM;
+* LLaVA-1.5-7B-shaped (hidden 4096, intermediate 11008, 2 decoder layers, float16, about 1.4 GB),
+  from ``scripts/bench_upcycle.py``'s builder.
+
+Each is up-cycled with the defaults (4 packed experts, every layer). Then, each in a fresh child
+process, interleaved, best of N: the dense model's ``from_pretrained`` on the dense checkpoint, and
+``mote_convert.load_model(mode="packed")`` on the MoTE one (and ``mode="train"`` for scale). A child
+reports the load's wall time, its resident set before the load, its peak (VmHWM) after, and the
+model's resident bytes (parameters and buffers). Targets (issue 10): time <= 1.3x dense; the load's
+peak growth (peak - RSS before the load) <= the model's resident bytes + 10%.
+
+    python scripts/bench_load.py --workdir /tmp/mote-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_upcycle  # noqa: E402  (the LLaVA-7B-shaped builder and VmHWM)
+
+MiB = 2**20
+
+
+def rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def build_qwen(root: Path) -> None:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, dtype="bfloat16")
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(root)
+
+
+def child_load(kind: str, path: str) -> dict:
+    import torch
+
+    import mote_convert
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    before = rss()
+    t0 = time.perf_counter()
+    if kind == "dense":
+        from mote_convert.modeling.load import _model_class
+
+        model = _model_class(config).from_pretrained(path, dtype="auto")
+    else:
+        model = mote_convert.load_model(path, mode=kind)
+    seconds = time.perf_counter() - t0
+    resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    del torch
+    return {"seconds": seconds, "rss_before": before, "resident": resident}
+
+
+def run(kind: str, path: Path) -> dict:
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_load as b; "
+        "r = b.child_load(sys.argv[1], sys.argv[2]); r['peak_rss'] = b.bench_upcycle.vm_hwm(); print(json.dumps(r))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, kind, str(path)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} load of {path} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import mote_convert
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    qwen, llava = args.workdir / "qwen2-0.5b-shapes", args.workdir / "llava7b-shapes-2l"
+    if not qwen.exists():
+        build_qwen(qwen)
+    if not llava.exists():
+        bench_upcycle.run_child("build", str(llava), "2", "1GB")
+    for dense in (qwen, llava):
+        if not dense.with_name(dense.name + "-mote").exists():
+            mote_convert.upcycle(dense, dense.with_name(dense.name + "-mote"))
+
+    print(f"{'checkpoint':<22} {'load':<13} {'seconds':>8} {'resident':>9} {'peak-before':>11} {'growth/resident':>15}")
+    summary = []
+    for dense in (qwen, llava):
+        mote = dense.with_name(dense.name + "-mote")
+        rows: dict[str, list[dict]] = {"dense": [], "packed": [], "train": []}
+        for _ in range(args.repeats):  # interleaved: every variant sees the same machine state
+            rows["dense"].append(run("dense", dense))
+            rows["packed"].append(run("packed", mote))
+            rows["train"].append(run("train", mote))
+        best = {k: min(v, key=lambda r: r["seconds"]) for k, v in rows.items()}
+        for kind, r in best.items():
+            growth = max(x["peak_rss"] - x["rss_before"] for x in rows[kind])
+            print(f"{dense.name:<22} {kind + (' (MoTE)' if kind != 'dense' else ''):<13} {r['seconds']:>8.2f} "
+                  f"{r['resident'] / MiB:>8.0f}M {growth / MiB:>10.0f}M {growth / r['resident']:>15.2f}")
+        ratio = best["packed"]["seconds"] / best["dense"]["seconds"]
+        growth = max(x["peak_rss"] - x["rss_before"] for x in rows["packed"]) / best["packed"]["resident"]
+        summary.append(f"{dense.name}: load_model(packed) / dense from_pretrained time = {ratio:.2f} (target <= 1.3); "
+                       f"peak growth / resident = {growth:.2f} (target <= 1.10)")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
