@@ -1,6 +1,6 @@
 """mote-convert: turn a dense LLaVA-style checkpoint into a Mixture of Ternary Experts (MoTE) one.
 
-Public API (docs/training.md)::
+Public API (docs/usage.md, docs/training.md)::
 
     mote_convert.upcycle(model_path, out_path, num_experts=4, top_k=1, layers="all", latent=False, ...)
     mote_convert.pack(in_path, out_path)
@@ -28,9 +28,11 @@ from mote_convert.pack import pack
 from mote_convert.upcycle import plan_upcycle, upcycle
 
 _EXPORTS = {name: "mote_convert.modeling.load" for name in ("aux_loss", "load_model", "save_model")}
+_EXPORTS["MoteQuantizationConfig"] = "mote_convert.modeling.quantizer"  # registers the "mote" method
 
 __all__ = [
     "MoteError",
+    "MoteQuantizationConfig",
     "UpcycleOptions",
     "__version__",
     "aux_loss",
@@ -44,6 +46,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from mote_convert.modeling.load import aux_loss, load_model, save_model
+    from mote_convert.modeling.quantizer import MoteQuantizationConfig
 
 
 def __getattr__(name: str) -> Any:
