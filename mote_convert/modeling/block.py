@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mote_convert.modeling.aux_loss import AuxGradCell, carry_aux_grad
 from mote_convert.modeling.bitlinear import Float32Linear, TernaryLinear
 
 _MODULE_INTERNALS = {"training"}
@@ -81,7 +82,8 @@ class MoTEBlock(nn.Module):
         device = next(ffn.parameters()).device
         self.router = Float32Linear(hidden_size, num_experts, bias=False, dtype=torch.float32, device=device)
         self.experts = nn.ModuleList(TernaryExpert(ffn, projections, mode, dtype) for _ in range(num_experts))
-        self.last_aux_loss: torch.Tensor | None = None
+        self.last_aux_loss: torch.Tensor | None = None  # the value, for aux_loss(model) and logging
+        self.aux_cell: AuxGradCell | None = None  # set by attach_aux_loss: how its gradient is carried
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, top_k={self.top_k}, mode={self.mode}"
@@ -112,8 +114,10 @@ class MoTEBlock(nn.Module):
                 continue
             y = expert(x[tokens]).to(torch.float32) * weights[tokens, slot, None]
             routed.index_add_(0, tokens, y)
-        self.last_aux_loss = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
-        return shared + routed.to(shared.dtype).reshape(shared.shape)
+        aux = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
+        self.last_aux_loss = aux
+        out = shared + routed.to(shared.dtype).reshape(shared.shape)
+        return carry_aux_grad(out, aux, self.aux_cell)
 
 
 def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor, num_experts: int) -> torch.Tensor:

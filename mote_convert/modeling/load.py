@@ -20,6 +20,7 @@ from torch import nn
 from mote_convert.errors import FormatError
 from mote_convert.format import BIAS, ExpertCodec, ExpertFormat, MoteConfig, expert_base, get_codec
 from mote_convert.io.writer import StagedOutput
+from mote_convert.modeling.aux_loss import AuxGradCell, probe_loss
 from mote_convert.modeling.bitlinear import MODES, PACKED, TernaryLinear
 from mote_convert.modeling.block import MoTEBlock
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
@@ -118,21 +119,32 @@ def aux_loss(model: nn.Module) -> torch.Tensor | None:
 def attach_aux_loss(model: nn.Module, coef: float) -> None:
     """Make the model's returned loss include ``coef * L_aux`` whenever it computes a loss.
 
-    A forward hook on the top model: the HF ``Trainer`` (or any loop) reads ``outputs.loss`` and
-    trains the routers with the load-balancing loss without custom code.
+    The value is added to ``outputs.loss`` by a forward hook on the top model; the gradient is
+    carried by the MoE blocks' own autograd graph (:mod:`mote_convert.modeling.aux_loss`), so it is
+    right under gradient checkpointing (reentrant or not), gradient accumulation and loss scaling.
+    The HF ``Trainer`` (or any loop that backpropagates ``outputs.loss``) trains the routers with
+    the load-balancing loss without custom code.
     """
-    old = getattr(model, _HOOK_ATTR, None)
-    if old is not None:
-        old.remove()
+    for handle in getattr(model, _HOOK_ATTR, ()):
+        handle.remove()
+    cell = AuxGradCell(coef)
+    for block in mote_blocks(model):
+        block.aux_cell = cell
+
+    def reset(module: nn.Module, args: Any, kwargs: Any) -> None:
+        cell.grad = None  # a new forward: no backward has reached its loss yet
 
     def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
         loss = getattr(output, "loss", None)
         extra = aux_loss(module)
         if loss is not None and extra is not None and coef:
-            output.loss = loss + coef * extra.to(loss.dtype)
+            output.loss = probe_loss(loss + coef * extra.detach().to(loss.dtype), cell)
         return output
 
-    setattr(model, _HOOK_ATTR, model.register_forward_hook(hook, with_kwargs=True))
+    setattr(model, _HOOK_ATTR, (
+        model.register_forward_pre_hook(reset, with_kwargs=True),
+        model.register_forward_hook(hook, with_kwargs=True),
+    ))
 
 
 def expert_state_dict(model: nn.Module, codec: ExpertCodec) -> dict[str, torch.Tensor]:

@@ -163,3 +163,36 @@ def test_stock_transformers_loads_saved_output_as_dense(packed: Path, tmp_path: 
     assert not mote_blocks(dense)
     inputs = _inputs(dense.config)
     torch.testing.assert_close(_logits(dense, inputs), _logits(original, inputs), rtol=0, atol=0)
+
+
+def _router_and_expert_grads(model) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+@pytest.mark.parametrize("variant", ["outputs.loss", "accumulation / 4", "checkpointing", "reentrant checkpointing"])
+def test_aux_loss_gradient_without_a_stash(packed: Path, variant: str) -> None:
+    """The router's gradient from the load-balancing loss is the same however the step runs: the
+    reference backpropagates lm_loss + coef * aux_loss(model) written out by hand."""
+    import torch.nn.functional as F
+
+    reference_model = mote_convert.load_model(packed, mode="train")
+    inputs = _inputs(reference_model.config, batch=2, seq=24)
+    out = reference_model(**inputs)  # no labels: the model adds nothing
+    logits = out.logits[:, :-1].reshape(-1, out.logits.shape[-1]).float()
+    lm = F.cross_entropy(logits, inputs["input_ids"][:, 1:].reshape(-1))
+    (lm + 0.01 * mote_convert.aux_loss(reference_model)).backward()
+    reference = _router_and_expert_grads(reference_model)
+    assert any(".router." in n for n in reference)
+
+    model = mote_convert.load_model(packed, mode="train")
+    model.train()
+    if "checkpointing" in variant:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": variant.startswith("reentrant")})
+        model.enable_input_require_grads()  # what reentrant checkpointing needs with frozen embeddings
+    loss = model(**inputs, labels=inputs["input_ids"]).loss
+    scale = 0.25 if "accumulation" in variant else 1.0
+    (loss * scale).backward()
+    grads = _router_and_expert_grads(model)
+    assert grads.keys() == reference.keys()
+    for name, g in reference.items():
+        torch.testing.assert_close(grads[name], g * scale, rtol=1e-4, atol=1e-7, msg=name)
