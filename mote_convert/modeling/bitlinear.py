@@ -4,8 +4,9 @@ Both modes compute ``out = (x_q @ T^T) * gamma / s_x (+ bias)`` in float32. With
 {-1, 0, 1}, ``x_q @ T^T`` is a sum of integers below 2^24 for any in_features under 131072, so it is
 exact in float32 and the two modes agree to the rounding of the final scaling.
 
-* packed: ``weight_packed`` (uint8, 2 bits per weight) and ``weight_scale`` (gamma) are buffers; the
-  codes are decoded on the fly inside ``forward`` and dropped when it returns.
+* packed: ``weight_packed`` (uint8, 2 bits per weight) and ``weight_scale`` (gamma) are buffers;
+  ``forward`` hands them to the kernel layer (:mod:`mote_convert.kernels`), which multiplies int8
+  activations by the packed codes directly: no decoded weight exists at any time.
 * train: ``weight`` is the latent float parameter; gamma and T are recomputed from it every forward,
   and both quantizers pass gradients straight through (STE).
 """
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from mote_convert.errors import FormatError
+from mote_convert.kernels import ternary_linear
 from mote_convert.quant.packing import packed_rows, quantize_pack, unpack_ternary
 from mote_convert.quant.ternary import absmean_scale, activation_quant, fixed_point_latent
 
@@ -82,19 +84,18 @@ class TernaryLinear(KeepFloat32):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, mode={self.mode}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == PACKED:
+            # the kernel layer: integer products on the packed codes, no decoded weight (mote_convert.kernels)
+            return ternary_linear(x, self.weight_packed, self.weight_scale, self.out_features, self.bias)
         x32 = x.to(torch.float32)
         x_q, s_x = activation_quant(x32)
-        if self.mode == PACKED:
-            codes = unpack_ternary(self.weight_packed, self.out_features, torch.float32)
-            gamma = self.weight_scale[0]
-        else:
-            # STE: the forward value is the quantized one, the backward pass is the identity.
-            x_scaled = x32 * s_x
-            x_q = x_scaled + (x_q - x_scaled).detach()
-            w32 = self.weight.to(torch.float32)
-            gamma = absmean_scale(self.weight).detach()
-            w_scaled = w32 / gamma
-            codes = w_scaled + (torch.clamp(torch.round(w_scaled), -1, 1) - w_scaled).detach()
+        # STE: the forward value is the quantized one, the backward pass is the identity.
+        x_scaled = x32 * s_x
+        x_q = x_scaled + (x_q - x_scaled).detach()
+        w32 = self.weight.to(torch.float32)
+        gamma = absmean_scale(self.weight).detach()
+        w_scaled = w32 / gamma
+        codes = w_scaled + (torch.clamp(torch.round(w_scaled), -1, 1) - w_scaled).detach()
         out = (x_q @ codes.t()) * (gamma / s_x)
         if self.bias is not None:
             out = out + self.bias.to(torch.float32)

@@ -1,0 +1,58 @@
+"""The C++ CPU kernel: built on first use with ``torch.utils.cpp_extension`` (cached), else absent.
+
+If no compiler is available, or the build fails, one warning says so and the reference kernel is
+used: never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from mote_convert.errors import MoteError
+from mote_convert.kernels.registry import register_kernel
+
+SOURCE = Path(__file__).parent / "csrc" / "ternary_cpu.cpp"
+logger = logging.getLogger("mote_convert")
+
+
+@lru_cache(maxsize=1)
+def load() -> bool:
+    """Build (or reuse the cached build of) the C++ operator; True when ``torch.ops.mote`` has it."""
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.load(
+            name="mote_ternary_cpu",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-std=c++17"],
+            is_python_module=False,
+            verbose=False,
+        )
+        torch.ops.mote.ternary_matmul  # noqa: B018 - fails if the library did not register
+        return True
+    except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
+        warnings.warn(
+            f"mote-convert: the C++ ternary kernel could not be built ({type(exc).__name__}: {str(exc)[:200]}); "
+            "using the slower pure-torch reference",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+
+
+def best_path() -> str:
+    """``avx2`` or ``scalar``: the path the operator takes on this CPU."""
+    return str(torch.ops.mote.best_path()) if load() else "unavailable"
+
+
+@register_kernel("cpu", ("cpu",), priority=10, available=load)
+def cpu_matmul(x_q: torch.Tensor, packed: torch.Tensor, out_features: int, path: str = "auto") -> torch.Tensor:
+    """``torch.ops.mote.ternary_matmul``: int32 [T, out] from int8 [T, in] and packed uint8 codes."""
+    if not load():
+        raise MoteError("the C++ ternary kernel is not available here (see the warning above); use MOTE_KERNEL=reference")
+    return torch.ops.mote.ternary_matmul(x_q, packed, out_features, path)

@@ -1,0 +1,157 @@
+// Ternary x INT8 matrix products on the CPU, in the 2-bit layout mote-convert stores (no repacking).
+//
+// Layout (docs/format.md): with R = ceil(out / 4), weight row j*R + r is the 2-bit field j of packed
+// byte [r, k]; a field holds code + 1 in {0, 1, 2}. One packed row therefore feeds four output rows,
+// and a dot product is computed on the fields directly, with the correction of llama.cpp's TQ2_0 and
+// bitnet.cpp's I2_S kernels:
+//
+//     sum_k (c_k - 1) * q_k = sum_k c_k * q_k - sum_k q_k        (c_k in {0, 1, 2}, q_k int8)
+//
+// Integer accumulation is exact (|q| <= 128, codes <= 2: int16 pair sums <= 512, int32 totals), so
+// every path returns the same int32 values as the pure-torch reference. The AVX2 path is compiled
+// with a function target attribute and chosen at run time; the scalar path runs everywhere.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstdint>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define MOTE_X86 1
+#endif
+
+namespace {
+
+// acc[j] = sum_k field_j(w[k]) * x[k] for the four fields of one packed row.
+void dot4_scalar(const uint8_t* w, const int8_t* x, int64_t k_len, int32_t acc[4]) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (int64_t k = 0; k < k_len; ++k) {
+    const int32_t b = w[k];
+    const int32_t q = x[k];
+    a0 += (b & 3) * q;
+    a1 += ((b >> 2) & 3) * q;
+    a2 += ((b >> 4) & 3) * q;
+    a3 += ((b >> 6) & 3) * q;
+  }
+  acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+}
+
+#ifdef MOTE_X86
+__attribute__((target("avx2"))) inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+__attribute__((target("avx2"))) void dot4_avx2(const uint8_t* w, const int8_t* x, int64_t k_len, int32_t acc[4]) {
+  const __m256i mask = _mm256_set1_epi8(3);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t k = 0;
+  // Blocks of up to 32 x 32 bytes: int16 lanes sum at most 32 pair sums of <= 512 (16384) before
+  // they are widened to int32, which halves the widening work.
+  while (k + 32 <= k_len) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    const int64_t end = (k_len - k) / 32 > 32 ? k + 32 * 32 : k + ((k_len - k) / 32) * 32;
+    for (; k < end; k += 32) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
+      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(b, mask), q));
+      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), q));
+      s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), q));
+      s3 = _mm256_add_epi16(s3, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), q));
+    }
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(s0, ones16));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(s1, ones16));
+    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(s2, ones16));
+    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(s3, ones16));
+  }
+  int32_t tail[4] = {0, 0, 0, 0};
+  if (k < k_len) dot4_scalar(w + k, x + k, k_len - k, tail);
+  acc[0] = hsum_epi32(a0) + tail[0];
+  acc[1] = hsum_epi32(a1) + tail[1];
+  acc[2] = hsum_epi32(a2) + tail[2];
+  acc[3] = hsum_epi32(a3) + tail[3];
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+using Dot4 = void (*)(const uint8_t*, const int8_t*, int64_t, int32_t*);
+
+Dot4 choose(const std::string& path) {
+#ifdef MOTE_X86
+  if (path == "avx2" || (path == "auto" && cpu_has_avx2())) {
+    TORCH_CHECK(cpu_has_avx2(), "mote ternary kernel: this CPU has no AVX2");
+    return dot4_avx2;
+  }
+#endif
+  TORCH_CHECK(path == "auto" || path == "scalar", "mote ternary kernel: unknown path ", path, " on this CPU");
+  return dot4_scalar;
+}
+
+// y[t, o] = sum_k T[o, k] * x[t, k] as int32, T the ternary codes of `packed` (uint8 [R, K]).
+at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t out_features, c10::string_view path) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kChar, "x must be int8 [tokens, in]");
+  TORCH_CHECK(packed.dim() == 2 && packed.scalar_type() == at::kByte, "packed must be uint8 [ceil(out/4), in]");
+  TORCH_CHECK(x.device().is_cpu() && packed.device().is_cpu(), "the CPU kernel takes CPU tensors");
+  const int64_t rows = packed.size(0), k_len = packed.size(1), tokens = x.size(0);
+  TORCH_CHECK(x.size(1) == k_len, "x has ", x.size(1), " features, the weight ", k_len);
+  TORCH_CHECK(out_features >= 0 && (out_features + 3) / 4 == rows, "packed rows ", rows, " do not fit ", out_features, " outputs");
+  const at::Tensor xc = x.contiguous(), wc = packed.contiguous();
+  at::Tensor y = at::empty({tokens, out_features}, x.options().dtype(at::kInt));
+  const int8_t* xp = xc.data_ptr<int8_t>();
+  const uint8_t* wp = wc.data_ptr<uint8_t>();
+  int32_t* yp = y.data_ptr<int32_t>();
+  const Dot4 dot4 = choose(std::string(path));
+  // sum_k x[t, k], once per token: the correction for codes stored as code + 1
+  std::vector<int32_t> xsum(tokens, 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    int32_t s = 0;
+    for (int64_t k = 0; k < k_len; ++k) s += xp[t * k_len + k];
+    xsum[t] = s;
+  }
+  // Rows outer, tokens inner: a packed row (k_len bytes) stays in L1 while every token reads it.
+  at::parallel_for(0, rows, 4, [&](int64_t r0, int64_t r1) {
+    int32_t acc[4];
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* wr = wp + r * k_len;
+      for (int64_t t = 0; t < tokens; ++t) {
+        dot4(wr, xp + t * k_len, k_len, acc);
+        for (int64_t j = 0; j < 4; ++j) {
+          const int64_t o = j * rows + r;
+          if (o < out_features) yp[t * out_features + o] = acc[j] - xsum[t];
+        }
+      }
+    }
+  });
+  return y;
+}
+
+std::string best_path() {
+#ifdef MOTE_X86
+  if (cpu_has_avx2()) return "avx2";
+#endif
+  return "scalar";
+}
+
+}  // namespace
+
+TORCH_LIBRARY(mote, m) {
+  m.def("ternary_matmul(Tensor x, Tensor packed, int out_features, str path='auto') -> Tensor");
+  m.def("best_path() -> str");
+}
+
+TORCH_LIBRARY_IMPL(mote, CPU, m) {
+  m.impl("ternary_matmul", &ternary_matmul);
+}
+
+TORCH_LIBRARY_IMPL(mote, CompositeExplicitAutograd, m) {
+  m.impl("best_path", []() { return best_path(); });
+}

@@ -1,0 +1,77 @@
+"""Ternary matmul kernels, one registry keyed by name, chosen by device (and CPU features).
+
+A kernel computes ``y[t, o] = sum_k T[o, k] * x_q[t, k]`` as int32, for int8 activations ``x_q``
+[tokens, in] and the ternary codes T of a weight stored 2-bit packed (uint8 [ceil(out/4), in], the
+layout of docs/format.md). :func:`mote_convert.kernels.ternary_linear` wraps it with the method's
+activation quantization and scaling, so every kernel gives the same outputs bit for bit.
+
+* ``reference``: pure torch, decodes the codes and multiplies in float32 (exact: integer sums below
+  2^24). The oracle of the tests and the fallback everywhere.
+* ``cpu``: a C++ operator (``torch.ops.mote.ternary_matmul``), AVX2 with a scalar path, built on
+  first use by ``torch.utils.cpp_extension`` and cached; no decoded weight is ever materialised.
+
+``MOTE_KERNEL=reference|cpu`` forces one (for benchmarks and tests).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from mote_convert.errors import MoteError
+
+MatmulFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One implementation: its name, the devices it serves, and whether it can run here."""
+
+    name: str
+    devices: tuple[str, ...]
+    available: Callable[[], bool]
+    matmul: MatmulFn
+    priority: int  # higher wins when several are available for a device
+
+
+KERNELS: dict[str, Kernel] = {}
+
+
+def register_kernel(name: str, devices: tuple[str, ...], priority: int, available: Callable[[], bool] = lambda: True) -> Callable[[MatmulFn], MatmulFn]:
+    """Decorator: register ``fn(x_q int8 [T, in], packed uint8 [R, in], out) -> int32 [T, out]``."""
+
+    def wrap(fn: MatmulFn) -> MatmulFn:
+        KERNELS[name] = Kernel(name, devices, available, fn, priority)
+        return fn
+
+    return wrap
+
+
+def get_kernel(name: str) -> Kernel:
+    """A kernel by name; an unknown name lists the known ones."""
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise MoteError(f"unknown kernel {name!r}; known: {', '.join(sorted(KERNELS))}") from None
+
+
+def select_kernel(device: torch.device) -> Kernel:
+    """The fastest available kernel for tensors on ``device`` (``MOTE_KERNEL`` overrides)."""
+    forced = os.environ.get("MOTE_KERNEL")
+    if forced:
+        return get_kernel(forced)
+    candidates = [k for k in KERNELS.values() if device.type in k.devices and k.available()]
+    return max(candidates, key=lambda k: k.priority)
+
+
+@register_kernel("reference", ("cpu", "cuda", "mps", "xpu"), priority=0)
+def reference_matmul(x_q: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """Decode the codes and multiply in float32: exact, since every partial sum is an integer
+    below 2^24 for in_features up to 131072."""
+    from mote_convert.quant.packing import unpack_ternary
+
+    codes = unpack_ternary(packed, out_features, torch.float32)
+    return (x_q.to(torch.float32) @ codes.t()).to(torch.int32)
