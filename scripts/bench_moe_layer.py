@@ -1,17 +1,18 @@
-"""Benchmark: one MoE layer against the dense FFN, CPU, batch 1 x 64 tokens, LLaVA-1.5-7B FFN shapes.
+"""Benchmark: one MoE layer against the dense FFN on the CPU, LLaVA-1.5-7B FFN shapes.
 
-Prints, measured side by side in one run: the dense LlamaMLP (hidden 4096, intermediate 11008), the MoTE
-layer (that FFN as shared expert + 4 ternary experts, top-1) in packed mode and in train mode, each as
-median forward time, its ratio to dense, and the module's resident bytes (parameters and buffers). Train
-mode is also timed forward + backward.
+The dense LlamaMLP (hidden 4096, intermediate 11008) and the MoTE layer (that FFN as shared expert +
+4 ternary experts, top-1) in packed mode, in the model dtype (bf16 by default) and beside an fp32
+dense FFN, at 1 token (decoding) and at 64 tokens (prefill); the packed layer with the selected
+kernel (``cpu``: the C++ one) and, for scale, the ``reference`` kernel. Measured side by side in one
+run, interleaved, best of ``--repeats``. Train mode (fwd, fwd+bwd) is reported at 64 tokens.
+Targets (issue 11): packed / dense bf16 at 1 token <= 1.3x (stretch 1.15x), at 64 tokens <= 2.0x.
 
-    python scripts/bench_moe_layer.py [--dtype float32|bfloat16] [--tokens 64] [--repeats 10]
+    python scripts/bench_moe_layer.py [--dtype bfloat16|float32] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -49,22 +50,28 @@ def build(mode: str, dense: LlamaMLP, num_experts: int, dtype: torch.dtype) -> M
     return block
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def best_of(fns: dict[str, object], repeats: int) -> dict[str, float]:
+    """Fastest time of each callable, the callables interleaved (every one sees the same machine state)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(t) for name, t in times.items()}
 
 
 def main() -> None:
+    import os
+
+    from mote_convert.kernels import select_kernel
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--experts", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
@@ -73,36 +80,65 @@ def main() -> None:
     for p in dense.parameters():
         nn.init.normal_(p, std=0.02)
         p.requires_grad_(False)
-    x = torch.randn(1, args.tokens, 4096, dtype=dtype)
+    dense32 = LlamaMLP(config)
+    dense32.load_state_dict({k: v.float() for k, v in dense.state_dict().items()})
     packed = build(PACKED, dense, args.experts, dtype)
-    train = build(TRAIN, dense, args.experts, dtype)
+    kernel = select_kernel(torch.device("cpu")).name
 
-    with torch.no_grad():
-        t_dense = timed(lambda: dense(x), args.repeats)
-        t_packed = timed(lambda: packed(x), args.repeats)
-        t_train = timed(lambda: train(x), args.repeats)
+    def with_kernel(name: str, fn):  # noqa: ANN001, ANN202
+        def run() -> None:
+            old = os.environ.get("MOTE_KERNEL")
+            os.environ["MOTE_KERNEL"] = name
+            try:
+                fn()
+            finally:
+                if old is None:
+                    del os.environ["MOTE_KERNEL"]
+                else:
+                    os.environ["MOTE_KERNEL"] = old
+        return run
+
+    print(f"CPU, {torch.get_num_threads()} threads, model {args.dtype}, hidden 4096, intermediate 11008, "
+          f"{args.experts} experts, top-1; packed kernel: {kernel}")
+    print(f"{'tokens':>6} {'module':<30} {'ms':>9} {'x dense':>8} {'x fp32 dense':>12}")
+    ratios = {}
+    for tokens in (1, 64):
+        x = torch.randn(1, tokens, 4096, dtype=dtype)
+        x32 = x.float()
+        fns = {
+            f"dense FFN ({args.dtype})": lambda: dense(x),
+            "dense FFN (float32)": lambda: dense32(x32),
+            f"MoTE packed ({kernel})": with_kernel(kernel, lambda: packed(x)),
+        }
+        if tokens == 1:
+            fns["MoTE packed (reference)"] = with_kernel("reference", lambda: packed(x))
+        with torch.no_grad():
+            best = best_of(fns, args.repeats)
+        base, base32 = best[f"dense FFN ({args.dtype})"], best["dense FFN (float32)"]
+        for name, t in best.items():
+            print(f"{tokens:>6} {name:<30} {t * 1e3:>9.2f} {t / base:>8.2f} {t / base32:>12.2f}")
+        ratios[tokens] = best[f"MoTE packed ({kernel})"] / base
+
+    train = build(TRAIN, dense, args.experts, dtype)
+    x = torch.randn(1, 64, 4096, dtype=dtype)
 
     def fwd_bwd() -> None:
         train.zero_grad(set_to_none=True)
         train(x).float().sum().backward()
 
-    t_train_bwd = timed(fwd_bwd, max(3, args.repeats // 2))
+    with torch.no_grad():
+        t_dense, t_train = best_of({"dense": lambda: dense(x), "train": lambda: train(x)}, max(2, args.repeats // 2)).values()
+    t_bwd = best_of({"fwd+bwd": fwd_bwd}, 2)["fwd+bwd"]
+    print(f"{64:>6} {'MoTE train (fwd)':<30} {t_train * 1e3:>9.2f} {t_train / t_dense:>8.2f}")
+    print(f"{64:>6} {'MoTE train (fwd+bwd)':<30} {t_bwd * 1e3:>9.2f} {t_bwd / t_dense:>8.2f}")
     dense_bytes = resident_bytes(dense)
-    rows = [
-        ("dense FFN", t_dense, dense_bytes),
-        ("MoTE packed (fwd)", t_packed, resident_bytes(packed)),
-        ("MoTE train (fwd)", t_train, resident_bytes(train)),
-        ("MoTE train (fwd+bwd)", t_train_bwd, resident_bytes(train)),
-    ]
-    print(f"CPU, {torch.get_num_threads()} threads, {args.dtype}, batch 1 x {args.tokens} tokens, "
-          f"hidden 4096, intermediate 11008, {args.experts} experts, top-1")
-    print(f"{'module':<22} {'ms':>9} {'x dense':>8} {'resident MiB':>13} {'x dense':>8}")
-    for name, t, b in rows:
-        print(f"{name:<22} {t * 1e3:>9.2f} {t / t_dense:>8.2f} {b / MiB:>13.1f} {b / dense_bytes:>8.2f}")
     expert_bytes = resident_bytes(packed) - dense_bytes - packed.router.weight.numel() * 4
     expert_weights = args.experts * 3 * 4096 * 11008
     print(f"packed routed experts: {expert_bytes} bytes for {expert_weights} weights = "
-          f"{8 * expert_bytes / expert_weights:.6f} bits per weight")
+          f"{8 * expert_bytes / expert_weights:.6f} bits per weight; layer resident "
+          f"{resident_bytes(packed) / MiB:.0f} MiB vs dense {dense_bytes / MiB:.0f} MiB")
+    print(f"MoTE packed / dense {args.dtype}: {ratios[1]:.2f}x at 1 token (target <= 1.3, stretch 1.15), "
+          f"{ratios[64]:.2f}x at 64 tokens (target <= 2.0)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""Every kernel equals the reference: int32 accumulations bit for bit, outputs after scaling too."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mote_convert.errors import MoteError
+from mote_convert.kernels import KERNELS, get_kernel, select_kernel, ternary_linear
+from mote_convert.kernels import cpu as cpu_kernel
+from mote_convert.quant.packing import pack_ternary, quantize_pack
+
+FAST = [name for name, k in KERNELS.items() if name != "reference" and "cpu" in k.devices and k.available()]
+PATHS = ["auto", "scalar"] + (["avx2"] if cpu_kernel.best_path() == "avx2" else [])
+
+
+def test_the_compiled_kernel_is_built_here() -> None:
+    """CI has a compiler: the C++ path must be what runs, and the CPU default."""
+    assert "cpu" in FAST and select_kernel(torch.device("cpu")).name == "cpu"
+    assert cpu_kernel.best_path() in ("avx2", "scalar")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    out=st.integers(1, 70),  # rows not a multiple of 4
+    inp=st.sampled_from([1, 7, 31, 32, 33, 64, 95, 1023, 1056, 1057]),  # around the 32-byte vector and 1024-byte block
+    tokens=st.sampled_from([1, 2, 3, 17]),
+    seed=st.integers(0, 2**16),
+)
+def test_integer_products_equal_the_reference(out: int, inp: int, tokens: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-1, 2, (out, inp), generator=g, dtype=torch.int8)
+    packed = pack_ternary(codes)
+    x_q = torch.randint(-128, 128, (tokens, inp), generator=g, dtype=torch.int8)
+    x_q[0, : min(inp, 5)] = -128  # the extremes
+    expected = x_q.to(torch.int64) @ codes.to(torch.int64).t()
+    assert torch.equal(get_kernel("reference").matmul(x_q, packed, out).to(torch.int64), expected)
+    for name in FAST:
+        for path in PATHS:
+            got = torch.ops.mote.ternary_matmul(x_q, packed, out, path) if name == "cpu" else get_kernel(name).matmul(x_q, packed, out)
+            assert got.dtype == torch.int32 and torch.equal(got.to(torch.int64), expected), (name, path)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    out=st.integers(1, 50),
+    inp=st.sampled_from([3, 32, 40, 129]),
+    lead=st.sampled_from([(1,), (5,), (2, 3), (1, 1)]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_ternary_linear_equals_the_reference(out: int, inp: int, lead: tuple, dtype: torch.dtype, bias: bool, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    packed, gamma = quantize_pack(torch.randn(out, inp, generator=g))
+    x = (torch.randn(*lead, inp, generator=g) * 3).to(dtype)
+    b = torch.randn(out, generator=g).to(dtype) if bias else None
+    ref = ternary_linear(x, packed, gamma.reshape(1), out, b, kernel="reference")
+    assert ref.dtype == dtype and ref.shape == (*lead, out)
+    for name in FAST:
+        assert torch.equal(ternary_linear(x, packed, gamma.reshape(1), out, b, kernel=name), ref), name
+
+
+def test_large_batch_and_many_threads() -> None:
+    g = torch.Generator().manual_seed(1)
+    packed, gamma = quantize_pack(torch.randn(517, 2050, generator=g))
+    x = torch.randn(130, 2050, generator=g)
+    ref = ternary_linear(x, packed, gamma, 517, kernel="reference")
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        try:
+            for name in FAST:
+                assert torch.equal(ternary_linear(x, packed, gamma, 517, kernel=name), ref)
+        finally:
+            torch.set_num_threads(2)
+
+
+def test_kernel_choice_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOTE_KERNEL", "reference")
+    assert select_kernel(torch.device("cpu")).name == "reference"
+    monkeypatch.setenv("MOTE_KERNEL", "fastest")
+    with pytest.raises(MoteError, match="unknown kernel 'fastest'; known: cpu, reference"):
+        select_kernel(torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="do not fit"):
+        torch.ops.mote.ternary_matmul(torch.zeros(1, 4, dtype=torch.int8), torch.zeros(2, 4, dtype=torch.uint8), 3)
+
+
+def test_no_compiler_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    """A failed build warns once and leaves the reference as the CPU kernel: never a crash."""
+    from torch.utils import cpp_extension
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise RuntimeError("no C++ compiler found")
+
+    cpu_kernel.load.cache_clear()
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built .*no C\\+\\+ compiler"):
+            assert select_kernel(torch.device("cpu")).name == "reference"
+        assert select_kernel(torch.device("cpu")).name == "reference"  # cached: no second warning
+        packed, gamma = quantize_pack(torch.randn(9, 12))
+        ternary_linear(torch.randn(2, 12), packed, gamma, 9)
+    finally:
+        cpu_kernel.load.cache_clear()
+        monkeypatch.undo()
+        assert cpu_kernel.load()
