@@ -106,12 +106,12 @@ def main() -> None:
         x = torch.randn(1, tokens, 4096, dtype=dtype)
         x32 = x.float()
         fns = {
-            f"dense FFN ({args.dtype})": lambda: dense(x),
-            "dense FFN (float32)": lambda: dense32(x32),
-            f"MoTE packed ({kernel})": with_kernel(kernel, lambda: packed(x)),
+            f"dense FFN ({args.dtype})": lambda x=x: dense(x),
+            "dense FFN (float32)": lambda x32=x32: dense32(x32),
+            f"MoTE packed ({kernel})": with_kernel(kernel, lambda x=x: packed(x)),
         }
         if tokens == 1:
-            fns["MoTE packed (reference)"] = with_kernel("reference", lambda: packed(x))
+            fns["MoTE packed (reference)"] = with_kernel("reference", lambda x=x: packed(x))
         with torch.no_grad():
             best = best_of(fns, args.repeats)
         base, base32 = best[f"dense FFN ({args.dtype})"], best["dense FFN (float32)"]

@@ -33,9 +33,12 @@ def ternary_linear(
     kernel = kernel or select_kernel(x.device)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    x_q, s_x = activation_quant(x2)  # float32 values in [-128, 127], exactly the reference's
-    acc = kernel.matmul(x_q.to(torch.int8), packed, out_features)
-    out = acc.to(torch.float32) * (scale.reshape(()).to(torch.float32) / s_x)
+    if kernel.linear is not None and scale.dtype == torch.float32:
+        out = kernel.linear(x2, packed, scale.reshape(1), out_features)
+    else:
+        x_q, s_x = activation_quant(x2)  # float32 values in [-128, 127], exactly the reference's
+        acc = kernel.matmul(x_q.to(torch.int8), packed, out_features)
+        out = acc.to(torch.float32) * (scale.reshape(()).to(torch.float32) / s_x)
     if bias is not None:
         out = out + bias.to(torch.float32)
     return out.to(x.dtype).reshape(*lead, out_features)

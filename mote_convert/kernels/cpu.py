@@ -50,7 +50,14 @@ def best_path() -> str:
     return str(torch.ops.mote.best_path()) if load() else "unavailable"
 
 
-@register_kernel("cpu", ("cpu",), priority=10, available=load)
+def cpu_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_features: int, path: str = "auto") -> torch.Tensor:
+    """``torch.ops.mote.ternary_linear``: quantization, integer product and scaling in one call."""
+    if not load():
+        raise MoteError("the C++ ternary kernel is not available here (see the warning above); use MOTE_KERNEL=reference")
+    return torch.ops.mote.ternary_linear(x, packed, scale, out_features, path)
+
+
+@register_kernel("cpu", ("cpu",), priority=10, available=load, linear=cpu_linear)
 def cpu_matmul(x_q: torch.Tensor, packed: torch.Tensor, out_features: int, path: str = "auto") -> torch.Tensor:
     """``torch.ops.mote.ternary_matmul``: int32 [T, out] from int8 [T, in] and packed uint8 codes."""
     if not load():

@@ -24,6 +24,9 @@ import torch
 from mote_convert.errors import MoteError
 
 MatmulFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+# The fused form: (x [T, in] any float dtype, packed, scale float32 [1], out) -> float32 [T, out], the
+# activation quantization and the scaling included, bit-identical to the unfused composition.
+LinearFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,24 @@ class Kernel:
     available: Callable[[], bool]
     matmul: MatmulFn
     priority: int  # higher wins when several are available for a device
+    linear: LinearFn | None = None  # a fused whole linear, where the kernel has one
 
 
 KERNELS: dict[str, Kernel] = {}
 
 
-def register_kernel(name: str, devices: tuple[str, ...], priority: int, available: Callable[[], bool] = lambda: True) -> Callable[[MatmulFn], MatmulFn]:
-    """Decorator: register ``fn(x_q int8 [T, in], packed uint8 [R, in], out) -> int32 [T, out]``."""
+def register_kernel(
+    name: str,
+    devices: tuple[str, ...],
+    priority: int,
+    available: Callable[[], bool] = lambda: True,
+    linear: LinearFn | None = None,
+) -> Callable[[MatmulFn], MatmulFn]:
+    """Decorator: register ``fn(x_q int8 [T, in], packed uint8 [R, in], out) -> int32 [T, out]``
+    (and optionally its fused whole-linear form)."""
 
     def wrap(fn: MatmulFn) -> MatmulFn:
-        KERNELS[name] = Kernel(name, devices, available, fn, priority)
+        KERNELS[name] = Kernel(name, devices, available, fn, priority, linear)
         return fn
 
     return wrap

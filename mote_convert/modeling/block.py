@@ -82,11 +82,19 @@ class MoTEBlock(nn.Module):
         device = next(ffn.parameters()).device
         self.router = Float32Linear(hidden_size, num_experts, bias=False, dtype=torch.float32, device=device)
         self.experts = nn.ModuleList(TernaryExpert(ffn, projections, mode, dtype) for _ in range(num_experts))
-        self.last_aux_loss: torch.Tensor | None = None  # the value, for aux_loss(model) and logging
+        self._aux: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None  # see last_aux_loss
         self.aux_cell: AuxGradCell | None = None  # set by attach_aux_loss: how its gradient is carried
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, top_k={self.top_k}, mode={self.mode}"
+
+    @property
+    def last_aux_loss(self) -> torch.Tensor | None:
+        """The last forward's load-balancing loss (unscaled). Without autograd (inference) it is
+        computed only when asked for, from the routing the forward kept."""
+        if isinstance(self._aux, tuple):
+            self._aux = load_balancing_loss(*self._aux, self.num_experts)
+        return self._aux
 
     def set_mode(self, mode: str, dtype: torch.dtype | None = None) -> None:
         """Convert every routed expert in place to ``mode`` (see :meth:`TernaryLinear.convert`)."""
@@ -104,19 +112,30 @@ class MoTEBlock(nn.Module):
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         routed = torch.zeros(x.shape[0], shape[-1], dtype=torch.float32, device=x.device)
+        # Tokens grouped by expert with one stable sort and one host read of the per-expert counts
+        # (the only sync besides top-k); within an expert, tokens stay in ascending order.
+        flat = chosen.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        token_of, slot_of = order // self.top_k, order % self.top_k
         # While autograd records, every expert runs, on no tokens if none chose it: its parameters
         # then get a zero gradient instead of none, which sharded data parallelism (FSDP2, ZeRO)
         # needs to reduce the same set of gradients on every rank.
         every_expert = torch.is_grad_enabled()
-        for e, expert in enumerate(self.experts):
-            tokens, slot = torch.where(chosen == e)
-            if tokens.numel() == 0 and not every_expert:
+        start = 0
+        for expert, n in zip(self.experts, counts, strict=True):
+            tokens, slot = token_of[start : start + n], slot_of[start : start + n]
+            start += n
+            if n == 0 and not every_expert:
                 continue
             y = expert(x[tokens]).to(torch.float32) * weights[tokens, slot, None]
             routed.index_add_(0, tokens, y)
-        aux = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
-        self.last_aux_loss = aux
         out = shared + routed.to(shared.dtype).reshape(shared.shape)
+        if not torch.is_grad_enabled():
+            self._aux = (probs, chosen[:, 0])  # decoding does not pay for a loss nobody reads
+            return out
+        aux = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
+        self._aux = aux
         return carry_aux_grad(out, aux, self.aux_cell)
 
 

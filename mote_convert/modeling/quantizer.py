@@ -171,13 +171,16 @@ def _make_block(ffn: nn.Module, mote: MoteConfig, mode: str, dtype: Any) -> MoTE
 
 
 def _set_trainable(model: nn.Module, mode: str) -> None:
-    """Train mode: only routers and routed experts learn; packed mode: nothing does."""
+    """Train mode: only routers and routed experts learn. Packed mode leaves the flags as
+    from_pretrained set them, as for the dense model (torch's matmul takes another, much slower,
+    path for a sliced input against a weight that does not require grad: the last-token lm_head of
+    generate copied the whole vocabulary matrix)."""
     from mote_convert.modeling.load import mote_blocks
 
-    for p in model.parameters():
-        p.requires_grad_(False)
     if mode != TRAIN:
         return
+    for p in model.parameters():
+        p.requires_grad_(False)
     for block in mote_blocks(model):
         block.router.weight.requires_grad_(True)
         for p in block.experts.parameters():

@@ -15,7 +15,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -134,6 +138,45 @@ at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t
   return y;
 }
 
+// The whole packed linear of one routed expert (docs/method.md), bit-identical to the torch reference
+// (mote_convert.kernels.ternary_linear with the reference kernel): per-token absmax INT8 activations
+// computed with the same float32 operations (127 * (1 / max(amax, 1e-5)), product, round half to even,
+// clamp), the integer product above, then acc * (gamma / s_x) in float32. One call instead of a
+// dozen small torch ops: what decoding (one token at a time) is made of.
+at::Tensor ternary_linear_f32(const at::Tensor& x_in, const at::Tensor& packed, const at::Tensor& scale, int64_t out_features,
+                              c10::string_view path) {
+  TORCH_CHECK(x_in.dim() == 2, "x must be [tokens, in]");
+  TORCH_CHECK(scale.numel() == 1 && scale.scalar_type() == at::kFloat, "scale must be one float32 value");
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const int64_t tokens = x.size(0), k_len = x.size(1);
+  at::Tensor xq = at::empty({tokens, k_len}, x.options().dtype(at::kChar));
+  std::vector<float> sx(tokens);
+  const float* xp = x.data_ptr<float>();
+  int8_t* qp = xq.data_ptr<int8_t>();
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* row = xp + t * k_len;
+    float amax = 0.0f;
+    for (int64_t k = 0; k < k_len; ++k) amax = std::max(amax, std::fabs(row[k]));
+    // as torch evaluates `127 / t` (Tensor.__rtruediv__): a reciprocal, then the product
+    const float s = (1.0f / std::max(amax, 1e-5f)) * 127.0f;
+    for (int64_t k = 0; k < k_len; ++k) {
+      const float v = std::nearbyint(row[k] * s);  // the default rounding mode: half to even, as torch.round
+      qp[t * k_len + k] = static_cast<int8_t>(std::min(std::max(v, -128.0f), 127.0f));
+    }
+    sx[t] = s;
+  }
+  const at::Tensor acc = ternary_matmul(xq, packed, out_features, path);
+  at::Tensor y = at::empty({tokens, out_features}, x.options());
+  const float gamma = scale.item<float>();
+  const int32_t* ap = acc.data_ptr<int32_t>();
+  float* yp = y.data_ptr<float>();
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float f = gamma / sx[t];
+    for (int64_t o = 0; o < out_features; ++o) yp[t * out_features + o] = static_cast<float>(ap[t * out_features + o]) * f;
+  }
+  return y;
+}
+
 std::string best_path() {
 #ifdef MOTE_X86
   if (cpu_has_avx2()) return "avx2";
@@ -145,11 +188,13 @@ std::string best_path() {
 
 TORCH_LIBRARY(mote, m) {
   m.def("ternary_matmul(Tensor x, Tensor packed, int out_features, str path='auto') -> Tensor");
+  m.def("ternary_linear(Tensor x, Tensor packed, Tensor scale, int out_features, str path='auto') -> Tensor");
   m.def("best_path() -> str");
 }
 
 TORCH_LIBRARY_IMPL(mote, CPU, m) {
   m.impl("ternary_matmul", &ternary_matmul);
+  m.impl("ternary_linear", &ternary_linear_f32);
 }
 
 TORCH_LIBRARY_IMPL(mote, CompositeExplicitAutograd, m) {

@@ -1,0 +1,102 @@
+"""Benchmark: greedy decoding of a Qwen2-0.5B-shaped model, MoTE packed against dense, tokens/s and memory.
+
+The checkpoints are ``scripts/bench_load.py``'s (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
+24 layers, bf16; and its up-cycled MoTE output, 4 packed experts on every layer). Each model runs in
+its own child process: load, one warm-up ``generate``, then the peak-RSS counter is reset and
+``generate`` (greedy, a 16-token prompt, ``--new-tokens`` new tokens) is timed ``--repeats`` times.
+The children alternate dense / MoTE; best of N. Targets (issue 11): MoTE tokens/s >= 0.75x dense; the
+peak RSS while generating at most the dense model's plus the packed experts' bytes (no decoded
+weight copies).
+
+    python scripts/bench_generate.py --workdir /tmp/mote-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_load  # noqa: E402  (the checkpoints)
+import bench_upcycle  # noqa: E402  (VmHWM)
+
+MiB = 2**20
+
+
+def child_generate(kind: str, path: str, new_tokens: str, repeats: str) -> dict:
+    import torch
+
+    import mote_convert
+    from mote_convert.modeling.load import _model_class
+
+    if kind == "dense":
+        config = json.loads((Path(path) / "config.json").read_text())
+        model = _model_class(config).from_pretrained(path, dtype="auto")
+    else:
+        model = mote_convert.load_model(path, mode="packed")
+    prompt = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    n = int(new_tokens)
+    kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
+    with torch.no_grad():
+        model.generate(prompt, **kwargs)  # warm-up (and the kernel's first use)
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: the peak of generate alone
+        times = []
+        for _ in range(int(repeats)):
+            t0 = time.perf_counter()
+            out = model.generate(prompt, **kwargs)
+            times.append(time.perf_counter() - t0)
+    assert out.shape[1] == 16 + n
+    resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    experts = sum(b.numel() * b.element_size() for name, b in model.named_buffers() if ".experts." in name)
+    return {"tokens_per_s": n / min(times), "peak_rss": bench_upcycle.vm_hwm(), "resident": resident, "expert_bytes": experts}
+
+
+def run(kind: str, path: Path, new_tokens: int, repeats: int) -> dict:
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_generate as b; "
+        "print(json.dumps(b.child_generate(*sys.argv[1:])))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, kind, str(path), str(new_tokens), str(repeats)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} generate failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    import mote_convert
+
+    dense = args.workdir / "qwen2-0.5b-shapes"
+    mote = args.workdir / "qwen2-0.5b-shapes-mote"
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if not dense.exists():
+        bench_load.build_qwen(dense)
+    if not mote.exists():
+        mote_convert.upcycle(dense, mote)
+    rows: dict[str, list[dict]] = {"dense": [], "mote": []}
+    for _ in range(args.rounds):  # alternate, so both see the same machine state
+        rows["dense"].append(run("dense", dense, args.new_tokens, args.repeats))
+        rows["mote"].append(run("packed", mote, args.new_tokens, args.repeats))
+    best = {k: max(v, key=lambda r: r["tokens_per_s"]) for k, v in rows.items()}
+    peak = {k: min(r["peak_rss"] for r in v) for k, v in rows.items()}
+    print(f"{'model':<12} {'tokens/s':>9} {'resident':>9} {'peak RSS in generate':>21}")
+    for kind in ("dense", "mote"):
+        print(f"{kind:<12} {best[kind]['tokens_per_s']:>9.2f} {best[kind]['resident'] / MiB:>8.0f}M {peak[kind] / MiB:>20.0f}M")
+    ratio = best["mote"]["tokens_per_s"] / best["dense"]["tokens_per_s"]
+    bound = peak["dense"] + best["mote"]["expert_bytes"]
+    print(f"MoTE / dense tokens/s = {ratio:.2f} (target >= 0.75); MoTE peak RSS {peak['mote'] / MiB:.0f} MiB vs "
+          f"dense peak + packed experts {bound / MiB:.0f} MiB ({'within' if peak['mote'] <= bound else 'over'})")
+
+
+if __name__ == "__main__":
+    main()
