@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from mote_convert.errors import FormatError
-from mote_convert.kernels import ternary_linear
-from mote_convert.quant.packing import packed_rows, quantize_pack, unpack_ternary
+from mote_convert.kernels import quantize_pack, ternary_linear
+from mote_convert.quant.packing import packed_rows, unpack_ternary
 from mote_convert.quant.ternary import absmean_scale, activation_quant, fixed_point_latent
 
 PACKED = "packed"

@@ -29,10 +29,34 @@ def _check_float_weight(weight: torch.Tensor) -> None:
         raise TernaryInputError(f"expected a 2-D weight [out, in], got shape {tuple(weight.shape)}")
 
 
-# Elements per partial sum. Each partial is summed by one thread in a fixed order (torch parallelises
-# a row-wise sum over rows, and a row this short is below its parallel grain), and the partials are
-# added exactly (math.fsum): gamma is the same bits whatever the thread count or machine.
-_SUM_BLOCK = 16384
+# gamma's float64 accumulation, fixed so that any implementation can reproduce it bit for bit: |W|
+# (row-major) is cut into blocks of SUM_BLOCK elements, each block is summed in float64 from its
+# first element to its last (a sequential sum: torch's cumsum here, one loop in the C++ kernel),
+# and the block sums are added exactly (math.fsum). The result does not depend on thread count,
+# machine or library.
+SUM_BLOCK = 16384
+_SUM_CHUNK = 64 * SUM_BLOCK  # blocks summed per torch call (bounds the float64 temporary)
+
+
+def block_sums(abs_flat: torch.Tensor) -> list[float]:
+    """Sequential float64 sums of consecutive ``SUM_BLOCK``-element blocks of a 1-D tensor."""
+    sums: list[float] = []
+    for start in range(0, abs_flat.numel(), _SUM_CHUNK):
+        part = abs_flat[start : start + _SUM_CHUNK].to(torch.float64)
+        full = part.numel() - part.numel() % SUM_BLOCK
+        if full:
+            sums += part[:full].view(-1, SUM_BLOCK).cumsum(dim=1)[:, -1].tolist()
+        if part.numel() > full:
+            sums.append(float(part[full:].cumsum(dim=0)[-1]))
+    return sums
+
+
+def gamma_from_block_sums(sums: list[float], numel: int) -> torch.Tensor:
+    """max(fsum(sums) / numel, 1e-5), rounded once to float32 (a 0-d tensor)."""
+    if numel == 0:
+        return torch.tensor(SCALE_EPS, dtype=torch.float32)
+    mean = math.fsum(sums) / numel
+    return torch.tensor(mean, dtype=torch.float64).to(torch.float32).clamp_min(SCALE_EPS)
 
 
 def absmean_scale(weight: torch.Tensor) -> torch.Tensor:
@@ -50,14 +74,7 @@ def absmean_scale(weight: torch.Tensor) -> torch.Tensor:
 def absmean_of_abs(abs_weight: torch.Tensor) -> torch.Tensor:
     """gamma from a tensor already holding |W| (float32 or float64), per :func:`absmean_scale`."""
     flat = abs_weight.detach().reshape(-1)  # gamma is a constant of the STE: no graph through it
-    n = flat.numel()
-    if n == 0:
-        return torch.tensor(SCALE_EPS, dtype=torch.float32)
-    full = n - n % _SUM_BLOCK
-    partials = flat[:full].view(-1, _SUM_BLOCK).sum(dim=1, dtype=torch.float64).tolist() if full else []
-    partials.append(float(flat[full:].sum(dtype=torch.float64)))
-    mean = math.fsum(partials) / n
-    return torch.tensor(mean, dtype=torch.float64).to(torch.float32).clamp_min(SCALE_EPS)
+    return gamma_from_block_sums(block_sums(flat), flat.numel())
 
 
 def ternary_codes(weight: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:

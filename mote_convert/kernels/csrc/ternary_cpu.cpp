@@ -12,6 +12,7 @@
 // with a function target attribute and chosen at run time; the scalar path runs everywhere.
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -177,6 +178,86 @@ at::Tensor ternary_linear_f32(const at::Tensor& x_in, const at::Tensor& packed, 
   return y;
 }
 
+// --- quantize and pack (the converter's hot loop) -------------------------------------------------
+
+template <typename T>
+void block_sums_impl(const T* w, int64_t n, int64_t block, double* out) {
+  const int64_t blocks = (n + block - 1) / block;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double acc = 0.0;  // first element to last, as the reference's cumsum
+      const int64_t end = std::min(n, (b + 1) * block);
+      for (int64_t i = b * block; i < end; ++i) acc += std::fabs(static_cast<double>(static_cast<float>(w[i])));
+      out[b] = acc;
+    }
+  });
+}
+
+// Sequential float64 sums of |W| over consecutive blocks (mote_convert.quant.ternary.block_sums).
+at::Tensor absmean_block_sums(const at::Tensor& weight, int64_t block) {
+  TORCH_CHECK(block > 0, "block must be positive");
+  const at::Tensor w = weight.contiguous();
+  const int64_t n = w.numel();
+  at::Tensor out = at::empty({(n + block - 1) / block}, w.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, w.scalar_type(), "absmean_block_sums", [&] {
+    block_sums_impl<scalar_t>(w.data_ptr<scalar_t>(), n, block, out.data_ptr<double>());
+  });
+  return out;
+}
+
+// One weight row's codes + 1 in {0, 1, 2}, shifted into field j of the packed row. Written so that
+// the compiler vectorizes it (vroundps rounds half to even, as torch.round).
+template <typename T>
+inline void pack_row(const T* __restrict src, int64_t k_len, float gamma, int shift, uint8_t* __restrict dst) {
+  for (int64_t k = 0; k < k_len; ++k) {
+    float v = __builtin_nearbyintf(static_cast<float>(src[k]) / gamma);
+    v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+    dst[k] |= static_cast<uint8_t>(static_cast<int32_t>(v + 1.0f) << shift);
+  }
+}
+
+#ifdef MOTE_X86
+template <typename T>
+__attribute__((target("avx2"))) void pack_row_avx2(const T* __restrict src, int64_t k_len, float gamma, int shift, uint8_t* __restrict dst) {
+  pack_row<T>(src, k_len, gamma, shift, dst);
+}
+#endif
+
+template <typename T>
+void pack_impl(const T* w, int64_t out_features, int64_t k_len, float gamma, uint8_t* packed) {
+  const int64_t rows = (out_features + 3) / 4;
+  at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      uint8_t* dst = packed + r * k_len;
+      for (int64_t k = 0; k < k_len; ++k) dst[k] = 0;  // padding rows stay 0b00
+      for (int64_t j = 0; j < 4; ++j) {
+        const int64_t row = j * rows + r;
+        if (row >= out_features) break;
+        // as the reference: float32 W / gamma, round half to even, clamp to [-1, 1], + 1
+#ifdef MOTE_X86
+        if (cpu_has_avx2()) {
+          pack_row_avx2<T>(w + row * k_len, k_len, gamma, static_cast<int>(2 * j), dst);
+          continue;
+        }
+#endif
+        pack_row<T>(w + row * k_len, k_len, gamma, static_cast<int>(2 * j), dst);
+      }
+    }
+  });
+}
+
+// clamp(round(W / gamma), -1, 1) + 1, 2-bit packed in the stored layout, in one pass over W.
+at::Tensor ternary_pack(const at::Tensor& weight, double gamma) {
+  TORCH_CHECK(weight.dim() == 2, "weight must be [out, in]");
+  const at::Tensor w = weight.contiguous();
+  const int64_t out_features = w.size(0), k_len = w.size(1);
+  at::Tensor packed = at::empty({(out_features + 3) / 4, k_len}, w.options().dtype(at::kByte));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, w.scalar_type(), "ternary_pack", [&] {
+    pack_impl<scalar_t>(w.data_ptr<scalar_t>(), out_features, k_len, static_cast<float>(gamma), packed.data_ptr<uint8_t>());
+  });
+  return packed;
+}
+
 std::string best_path() {
 #ifdef MOTE_X86
   if (cpu_has_avx2()) return "avx2";
@@ -189,12 +270,16 @@ std::string best_path() {
 TORCH_LIBRARY(mote, m) {
   m.def("ternary_matmul(Tensor x, Tensor packed, int out_features, str path='auto') -> Tensor");
   m.def("ternary_linear(Tensor x, Tensor packed, Tensor scale, int out_features, str path='auto') -> Tensor");
+  m.def("absmean_block_sums(Tensor weight, int block) -> Tensor");
+  m.def("ternary_pack(Tensor weight, float gamma) -> Tensor");
   m.def("best_path() -> str");
 }
 
 TORCH_LIBRARY_IMPL(mote, CPU, m) {
   m.impl("ternary_matmul", &ternary_matmul);
   m.impl("ternary_linear", &ternary_linear_f32);
+  m.impl("absmean_block_sums", &absmean_block_sums);
+  m.impl("ternary_pack", &ternary_pack);
 }
 
 TORCH_LIBRARY_IMPL(mote, CompositeExplicitAutograd, m) {
