@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from mote_convert.kernels import cpu as _cpu  # noqa: F401 - registers the C++ kernel
+from mote_convert.kernels import triton_kernel as _triton  # noqa: F401 - registers the GPU kernel
 from mote_convert.kernels.registry import KERNELS, Kernel, get_kernel, register_kernel, select_kernel
 from mote_convert.quant.ternary import activation_quant
 
