@@ -101,8 +101,9 @@ class MoteHfQuantizer(HfQuantizer):
 
         mode = self.quantization_config.mode
         dtype = _float_dtype(model)
-        for block in mote_blocks(model):
+        for name, block in ((n, m) for n, m in model.named_modules() if m in set(mote_blocks(model))):
             block.router.float()  # device moves only; float32 already, by the load's dtype plan
+            _check_codes(name, block)
             block.set_mode(mode, dtype)
         _set_trainable(model, mode)
         attach_aux_loss(model, self.mote.router_aux_loss_coef)
@@ -141,6 +142,15 @@ class MoteHfQuantizer(HfQuantizer):
     @property
     def is_qat_trainable(self) -> bool:
         return True
+
+
+def _check_codes(block_name: str, block: MoTEBlock) -> None:
+    """Refuse packed codes holding the never-written 0b11: the kernels would compute with it (as
+    +2) where the reference refuses it. One pass of bit operations over the packed bytes."""
+    for name, module in block.experts.named_modules():
+        packed = getattr(module, "weight_packed", None) if isinstance(module, TernaryLinear) else None
+        if packed is not None and bool(((packed & (packed >> 1)) & 0x55).any()):
+            raise FormatError(f"{block_name}.experts.{name}.weight_packed holds the invalid 2-bit code 0b11 (run inspect --stats)")
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:

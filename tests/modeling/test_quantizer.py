@@ -196,3 +196,19 @@ def test_aux_loss_gradient_without_a_stash(packed: Path, variant: str) -> None:
     assert grads.keys() == reference.keys()
     for name, g in reference.items():
         torch.testing.assert_close(grads[name], g * scale, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_invalid_codes_are_refused_at_load(packed: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path / "bad"
+    shutil.copytree(packed, root)
+    tensors = load_file(root / "model.safetensors")
+    name = "language_model.model.layers.1.mlp.experts.3.down_proj.weight_packed"
+    tensors[name][0, 0] |= 0b11
+    save_file(tensors, root / "model.safetensors", metadata={"format": "pt", "mote_format": "1"})
+    for mode in ("packed", "train"):
+        with pytest.raises(mote_convert.MoteError, match=r"experts\.3\.down_proj\.weight_packed holds the invalid 2-bit code 0b11"):
+            mote_convert.load_model(root, mode=mode)
