@@ -97,11 +97,13 @@ class MoteHfQuantizer(HfQuantizer):
         model._keep_in_fp32_modules_strict = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ()) | set(FLOAT32_KEYS)
 
     def _process_model_after_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
-        from mote_convert.modeling.load import attach_aux_loss, mote_blocks
+        from mote_convert.modeling.load import attach_aux_loss
 
         mode = self.quantization_config.mode
         dtype = _float_dtype(model)
-        for name, block in ((n, m) for n, m in model.named_modules() if m in set(mote_blocks(model))):
+        for name, block in model.named_modules():
+            if not isinstance(block, MoTEBlock):
+                continue
             block.router.float()  # device moves only; float32 already, by the load's dtype plan
             _check_codes(name, block)
             block.set_mode(mode, dtype)
@@ -207,4 +209,4 @@ def register() -> None:
 
 register()
 
-__all__ = ["MoteHfQuantizer", "MoteQuantizationConfig", "TernaryLinear", "register"]
+__all__ = ["MoteHfQuantizer", "MoteQuantizationConfig", "register"]
