@@ -13,20 +13,21 @@ from mote_convert.kernels import cpu as cpu_kernel
 from mote_convert.quant.packing import pack_ternary, quantize_pack
 
 FAST = [name for name, k in KERNELS.items() if name != "reference" and "cpu" in k.devices and k.available()]
-PATHS = ["auto", "scalar"] + (["avx2"] if cpu_kernel.best_path() == "avx2" else [])
+# every path this CPU can run (AVX-512 VNNI implies AVX2 here)
+PATHS = ["auto", "scalar"] + {"avx512vnni": ["avx2", "avx512vnni"], "avx2": ["avx2"]}.get(cpu_kernel.best_path(), [])
 
 
 def test_the_compiled_kernel_is_built_here() -> None:
     """CI has a compiler: the C++ path must be what runs, and the CPU default."""
     assert "cpu" in FAST and select_kernel(torch.device("cpu")).name == "cpu"
-    assert cpu_kernel.best_path() in ("avx2", "scalar")
+    assert cpu_kernel.best_path() in ("avx512vnni", "avx2", "scalar")
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     out=st.integers(1, 70),  # rows not a multiple of 4
-    inp=st.sampled_from([1, 7, 31, 32, 33, 64, 95, 1023, 1056, 1057]),  # around the 32-byte vector and 1024-byte block
-    tokens=st.sampled_from([1, 2, 3, 17]),
+    inp=st.sampled_from([1, 7, 31, 32, 33, 63, 64, 65, 95, 129, 1023, 1056, 1057]),  # around the 32- and 64-byte vectors and the 1024-byte block
+    tokens=st.sampled_from([1, 2, 3, 4, 5, 8, 17]),  # around the 4-token blocks of the VNNI path
     seed=st.integers(0, 2**16),
 )
 def test_integer_products_equal_the_reference(out: int, inp: int, tokens: int, seed: int) -> None:

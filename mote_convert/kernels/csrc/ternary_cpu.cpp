@@ -82,6 +82,43 @@ __attribute__((target("avx2"))) void dot4_avx2(const uint8_t* w, const int8_t* x
   acc[3] = hsum_epi32(a3) + tail[3];
 }
 
+// AVX-512 VNNI: vpdpbusd multiplies u8 fields by s8 activations and adds groups of four straight
+// into int32 lanes (no int16 stage), 64 bytes at a time. NT tokens share each field extraction.
+template <int NT>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot4_vnni(const uint8_t* w, const int8_t* const* xs,
+                                                                       int64_t k_len, int32_t (*acc)[4]) {
+  const __m512i mask = _mm512_set1_epi8(3);
+  __m512i a[NT][4];
+  for (int t = 0; t < NT; ++t)
+    for (int j = 0; j < 4; ++j) a[t][j] = _mm512_setzero_si512();
+  int64_t k = 0;
+  for (; k + 64 <= k_len; k += 64) {
+    const __m512i b = _mm512_loadu_si512(w + k);
+    const __m512i f0 = _mm512_and_si512(b, mask);
+    const __m512i f1 = _mm512_and_si512(_mm512_srli_epi16(b, 2), mask);
+    const __m512i f2 = _mm512_and_si512(_mm512_srli_epi16(b, 4), mask);
+    const __m512i f3 = _mm512_and_si512(_mm512_srli_epi16(b, 6), mask);
+    for (int t = 0; t < NT; ++t) {
+      const __m512i q = _mm512_loadu_si512(xs[t] + k);
+      a[t][0] = _mm512_dpbusd_epi32(a[t][0], f0, q);
+      a[t][1] = _mm512_dpbusd_epi32(a[t][1], f1, q);
+      a[t][2] = _mm512_dpbusd_epi32(a[t][2], f2, q);
+      a[t][3] = _mm512_dpbusd_epi32(a[t][3], f3, q);
+    }
+  }
+  for (int t = 0; t < NT; ++t) {
+    int32_t tail[4] = {0, 0, 0, 0};
+    if (k < k_len) dot4_scalar(w + k, xs[t] + k, k_len - k, tail);
+    for (int j = 0; j < 4; ++j) acc[t][j] = _mm512_reduce_add_epi32(a[t][j]) + tail[j];
+  }
+}
+
+bool cpu_has_vnni() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vnni");
+  return has;
+}
+
 bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
@@ -90,14 +127,23 @@ bool cpu_has_avx2() {
 
 using Dot4 = void (*)(const uint8_t*, const int8_t*, int64_t, int32_t*);
 
-Dot4 choose(const std::string& path) {
+std::string resolve(const std::string& path) {
 #ifdef MOTE_X86
-  if (path == "avx2" || (path == "auto" && cpu_has_avx2())) {
-    TORCH_CHECK(cpu_has_avx2(), "mote ternary kernel: this CPU has no AVX2");
-    return dot4_avx2;
-  }
-#endif
+  if (path == "auto") return cpu_has_vnni() ? "avx512vnni" : (cpu_has_avx2() ? "avx2" : "scalar");
+  if (path == "avx512vnni") TORCH_CHECK(cpu_has_vnni(), "mote ternary kernel: this CPU has no AVX-512 VNNI");
+  if (path == "avx2") TORCH_CHECK(cpu_has_avx2(), "mote ternary kernel: this CPU has no AVX2");
+  TORCH_CHECK(path == "avx512vnni" || path == "avx2" || path == "scalar", "mote ternary kernel: unknown path ", path);
+  return path;
+#else
   TORCH_CHECK(path == "auto" || path == "scalar", "mote ternary kernel: unknown path ", path, " on this CPU");
+  return "scalar";
+#endif
+}
+
+Dot4 single_token(const std::string& resolved) {
+#ifdef MOTE_X86
+  if (resolved == "avx2") return dot4_avx2;
+#endif
   return dot4_scalar;
 }
 
@@ -114,7 +160,8 @@ at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t
   const int8_t* xp = xc.data_ptr<int8_t>();
   const uint8_t* wp = wc.data_ptr<uint8_t>();
   int32_t* yp = y.data_ptr<int32_t>();
-  const Dot4 dot4 = choose(std::string(path));
+  const std::string resolved = resolve(std::string(path));
+  const Dot4 dot4 = single_token(resolved);
   // sum_k x[t, k], once per token: the correction for codes stored as code + 1
   std::vector<int32_t> xsum(tokens, 0);
   for (int64_t t = 0; t < tokens; ++t) {
@@ -123,16 +170,36 @@ at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t
     xsum[t] = s;
   }
   // Rows outer, tokens inner: a packed row (k_len bytes) stays in L1 while every token reads it.
+  auto store = [&](int64_t t, int64_t r, const int32_t* acc) {
+    for (int64_t j = 0; j < 4; ++j) {
+      const int64_t o = j * rows + r;
+      if (o < out_features) yp[t * out_features + o] = acc[j] - xsum[t];
+    }
+  };
   at::parallel_for(0, rows, 4, [&](int64_t r0, int64_t r1) {
-    int32_t acc[4];
+    int32_t acc[4][4];
+    const int8_t* xs[4];
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* wr = wp + r * k_len;
-      for (int64_t t = 0; t < tokens; ++t) {
-        dot4(wr, xp + t * k_len, k_len, acc);
-        for (int64_t j = 0; j < 4; ++j) {
-          const int64_t o = j * rows + r;
-          if (o < out_features) yp[t * out_features + o] = acc[j] - xsum[t];
+      int64_t t = 0;
+#ifdef MOTE_X86
+      if (resolved == "avx512vnni") {
+        for (; t + 4 <= tokens; t += 4) {  // four tokens share each extraction of the fields
+          for (int i = 0; i < 4; ++i) xs[i] = xp + (t + i) * k_len;
+          dot4_vnni<4>(wr, xs, k_len, acc);
+          for (int i = 0; i < 4; ++i) store(t + i, r, acc[i]);
         }
+        for (; t < tokens; ++t) {
+          xs[0] = xp + t * k_len;
+          dot4_vnni<1>(wr, xs, k_len, acc);
+          store(t, r, acc[0]);
+        }
+        continue;
+      }
+#endif
+      for (; t < tokens; ++t) {
+        dot4(wr, xp + t * k_len, k_len, acc[0]);
+        store(t, r, acc[0]);
       }
     }
   });
@@ -258,12 +325,7 @@ at::Tensor ternary_pack(const at::Tensor& weight, double gamma) {
   return packed;
 }
 
-std::string best_path() {
-#ifdef MOTE_X86
-  if (cpu_has_avx2()) return "avx2";
-#endif
-  return "scalar";
-}
+std::string best_path() { return resolve("auto"); }
 
 }  // namespace
 
