@@ -151,8 +151,19 @@ def _check_codes(block_name: str, block: MoTEBlock) -> None:
     +2) where the reference refuses it. One pass of bit operations over the packed bytes."""
     for name, module in block.experts.named_modules():
         packed = getattr(module, "weight_packed", None) if isinstance(module, TernaryLinear) else None
-        if packed is not None and bool(((packed & (packed >> 1)) & 0x55).any()):
+        if packed is not None and _has_invalid_codes(packed):
             raise FormatError(f"{block_name}.experts.{name}.weight_packed holds the invalid 2-bit code 0b11 (run inspect --stats)")
+
+
+def _has_invalid_codes(packed: torch.Tensor, chunk: int = 1 << 16) -> bool:
+    """Whether any 2-bit field is 0b11, in chunks: the check's temporaries stay small whatever the
+    tensor's size."""
+    flat = packed.reshape(-1)
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start : start + chunk]
+        if bool(((part & (part >> 1)) & 0x55).any()):
+            return True
+    return False
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:
