@@ -192,6 +192,7 @@ def write_shards(
         writer = ShardWriter(directory / shard.file, shard, metadata, mode)
         try:
             for spec in shard.tensors:
+                check_interrupted()
                 n = write_one(writer, spec)
                 written += n
                 if progress is not None:
@@ -282,6 +283,12 @@ class StagedOutput:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            if self._signals.received is not None and not isinstance(exc, Interrupted):
+                # a signal arrived: whatever else happened since (an error it caused inside a C
+                # extension, or nothing yet), the run stops here, as interrupted
+                exc_type, exc = Interrupted, Interrupted(self._signals.received)
+                self._discard(exc)
+                raise exc from None
             if exc_type is None:
                 self._signals.hold()  # two renames: a signal between them must not leave a half state
                 try:
@@ -399,34 +406,56 @@ def _release_lock(fd: int, path: Path) -> None:
 
 
 class InterruptSignals:
-    """While active (main thread only), SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` once;
-    further signals during the cleanup that follows are ignored. Previous handlers are restored."""
+    """While active (main thread only), SIGINT, SIGTERM and SIGHUP are recorded, not acted on at
+    once: :func:`check_interrupted` raises :class:`Interrupted` at the next safe point (the writer
+    checks before every tensor), and the staged output's exit checks too. Raising from the handler
+    itself could land inside a C extension's callback (safetensors' reader turned it into a
+    ValueError); a recorded signal is acted on within one tensor's work. Previous handlers are
+    restored on exit."""
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self._previous: dict[int, Any] = {}
-        self._fired = False
+        self.received: int | None = None
+        self._held = False
 
     def hold(self) -> None:
         """Ignore the signals from now on (for a short critical section that must finish)."""
-        self._fired = True
+        self._held = True
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if not self._fired:
-            self._fired = True
-            raise Interrupted(signum)
+        if self.received is None and not self._held:
+            self.received = signum
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if a signal arrived (once)."""
+        if self.received is not None and not self._held:
+            self._held = True
+            raise Interrupted(self.received)
 
     def __enter__(self) -> InterruptSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handler)
+            _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+
+
+_ACTIVE: list[InterruptSignals] = []
+
+
+def check_interrupted() -> None:
+    """A safe point of a long write: raise :class:`Interrupted` if a stopping signal arrived."""
+    for active in _ACTIVE:
+        active.check()
 
 
 def check_output_path(final: Path, *, overwrite: bool, protect: Sequence[Path] = ()) -> None:
