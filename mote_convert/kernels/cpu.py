@@ -7,6 +7,7 @@ used: never a crash.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,7 @@ def load() -> bool:
     try:
         from torch.utils import cpp_extension
 
+        _ninja_on_path()
         cpp_extension.load(
             name="mote_ternary_cpu",
             sources=[str(SOURCE)],
@@ -45,6 +47,18 @@ def load() -> bool:
             stacklevel=2,
         )
         return False
+
+
+def _ninja_on_path() -> None:
+    """cpp_extension runs ``ninja`` from PATH: put the ``ninja`` package's binary there (a pip
+    install does not always make it visible, e.g. under pyenv shims)."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    bin_dir = getattr(ninja, "BIN_DIR", None)
+    if bin_dir and bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 def best_path() -> str:
