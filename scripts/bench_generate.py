@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,19 +51,12 @@ def child_generate(kind: str, path: str, new_tokens: str, repeats: str) -> dict:
     assert out.shape[1] == 16 + n
     resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     experts = sum(b.numel() * b.element_size() for name, b in model.named_buffers() if ".experts." in name)
-    return {"tokens_per_s": n / min(times), "peak_rss": bench_upcycle.vm_hwm(), "resident": resident, "expert_bytes": experts}
+    return {"tokens_per_s": n / min(times), "resident": resident, "expert_bytes": experts}
 
 
 def run(kind: str, path: Path, new_tokens: int, repeats: int) -> dict:
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_generate as b; "
-        "print(json.dumps(b.child_generate(*sys.argv[1:])))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, kind, str(path), str(new_tokens), str(repeats)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} generate failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # the child resets its peak-RSS counter after the warm-up: the peak run_child reads is generate's
+    return bench_upcycle.run_child("generate", kind, path, new_tokens, repeats, module="bench_generate")
 
 
 def main() -> None:

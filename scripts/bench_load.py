@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,14 +70,7 @@ def child_load(kind: str, path: str) -> dict:
 
 
 def run(kind: str, path: Path) -> dict:
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_load as b; "
-        "r = b.child_load(sys.argv[1], sys.argv[2]); r['peak_rss'] = b.bench_upcycle.vm_hwm(); print(json.dumps(r))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, kind, str(path)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} load of {path} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return bench_upcycle.run_child("load", kind, path, module="bench_load")
 
 
 def main() -> None:

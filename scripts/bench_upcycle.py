@@ -140,22 +140,23 @@ def child_build(root: str, num_layers: str, shard_size: str) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-def run_child(kind: str, *args: str) -> dict:
-    """Run one measurement in a fresh interpreter; returns its timing and peak RSS."""
+def run_child(kind: str, *args: str, module: str = "bench_upcycle") -> dict:
+    """Run ``module.child_<kind>(*args)`` in a fresh interpreter; returns its result with the peak RSS
+    of the child and the wall time of the whole process (interpreter start and imports included)."""
     # Peak RSS is VmHWM: unlike getrusage's ru_maxrss, which Linux carries over from the parent
     # across fork and exec, the high-water mark belongs to the child's own address space.
     code = (
-        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_upcycle as b; "
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_upcycle, {module} as b; "
         "r = getattr(b, 'child_' + sys.argv[1])(*sys.argv[2:]); "
-        "r['peak_rss'] = b.vm_hwm(); print(json.dumps(r))"
+        "r['peak_rss'] = bench_upcycle.vm_hwm(); print(json.dumps(r))"
     )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, kind, *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, "-c", code, kind, *map(str, args)], capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{proc.stderr}")
+        raise SystemExit(f"{module}.child_{kind}{args} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["process_s"] = wall  # the whole process: interpreter start and imports included
+    result["process_s"] = wall
     return result
 
 

@@ -286,9 +286,9 @@ class StagedOutput:
             if self._signals.received is not None and not isinstance(exc, Interrupted):
                 # a signal arrived: whatever else happened since (an error it caused inside a C
                 # extension, or nothing yet), the run stops here, as interrupted
-                exc_type, exc = Interrupted, Interrupted(self._signals.received)
-                self._discard(exc)
-                raise exc from None
+                interrupted = Interrupted(self._signals.received)
+                self._discard(interrupted)
+                raise interrupted from None
             if exc_type is None:
                 self._signals.hold()  # two renames: a signal between them must not leave a half state
                 try:

@@ -19,22 +19,15 @@ from mote_convert.quant.ternary import activation_quant
 
 __all__ = ["KERNELS", "Kernel", "get_kernel", "quantize_pack", "register_kernel", "select_kernel", "ternary_linear"]
 
-_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
 def quantize_pack(weight: torch.Tensor, workspace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 packed codes, float32 gamma) of a float weight [out, in], bit-identical to
     :func:`mote_convert.quant.packing.quantize_pack` (the reference, used where no fused kernel runs):
     the C++ kernel sums |W| in the reference's blocks and packs the codes in one pass over W."""
     from mote_convert.quant import packing
-    from mote_convert.quant.ternary import SUM_BLOCK, gamma_from_block_sums
 
     kernel = select_kernel(weight.device)
-    if kernel.name != "cpu" or weight.dtype not in _FUSED_DTYPES or weight.dim() != 2:
-        return packing.quantize_pack(weight, workspace=workspace)
-    sums = torch.ops.mote.absmean_block_sums(weight, SUM_BLOCK).tolist()
-    gamma = gamma_from_block_sums(sums, weight.numel())
-    return torch.ops.mote.ternary_pack(weight, float(gamma)), gamma
+    fused = kernel.pack(weight) if kernel.pack is not None else None
+    return fused if fused is not None else packing.quantize_pack(weight, workspace=workspace)
 
 
 def ternary_linear(

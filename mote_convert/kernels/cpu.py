@@ -73,7 +73,18 @@ def cpu_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_f
     return torch.ops.mote.ternary_linear(x, packed, scale, out_features, path)
 
 
-@register_kernel("cpu", ("cpu",), priority=10, available=load, linear=cpu_linear)
+def cpu_pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Block sums of |W| and the packed codes in C++ (float32, bfloat16, float16 weights)."""
+    from mote_convert.quant.ternary import SUM_BLOCK, gamma_from_block_sums
+
+    if weight.dtype not in (torch.float32, torch.bfloat16, torch.float16) or weight.dim() != 2 or not load():
+        return None
+    sums = torch.ops.mote.absmean_block_sums(weight, SUM_BLOCK).tolist()
+    gamma = gamma_from_block_sums(sums, weight.numel())
+    return torch.ops.mote.ternary_pack(weight, float(gamma)), gamma
+
+
+@register_kernel("cpu", ("cpu",), priority=10, available=load, linear=cpu_linear, pack=cpu_pack)
 def cpu_matmul(x_q: torch.Tensor, packed: torch.Tensor, out_features: int, path: str = "auto") -> torch.Tensor:
     """``torch.ops.mote.ternary_matmul``: int32 [T, out] from int8 [T, in] and packed uint8 codes."""
     if not load():

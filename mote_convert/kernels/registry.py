@@ -27,6 +27,9 @@ MatmulFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 # The fused form: (x [T, in] any float dtype, packed, scale float32 [1], out) -> float32 [T, out], the
 # activation quantization and the scaling included, bit-identical to the unfused composition.
 LinearFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# Fused quantize-and-pack: (weight [out, in]) -> (uint8 packed, float32 gamma), bit-identical to
+# mote_convert.quant.packing.quantize_pack, or None where the kernel does not take the weight's dtype.
+PackFn = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor] | None"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Kernel:
     matmul: MatmulFn
     priority: int  # higher wins when several are available for a device
     linear: LinearFn | None = None  # a fused whole linear, where the kernel has one
+    pack: PackFn | None = None  # a fused quantize-and-pack, where the kernel has one
 
 
 KERNELS: dict[str, Kernel] = {}
@@ -50,12 +54,13 @@ def register_kernel(
     priority: int,
     available: Callable[[], bool] = lambda: True,
     linear: LinearFn | None = None,
+    pack: PackFn | None = None,
 ) -> Callable[[MatmulFn], MatmulFn]:
     """Decorator: register ``fn(x_q int8 [T, in], packed uint8 [R, in], out) -> int32 [T, out]``
-    (and optionally its fused whole-linear form)."""
+    (and optionally its fused whole-linear and quantize-and-pack forms)."""
 
     def wrap(fn: MatmulFn) -> MatmulFn:
-        KERNELS[name] = Kernel(name, devices, available, fn, priority, linear)
+        KERNELS[name] = Kernel(name, devices, available, fn, priority, linear, pack)
         return fn
 
     return wrap
