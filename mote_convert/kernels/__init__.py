@@ -17,7 +17,44 @@ from mote_convert.kernels import triton_kernel as _triton  # noqa: F401 - regist
 from mote_convert.kernels.registry import KERNELS, Kernel, get_kernel, register_kernel, select_kernel
 from mote_convert.quant.ternary import activation_quant
 
-__all__ = ["KERNELS", "Kernel", "get_kernel", "quantize_pack", "register_kernel", "select_kernel", "ternary_linear"]
+__all__ = [
+    "KERNELS", "Kernel", "absmean_scale", "get_kernel", "quantize_pack", "register_kernel", "select_kernel", "ternary_codes",
+    "ternary_linear",
+]
+
+# One float32 buffer per device for the train mode's codes, grown to the largest weight seen: the
+# codes of a 7B model's FFN weight are 180 MB, and allocating (and faulting in) that much afresh
+# twice per weight per step costs more than computing them.
+_CODES_WORKSPACE: dict[torch.device, torch.Tensor] = {}
+
+
+def ternary_codes(weight: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """T = clamp(round(W / gamma), -1, 1) as float32 [out, in], bit-identical to
+    :func:`mote_convert.quant.ste.ternary_codes_f32`. Where a kernel computes them, the result is a
+    view of a per-device workspace, valid until the next call: use it at once, never keep it."""
+    from mote_convert.quant.ste import ternary_codes_f32
+
+    kernel = select_kernel(weight.device)
+    if kernel.codes is not None:
+        buffer = _CODES_WORKSPACE.get(weight.device)
+        if buffer is None or buffer.numel() < weight.numel():
+            _CODES_WORKSPACE.pop(weight.device, None)  # free the old one before the new one exists
+            buffer = _CODES_WORKSPACE[weight.device] = torch.empty(weight.numel(), dtype=torch.float32, device=weight.device)
+        out = buffer[: weight.numel()].view(weight.shape)
+        if kernel.codes(weight, gamma, out):
+            return out
+    return ternary_codes_f32(weight, gamma)
+
+
+def absmean_scale(weight: torch.Tensor) -> torch.Tensor:
+    """gamma of a float weight [out, in] (float32 0-d), bit-identical to
+    :func:`mote_convert.quant.ternary.absmean_scale` (the reference, used where no kernel has it)."""
+    from mote_convert.quant import ternary
+
+    kernel = select_kernel(weight.device)
+    fast = kernel.gamma(weight) if kernel.gamma is not None else None
+    return fast if fast is not None else ternary.absmean_scale(weight)
+
 
 def quantize_pack(weight: torch.Tensor, workspace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 packed codes, float32 gamma) of a float weight [out, in], bit-identical to

@@ -73,18 +73,34 @@ def cpu_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_f
     return torch.ops.mote.ternary_linear(x, packed, scale, out_features, path)
 
 
-def cpu_pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Block sums of |W| and the packed codes in C++ (float32, bfloat16, float16 weights)."""
+def cpu_gamma(weight: torch.Tensor) -> torch.Tensor | None:
+    """gamma from block sums of |W| taken in C++ (float32, bfloat16, float16 weights [out, in])."""
     from mote_convert.quant.ternary import SUM_BLOCK, gamma_from_block_sums
 
     if weight.dtype not in (torch.float32, torch.bfloat16, torch.float16) or weight.dim() != 2 or not load():
         return None
-    sums = torch.ops.mote.absmean_block_sums(weight, SUM_BLOCK).tolist()
-    gamma = gamma_from_block_sums(sums, weight.numel())
+    sums = torch.ops.mote.absmean_block_sums(weight.detach(), SUM_BLOCK).tolist()
+    return gamma_from_block_sums(sums, weight.numel())
+
+
+def cpu_pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Block sums of |W| and the packed codes in C++ (float32, bfloat16, float16 weights)."""
+    gamma = cpu_gamma(weight)
+    if gamma is None:
+        return None
     return torch.ops.mote.ternary_pack(weight, float(gamma)), gamma
 
 
-@register_kernel("cpu", ("cpu",), priority=10, available=load, linear=cpu_linear, pack=cpu_pack)
+def cpu_codes(weight: torch.Tensor, gamma: torch.Tensor, out: torch.Tensor) -> bool:
+    """float32 codes of a float32, bfloat16 or float16 weight into ``out``, in one pass in C++."""
+    if weight.dtype not in (torch.float32, torch.bfloat16, torch.float16) or not load():
+        return False
+    torch.ops.mote.ternary_codes(weight.detach(), float(gamma), out)
+    return True
+
+
+@register_kernel("cpu", ("cpu",), priority=10, available=load, linear=cpu_linear, pack=cpu_pack, gamma=cpu_gamma,
+                 codes=cpu_codes)
 def cpu_matmul(x_q: torch.Tensor, packed: torch.Tensor, out_features: int, path: str = "auto") -> torch.Tensor:
     """``torch.ops.mote.ternary_matmul``: int32 [T, out] from int8 [T, in] and packed uint8 codes."""
     if not load():

@@ -30,6 +30,12 @@ LinearFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tenso
 # Fused quantize-and-pack: (weight [out, in]) -> (uint8 packed, float32 gamma), bit-identical to
 # mote_convert.quant.packing.quantize_pack, or None where the kernel does not take the weight's dtype.
 PackFn = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor] | None"]
+# gamma alone: (weight [out, in]) -> float32 0-d gamma, bit-identical to
+# mote_convert.quant.ternary.absmean_scale, or None where the kernel does not take the weight's dtype.
+GammaFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+# The train mode's codes: (weight [out, in], gamma float32 0-d, out float32 [out, in]) -> bool, True
+# when it wrote clamp(round(W / gamma), -1, 1) into ``out`` (False: the weight's dtype is not taken).
+CodesFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], bool]
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class Kernel:
     priority: int  # higher wins when several are available for a device
     linear: LinearFn | None = None  # a fused whole linear, where the kernel has one
     pack: PackFn | None = None  # a fused quantize-and-pack, where the kernel has one
+    gamma: GammaFn | None = None  # a fast absmean scale, where the kernel has one
+    codes: CodesFn | None = None  # float32 ternary codes in one pass, where the kernel has them
 
 
 KERNELS: dict[str, Kernel] = {}
@@ -55,12 +63,14 @@ def register_kernel(
     available: Callable[[], bool] = lambda: True,
     linear: LinearFn | None = None,
     pack: PackFn | None = None,
+    gamma: GammaFn | None = None,
+    codes: CodesFn | None = None,
 ) -> Callable[[MatmulFn], MatmulFn]:
     """Decorator: register ``fn(x_q int8 [T, in], packed uint8 [R, in], out) -> int32 [T, out]``
-    (and optionally its fused whole-linear and quantize-and-pack forms)."""
+    (and optionally its fused whole-linear, quantize-and-pack, absmean-scale and codes forms)."""
 
     def wrap(fn: MatmulFn) -> MatmulFn:
-        KERNELS[name] = Kernel(name, devices, available, fn, priority, linear, pack)
+        KERNELS[name] = Kernel(name, devices, available, fn, priority, linear, pack, gamma, codes)
         return fn
 
     return wrap

@@ -8,18 +8,20 @@ exact in float32 and the two modes agree to the rounding of the final scaling.
   ``forward`` hands them to the kernel layer (:mod:`mote_convert.kernels`), which multiplies int8
   activations by the packed codes directly: no decoded weight exists at any time.
 * train: ``weight`` is the latent float parameter; gamma and T are recomputed from it every forward,
-  and both quantizers pass gradients straight through (STE).
+  and both quantizers pass gradients straight through (STE, :mod:`mote_convert.quant.ste`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mote_convert.errors import FormatError
-from mote_convert.kernels import quantize_pack, ternary_linear
+from mote_convert.kernels import absmean_scale, quantize_pack, ternary_codes, ternary_linear
 from mote_convert.quant.packing import packed_rows, unpack_ternary
-from mote_convert.quant.ternary import absmean_scale, activation_quant, fixed_point_latent
+from mote_convert.quant.ste import ternary_linear_ste
+from mote_convert.quant.ternary import fixed_point_latent
 
 PACKED = "packed"
 TRAIN = "train"
@@ -46,9 +48,15 @@ class KeepFloat32(nn.Module):
 
 
 class Float32Linear(KeepFloat32, nn.Linear):
-    """``nn.Linear`` kept in float32 (the router)."""
+    """``nn.Linear`` kept in float32 (the router): its parameters through dtype casts, and its
+    product under autocast and under engines that hand it a lower-precision copy of its weight."""
 
     FLOAT32 = ("weight", "bias")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            bias = self.bias.to(torch.float32) if self.bias is not None else None
+            return F.linear(x.to(torch.float32), self.weight.to(torch.float32), bias)
 
 
 class TernaryLinear(KeepFloat32):
@@ -87,18 +95,12 @@ class TernaryLinear(KeepFloat32):
         if self.mode == PACKED:
             # the kernel layer: integer products on the packed codes, no decoded weight (mote_convert.kernels)
             return ternary_linear(x, self.weight_packed, self.weight_scale, self.out_features, self.bias)
-        x32 = x.to(torch.float32)
-        x_q, s_x = activation_quant(x32)
-        # STE: the forward value is the quantized one, the backward pass is the identity.
-        x_scaled = x32 * s_x
-        x_q = x_scaled + (x_q - x_scaled).detach()
-        w32 = self.weight.to(torch.float32)
-        gamma = absmean_scale(self.weight).detach()
-        w_scaled = w32 / gamma
-        codes = w_scaled + (torch.clamp(torch.round(w_scaled), -1, 1) - w_scaled).detach()
-        out = (x_q @ codes.t()) * (gamma / s_x)
-        if self.bias is not None:
-            out = out + self.bias.to(torch.float32)
+        # Exact integer products in float32 whatever autocast would choose (bf16 would round them);
+        # gamma from the kernel layer, bit-identical to the reference and to what packing computes.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = ternary_linear_ste(x, self.weight, absmean_scale(self.weight), ternary_codes)
+            if self.bias is not None:
+                out = out + self.bias.to(torch.float32)
         return out.to(x.dtype)
 
     # -- conversions between the two stored forms --------------------------------------------------

@@ -107,7 +107,9 @@ class MoTEBlock(nn.Module):
         shared = self._ffn_forward(self, hidden_states)
         shape = hidden_states.shape
         x = hidden_states.reshape(-1, shape[-1])
-        probs = F.softmax(F.linear(x.to(torch.float32), self.router.weight.to(torch.float32)), dim=-1)
+        # through the router module (not its weight): engines that shard parameters gather them in
+        # its forward hooks; Float32Linear computes the logits in float32 under any autocast
+        probs = F.softmax(self.router(x), dim=-1)
         weights, chosen = probs.topk(self.top_k, dim=-1)
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)

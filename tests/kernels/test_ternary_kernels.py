@@ -107,3 +107,23 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch
         cpu_kernel.load.cache_clear()
         monkeypatch.undo()
         assert cpu_kernel.load()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    rows=st.integers(1, 300), cols=st.sampled_from([1, 7, 64, 1000, 16384, 16385]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**16),
+)
+def test_fused_gamma_and_pack_equal_the_reference(rows: int, cols: int, dtype: torch.dtype, seed: int) -> None:
+    """gamma (eight block chains side by side in C++) and the packed codes, bit for bit; sizes span
+    partial blocks, partial groups of eight blocks and many groups."""
+    from mote_convert.kernels import absmean_scale
+    from mote_convert.kernels import quantize_pack as fused_quantize_pack
+    from mote_convert.quant.ternary import absmean_scale as reference_gamma
+
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(rows, cols, generator=g) * torch.rand(rows, 1, generator=g) * 10.0 ** torch.randint(-3, 3, (1,), generator=g)).to(dtype)
+    assert torch.equal(absmean_scale(w), reference_gamma(w))
+    packed, gamma = fused_quantize_pack(w)
+    ref_packed, ref_gamma = quantize_pack(w)
+    assert torch.equal(gamma, ref_gamma) and torch.equal(packed, ref_packed)

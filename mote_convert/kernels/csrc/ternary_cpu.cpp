@@ -247,17 +247,37 @@ at::Tensor ternary_linear_f32(const at::Tensor& x_in, const at::Tensor& packed, 
 
 // --- quantize and pack (the converter's hot loop) -------------------------------------------------
 
+// Each block's sum is one sequential chain of float64 adds (the reference's order), so a single
+// chain is bound by the add's latency. Eight blocks are summed side by side instead: eight
+// independent chains keep the adder busy, and each chain still adds its block first to last.
+constexpr int64_t kChains = 8;
+
+template <typename T>
+inline double abs_f64(T v) {
+  return std::fabs(static_cast<double>(static_cast<float>(v)));
+}
+
 template <typename T>
 void block_sums_impl(const T* w, int64_t n, int64_t block, double* out) {
   const int64_t blocks = (n + block - 1) / block;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      double acc = 0.0;  // first element to last, as the reference's cumsum
-      const int64_t end = std::min(n, (b + 1) * block);
-      for (int64_t i = b * block; i < end; ++i) acc += std::fabs(static_cast<double>(static_cast<float>(w[i])));
-      out[b] = acc;
+  const int64_t full = n / block;  // blocks of exactly ``block`` elements
+  const int64_t groups = full / kChains;
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const T* base = w + g * kChains * block;
+      double acc[kChains] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+      for (int64_t i = 0; i < block; ++i) {
+        for (int64_t c = 0; c < kChains; ++c) acc[c] += abs_f64(base[c * block + i]);
+      }
+      for (int64_t c = 0; c < kChains; ++c) out[g * kChains + c] = acc[c];
     }
   });
+  for (int64_t b = groups * kChains; b < blocks; ++b) {  // the last few blocks, one chain each
+    double acc = 0.0;
+    const int64_t end = std::min(n, (b + 1) * block);
+    for (int64_t i = b * block; i < end; ++i) acc += abs_f64(w[i]);
+    out[b] = acc;
+  }
 }
 
 // Sequential float64 sums of |W| over consecutive blocks (mote_convert.quant.ternary.block_sums).
@@ -325,6 +345,47 @@ at::Tensor ternary_pack(const at::Tensor& weight, double gamma) {
   return packed;
 }
 
+// The train mode's float32 codes clamp(round(W / gamma), -1, 1), written into ``out`` in one pass
+// over W (the STE's forward and backward each need them; a reused ``out`` spares the allocation).
+template <typename T>
+inline void codes_row(const T* __restrict src, int64_t len, float gamma, float* __restrict dst) {
+  for (int64_t k = 0; k < len; ++k) {
+    const float v = __builtin_nearbyintf(static_cast<float>(src[k]) / gamma);
+    dst[k] = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+  }
+}
+
+#ifdef MOTE_X86
+template <typename T>
+__attribute__((target("avx2"))) void codes_row_avx2(const T* __restrict src, int64_t len, float gamma, float* __restrict dst) {
+  codes_row<T>(src, len, gamma, dst);
+}
+#endif
+
+void ternary_codes(const at::Tensor& weight, double gamma, const at::Tensor& out) {
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.numel() == weight.numel(),
+              "out must be a contiguous float32 tensor of the weight's size");
+  const at::Tensor w = weight.contiguous();
+  const int64_t n = w.numel();
+  constexpr int64_t kChunk = 1 << 16;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, w.scalar_type(), "ternary_codes", [&] {
+    const scalar_t* src = w.data_ptr<scalar_t>();
+    float* dst = out.data_ptr<float>();
+    at::parallel_for(0, (n + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t start = c * kChunk, len = std::min(kChunk, n - start);
+#ifdef MOTE_X86
+        if (cpu_has_avx2()) {
+          codes_row_avx2<scalar_t>(src + start, len, static_cast<float>(gamma), dst + start);
+          continue;
+        }
+#endif
+        codes_row<scalar_t>(src + start, len, static_cast<float>(gamma), dst + start);
+      }
+    });
+  });
+}
+
 std::string best_path() { return resolve("auto"); }
 
 }  // namespace
@@ -334,6 +395,7 @@ TORCH_LIBRARY(mote, m) {
   m.def("ternary_linear(Tensor x, Tensor packed, Tensor scale, int out_features, str path='auto') -> Tensor");
   m.def("absmean_block_sums(Tensor weight, int block) -> Tensor");
   m.def("ternary_pack(Tensor weight, float gamma) -> Tensor");
+  m.def("ternary_codes(Tensor weight, float gamma, Tensor(a!) out) -> ()");
   m.def("best_path() -> str");
 }
 
@@ -342,6 +404,7 @@ TORCH_LIBRARY_IMPL(mote, CPU, m) {
   m.impl("ternary_linear", &ternary_linear_f32);
   m.impl("absmean_block_sums", &absmean_block_sums);
   m.impl("ternary_pack", &ternary_pack);
+  m.impl("ternary_codes", &ternary_codes);
 }
 
 TORCH_LIBRARY_IMPL(mote, CompositeExplicitAutograd, m) {
