@@ -82,6 +82,12 @@ class OutputWriteError(MoteError):
     exit_code = 12
 
 
+class DataError(MoteError):
+    """Training data is malformed: not LLaVA-format conversations, an image missing, nothing to learn."""
+
+    exit_code = 14
+
+
 class Interrupted(MoteError):
     """The run was stopped by a signal (SIGINT, SIGTERM, SIGHUP); its staging output was removed.
 

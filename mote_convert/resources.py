@@ -33,3 +33,13 @@ def recipe_dir() -> Path:
 def unsupported_file() -> Path:
     """``configs/unsupported.yaml``: model types refused on purpose, with the reason."""
     return config_root() / "unsupported.yaml"
+
+
+def train_recipe_dir() -> Path:
+    """``configs/train``: training recipes (``mote-convert train --recipe``)."""
+    return config_root() / "train"
+
+
+def launch_dir() -> Path:
+    """``configs/launch``: DeepSpeed and accelerate launcher configurations."""
+    return config_root() / "launch"

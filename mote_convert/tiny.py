@@ -63,3 +63,76 @@ def build_tiny_llava(
     path = Path(path)
     model.save_pretrained(path, max_shard_size=max_shard_size)
     return path
+
+
+# LLaVA-1.5's conversation format (Vicuna style), as llava-hf's processors render it
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %} "
+    "{% else %}ASSISTANT: {% for part in message['content'] %}{% if part['type'] == 'text' %}"
+    "{{ part['text'] }}{% endif %}{% endfor %}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_tiny_processor(path: str | Path, *, vocab_size: int = 256, image_size: int = 16, patch_size: int = 4) -> Path:
+    """Save a LLaVA processor for :func:`build_tiny_llava`'s model into ``path``: a character-level
+    tokenizer (printable ASCII, ``<s> </s> <pad> <unk>``, and ``<image>`` as the model's image token,
+    the last id), a CLIP image processor at the model's image size, and a LLaVA-1.5-style chat template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {token: i for i, token in enumerate(specials + chars)}
+    vocab["<image>"] = vocab_size - 1
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        additional_special_tokens=["<image>"], model_max_length=256,
+    )
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=TINY_CHAT_TEMPLATE, image_token="<image>",
+    )
+    path = Path(path)
+    processor.save_pretrained(path)
+    return path
+
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def build_tiny_dataset(root: str | Path, *, records: int = 32, image_size: int = 16, seed: int = 0) -> Path:
+    """Write a LLaVA-format dataset to ``root``: ``images/*.png`` (each one flat color, with noise)
+    and ``data.json`` asking for the color (answer: its name), plus a few text-only records.
+    Returns the path of ``data.json``; the images are relative to ``root``."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = list(COLORS)
+    items = []
+    for i in range(records):
+        if i % 8 == 7:  # text-only, as mix665k has
+            items.append({"id": f"text-{i}", "conversations": [
+                {"from": "human", "value": "Say hello."}, {"from": "gpt", "value": "hello"}]})
+            continue
+        color = names[i % len(names)]
+        pixels = np.clip(np.array(COLORS[color]) + rng.integers(-20, 20, (image_size, image_size, 3)), 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / f"{i}.png")
+        items.append({"id": str(i), "image": f"images/{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat color is this?"}, {"from": "gpt", "value": color},
+            {"from": "human", "value": "Again?"}, {"from": "gpt", "value": color}]})
+    (root / "data.json").write_text(json.dumps(items, indent=1))
+    return root / "data.json"

@@ -1,0 +1,121 @@
+"""The training recipe: a typed, frozen, validated description of one ``mote-convert train`` run.
+
+The defaults are MoE-LLaVA's stage 3 (the MoE stage the MoTE paper builds on): learning rate 2e-5,
+cosine schedule, warmup 3% of the steps, no weight decay, 1 epoch, bf16, global batch 128
+(per-device batch x devices x accumulation), load-balancing coefficient 0.01, gradient
+checkpointing on. ``configs/train/moe-llava-stage3.yaml`` writes them out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from mote_convert.errors import OptionsError
+from mote_convert.io.yamlfile import YamlFileError, load_yaml
+from mote_convert.resources import train_recipe_dir
+
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+EXPERT_FORMATS = ("packed-2bit", "latent")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Everything that decides how ``train`` trains (CLI flags override a recipe file's values)."""
+
+    learning_rate: float = 2e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
+    global_batch_size: int = 128
+    per_device_batch_size: int = 4
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    router_aux_loss_coef: float = 0.01
+    max_length: int = 2048
+    expert_format: str = "packed-2bit"  # of the final checkpoint
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    seed: int = 0
+    dataloader_num_workers: int = 0
+    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/launch/zero2.json, zero3.json)
+
+    def __post_init__(self) -> None:
+        for name in ("learning_rate", "warmup_ratio", "weight_decay", "epochs", "router_aux_loss_coef"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise OptionsError(f"{name} must be a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.warmup_ratio >= 1:
+            raise OptionsError(f"warmup_ratio must be below 1, got {self.warmup_ratio}")
+        for name, low in (("max_steps", -1), ("global_batch_size", 1), ("per_device_batch_size", 1), ("max_length", 8),
+                          ("save_steps", 1), ("save_total_limit", 1), ("logging_steps", 1), ("seed", 0),
+                          ("dataloader_num_workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise OptionsError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_steps == 0:
+            raise OptionsError("max_steps must be positive (or -1: train for `epochs`)")
+        for name in ("bf16", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionsError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise OptionsError(f"unknown lr_scheduler {self.lr_scheduler!r}; known: {', '.join(SCHEDULERS)}")
+        if self.expert_format not in EXPERT_FORMATS:
+            raise OptionsError(f"unknown expert_format {self.expert_format!r}; known: {', '.join(EXPERT_FORMATS)}")
+        if self.deepspeed is not None and not isinstance(self.deepspeed, str):
+            raise OptionsError(f"deepspeed must be the path of a DeepSpeed JSON config, got {self.deepspeed!r}")
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Gradient accumulation that makes ``global_batch_size`` from the per-device batch and the devices."""
+        per_step = self.per_device_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise OptionsError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of per_device_batch_size "
+                f"{self.per_device_batch_size} x {world_size} process(es) = {per_step}"
+            )
+        return self.global_batch_size // per_step
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainRecipe:
+        """A recipe from a mapping; unknown keys are an error naming the known ones."""
+        known = {f.name for f in fields(cls)}
+        normalized = {str(k).replace("-", "_"): v for k, v in values.items()}
+        unknown = sorted(set(normalized) - known)
+        if unknown:
+            raise OptionsError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**normalized)
+
+    def with_overrides(self, **overrides: Any) -> TrainRecipe:
+        """A copy with the non-None overrides applied (how CLI flags beat a recipe)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_train_recipe(name_or_path: str | Path | None) -> TrainRecipe:
+    """A training recipe YAML by path, or by name from ``configs/train``; None gives the defaults."""
+    if name_or_path is None:
+        return TrainRecipe()
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = train_recipe_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+        if not shipped.is_file():
+            known = sorted(p.stem for p in train_recipe_dir().glob("*.yaml"))
+            raise OptionsError(f"training recipe {str(name_or_path)!r} not found; shipped: {', '.join(known)}")
+        path = shipped
+    try:
+        data = load_yaml(path)
+    except YamlFileError as exc:
+        raise OptionsError(f"training recipe {path}: {exc}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise OptionsError(f"training recipe {path} must be a mapping of option names to values")
+    data.pop("description", None)
+    try:
+        return TrainRecipe.from_mapping(data)
+    except OptionsError as exc:
+        raise OptionsError(f"training recipe {path}: {exc}") from None

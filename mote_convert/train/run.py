@@ -1,0 +1,168 @@
+"""``mote-convert train``: stage-3 QAT of an upcycled MoTE checkpoint with the Hugging Face Trainer.
+
+The Trainer (and through it accelerate, DDP, DeepSpeed ZeRO, FSDP) does the training; this module
+only assembles it: the model in train mode (routers and routed experts trainable, the load-balancing
+loss in ``outputs.loss``), LLaVA-format data rendered by the model's own processor, the recipe's
+TrainingArguments, and at the end a MoTE checkpoint (packed by default) written beside ``out`` and
+renamed when complete. The Trainer's own checkpoints (latent experts, optimizer and scheduler
+state) go to ``checkpoints`` (default ``OUT.checkpoints``), from which ``resume=True`` continues.
+
+Run it as one process, or under ``torchrun`` / ``accelerate launch``: every process runs the same
+call; the final checkpoint is written by the main process only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from mote_convert.errors import FormatError, InputNotFoundError, OptionsError
+from mote_convert.io.writer import check_output_path
+from mote_convert.train.recipe import TrainRecipe
+
+FINAL_LATENT = "final-latent"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did and wrote."""
+
+    out: Path
+    checkpoints: Path
+    steps: int
+    losses: tuple[float, ...]  # the training loss at each logging step
+    world_size: int
+    accumulation_steps: int
+
+
+def world_size() -> int:
+    """The number of processes of this launch (torchrun / accelerate set WORLD_SIZE; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def default_checkpoints(out: Path) -> Path:
+    return out.with_name(out.name + ".checkpoints")
+
+
+def training_arguments(recipe: TrainRecipe, checkpoints: Path, world: int, **overrides: Any) -> Any:
+    """The Trainer's arguments for ``recipe`` on ``world`` processes."""
+    import torch
+    from transformers import TrainingArguments
+
+    kwargs: dict[str, Any] = {
+        "output_dir": str(checkpoints),
+        "learning_rate": recipe.learning_rate,
+        "lr_scheduler_type": recipe.lr_scheduler,
+        "warmup_steps": recipe.warmup_ratio,  # a float below 1: a ratio of the total steps
+        "weight_decay": recipe.weight_decay,
+        "num_train_epochs": recipe.epochs,
+        "max_steps": recipe.max_steps,
+        "per_device_train_batch_size": recipe.per_device_batch_size,
+        "gradient_accumulation_steps": recipe.accumulation_steps(world),
+        "bf16": recipe.bf16,
+        "activation_checkpointing": recipe.gradient_checkpointing,
+        # non-reentrant: the aux loss's gradient and the frozen embeddings need nothing special
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
+        "save_strategy": "steps",
+        "save_steps": recipe.save_steps,
+        "save_total_limit": recipe.save_total_limit,
+        "logging_steps": recipe.logging_steps,
+        "seed": recipe.seed,
+        "dataloader_num_workers": recipe.dataloader_num_workers,
+        "remove_unused_columns": False,  # pixel_values and labels go to the model as they are
+        "report_to": [],
+        "disable_tqdm": True,  # progress is the caller's (the CLI shows a rich one)
+        "log_level": "error",  # the library never prints; the Trainer's notices stay quiet on every rank
+        "log_level_replica": "error",
+        "deepspeed": recipe.deepspeed,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    if world > 1 and not torch.cuda.is_available():
+        kwargs["ddp_backend"] = "gloo"  # CPU processes
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def train(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    image_folder: str | Path | None = None,
+    recipe: TrainRecipe | None = None,
+    checkpoints: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train the routers and routed experts of the MoTE checkpoint ``model`` on LLaVA-format ``data``
+    (images under ``image_folder``) and write the trained MoTE checkpoint to ``out``.
+
+    ``callbacks`` are ``transformers.TrainerCallback`` objects (the CLI's progress display). With
+    ``resume=True`` the run continues from the latest checkpoint in ``checkpoints``.
+    """
+    import torch
+    from transformers import AutoProcessor, PrinterCallback, Trainer
+
+    import mote_convert
+    from mote_convert.modeling.load import attach_aux_loss
+    from mote_convert.plan import read_mote_config
+    from mote_convert.train.data import Collator, ConversationDataset, read_records
+
+    recipe = recipe or TrainRecipe()
+    model_path, out = Path(model), Path(out)
+    checkpoints = Path(checkpoints) if checkpoints is not None else default_checkpoints(out)
+    world = world_size()
+    recipe.accumulation_steps(world)  # a batch that does not divide is refused before any work
+    if recipe.deepspeed is not None and not Path(recipe.deepspeed).is_file():
+        raise InputNotFoundError(f"{recipe.deepspeed}: no such DeepSpeed config")
+    config, _, _ = read_mote_config(model_path)
+    if "mote" not in config:
+        raise FormatError(f"{model_path} is not a MoTE checkpoint: run `mote-convert upcycle` on it first")
+    check_output_path(out, overwrite=overwrite, protect=(model_path,))
+    if resume and not any(checkpoints.glob("checkpoint-*")):
+        raise InputNotFoundError(f"--resume: no checkpoint-* in {checkpoints} to resume from")
+    if not resume and checkpoints.exists() and any(checkpoints.glob("checkpoint-*")) and not overwrite:
+        raise OptionsError(f"{checkpoints} holds checkpoints of an earlier run: give --resume to continue it, or --overwrite")
+
+    records = read_records(data, image_folder)
+    try:
+        processor = AutoProcessor.from_pretrained(model_path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputNotFoundError(f"{model_path}: no processor to render the data with ({exc})") from None
+    dataset = ConversationDataset(records, processor, recipe.max_length)
+    pad_id = processor.tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else processor.tokenizer.eos_token_id or 0
+
+    net = mote_convert.load_model(model_path, mode="train", dtype=torch.float32)
+    attach_aux_loss(net, recipe.router_aux_loss_coef)
+    net.config.use_cache = False
+    args = training_arguments(recipe, checkpoints, world)
+    trainer = Trainer(model=net, args=args, train_dataset=dataset, data_collator=Collator(pad_id),
+                      processing_class=processor, callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # the library never prints
+    trainer.train(resume_from_checkpoint=True if resume else None)
+
+    final = checkpoints / FINAL_LATENT
+    trainer.save_model(str(final))  # gathers sharded parameters (ZeRO-3, FSDP) as the engine does
+    if trainer.is_world_process_zero():
+        if recipe.expert_format == "packed-2bit":
+            mote_convert.pack(final, out, overwrite=overwrite)
+        else:
+            _publish_copy(final, out, overwrite)
+    trainer.accelerator.wait_for_everyone()
+    losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+    return TrainResult(out, checkpoints, trainer.state.global_step, losses, world, recipe.accumulation_steps(world))
+
+
+def _publish_copy(source: Path, out: Path, overwrite: bool) -> None:
+    """Copy a finished latent checkpoint to ``out`` through a staged output."""
+    from mote_convert.io.writer import StagedOutput
+
+    with StagedOutput(out, overwrite=overwrite) as staging:
+        for path in sorted(source.iterdir()):
+            if path.is_file():
+                shutil.copy2(path, staging / path.name)

@@ -1,0 +1,110 @@
+"""`mote-convert train` end to end on a tiny upcycled LLaVA and a generated LLaVA-format dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import mote_convert
+from mote_convert.cli import app
+from mote_convert.tiny import build_tiny_dataset, build_tiny_llava, build_tiny_processor
+from tests.helpers import assert_one_line_error
+
+runner = CliRunner()
+RECIPE = """\
+learning_rate: 3.0e-3
+max_steps: 16
+global_batch_size: 8
+per_device_batch_size: 4
+save_steps: 8
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train")
+    dense = build_tiny_llava(root / "dense")
+    build_tiny_processor(dense)
+    mote_convert.upcycle(dense, root / "mote")
+    data = build_tiny_dataset(root / "data")
+    (root / "recipe.yaml").write_text(RECIPE)
+    return {"root": root, "dense": dense, "mote": root / "mote", "data": data, "recipe": root / "recipe.yaml"}
+
+
+def _args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["train", str(s["mote"]), "--data", str(s["data"]), "--image-folder", str(s["data"].parent),
+            "-o", str(out), "--recipe", str(s["recipe"]), *extra]
+
+
+def _log(checkpoint: Path) -> list[dict]:
+    return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+def _generates(out: Path, data: Path) -> None:
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    model = mote_convert.load_model(out, mode="packed")
+    processor = AutoProcessor.from_pretrained(out)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is this?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[prompt], images=[Image.open(data.parent / "images" / "0.png")], return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 4 or generated[0, -1] == processor.tokenizer.eos_token_id
+
+
+def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
+    out = setup["root"] / "trained"
+    result = runner.invoke(app, _args(setup, out))
+    assert result.exit_code == 0, result.output
+    assert "16/16 steps" in result.output and "1 x 2" in result.output  # 1 process x 2 accumulation steps
+    log = [e for e in _log(setup["root"] / "trained.checkpoints" / "checkpoint-16") if "loss" in e]
+    assert len(log) == 16 and sum(e["loss"] for e in log[-4:]) < sum(e["loss"] for e in log[:4]) - 0.2
+    report = mote_convert.inspect_checkpoint(out)
+    assert report.ok and report.mote.expert_format == "packed-2bit"
+    _generates(out, setup["data"])
+    # only routers and experts moved: the shared experts are the dense FFNs, byte for byte
+    from tests.helpers import read_all
+
+    dense, trained = read_all(setup["dense"]), read_all(out)
+    ffn = [n for n in dense if ".mlp." in n and "language_model" in n]
+    assert ffn and all(torch.equal(dense[n], trained[n]) for n in ffn)
+    # resume: continues from checkpoint-16 to step 20
+    result = runner.invoke(app, _args(setup, out, "--resume", "--max-steps", "20", "--overwrite"))
+    assert result.exit_code == 0, result.output
+    log = _log(setup["root"] / "trained.checkpoints" / "checkpoint-20")
+    steps = [e["step"] for e in log if "loss" in e]
+    assert steps[-1] == 20 and steps[:16] == list(range(1, 17))
+    assert mote_convert.inspect_checkpoint(out).ok
+
+
+def test_train_refusals(setup: dict[str, Path]) -> None:
+    dense_args = _args(setup, setup["root"] / "x")
+    dense_args[1] = str(setup["dense"])
+    assert_one_line_error(runner.invoke(app, dense_args), 8, "is not a MoTE checkpoint")
+    assert_one_line_error(runner.invoke(app, _args(setup, setup["root"] / "y", "--resume")), 3, "no checkpoint-* in")
+    assert_one_line_error(runner.invoke(app, _args(setup, setup["root"] / "z", "--global-batch-size", "6")), 2,
+                          "global_batch_size 6 is not a multiple")
+    assert not (setup["root"] / "x").exists() and not (setup["root"] / "z").exists()
+
+
+@pytest.mark.distributed
+def test_train_two_processes_under_torchrun(setup: dict[str, Path]) -> None:
+    out = setup["root"] / "trained-ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mote_convert.cli", *_args(setup, out, "--max-steps", "8")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 x 1" in proc.stdout  # 2 processes x 1 accumulation step = the same global batch of 8
+    log = [e for e in _log(setup["root"] / "trained-ddp.checkpoints" / "checkpoint-8") if "loss" in e]
+    assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
+    assert mote_convert.inspect_checkpoint(out).ok
+    _generates(out, setup["data"])
