@@ -18,7 +18,7 @@ from mote_convert.errors import PlanError
 from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, get_codec
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
-from mote_convert.plan import COPY, ENCODE, ROUTER, ConversionPlan, PlanEntry
+from mote_convert.plan import COPY, ENCODE, ROUTER, UPCAST, ConversionPlan, PlanEntry
 
 
 class TransformContext:
@@ -78,6 +78,11 @@ def _router(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int
     generator = torch.Generator(device="cpu").manual_seed(entry.seed)  # type: ignore[arg-type]
     weight = torch.empty(entry.out.shape, dtype=torch.float32)
     return writer.write(entry.out.name, weight.normal_(mean=0.0, std=ctx.plan.router_std, generator=generator))
+
+
+@transform(UPCAST)
+def _upcast(entry: PlanEntry, ctx: TransformContext, writer: ShardWriter) -> int:
+    return writer.write(entry.out.name, ctx.reader.read(entry.source).to(torch.float32))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

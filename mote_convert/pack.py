@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from mote_convert.errors import FormatError
-from mote_convert.format import BIAS, EXPERT_NAME, ExpertFormat, check_file_metadata, expert_base, get_codec
+from mote_convert.format import BIAS, EXPERT_NAME, ExpertFormat, check_file_metadata, expert_base, get_codec, router_name
 from mote_convert.io.index import load_index
 from mote_convert.io.writer import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import COPY, ConversionPlan, PlanEntry, encode_entries, read_mote_config, validate
+from mote_convert.plan import COPY, UPCAST, ConversionPlan, PlanEntry, encode_entries, read_mote_config, validate
 from mote_convert.upcycle import ConversionResult, write_plan
 
 
 def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> ConversionPlan:
-    """Plan ``pack``: each latent expert weight becomes the packed codec's tensors; the rest is copied."""
+    """Plan ``pack``: each latent expert weight becomes the packed codec's tensors; routers stored in
+    bf16 / fp16 are widened to float32; the rest is copied."""
     root = Path(root)
     config, _, mote = read_mote_config(root)
     if mote.expert_format is not ExpertFormat.LATENT:
@@ -40,9 +41,15 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
         m = EXPERT_NAME.match(name)
         if m and m["prefix"] in prefixes and m["suffix"] != BIAS and name not in weights:
             raise FormatError(f"{root}: unexpected expert tensor {name} (config.json['mote'] does not account for it)")
+    # An engine that trains in bf16 with float32 master weights (DeepSpeed) saves its bf16 copy of
+    # the routers; the format's routers are float32, and widening is exact.
+    routers = {router_name(prefix) for prefix in prefixes}
     entries: list[PlanEntry] = []
     for info in index:
         layer = weights.get(info.name)
+        if info.name in routers and info.dtype in ("BF16", "F16"):
+            entries.append(PlanEntry(TensorSpec(info.name, "F32", info.shape), UPCAST, info.name))
+            continue
         if layer is None:
             entries.append(PlanEntry(TensorSpec(info.name, info.dtype, info.shape), COPY, info.name))
             continue

@@ -36,7 +36,8 @@ from mote_convert.options import UpcycleOptions
 COPY = "copy"  # the source tensor's bytes, unchanged
 ENCODE = "encode"  # one part (suffix) of an expert codec's encoding of the source float weight
 ROUTER = "router"  # new float32 router, normal(0, router_std) from the layer's seed
-OPS = (COPY, ENCODE, ROUTER)
+UPCAST = "upcast"  # a router stored in bf16 / fp16 (by an engine's bf16 training), widened exactly to float32
+OPS = (COPY, ENCODE, ROUTER, UPCAST)
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,10 @@ def validate(plan: ConversionPlan) -> None:
         used.add(src.name)
         if e.op == COPY:
             expected = (src.dtype, src.shape)
+        elif e.op == UPCAST:
+            if src.dtype not in FLOAT_DTYPES:
+                raise PlanError(f"{name}: source {src.name} must be a float tensor, is {src.dtype}")
+            expected = ("F32", src.shape)
         else:  # ENCODE
             if len(src.shape) != 2 or src.dtype not in FLOAT_DTYPES:
                 raise PlanError(f"{name}: source {src.name} must be a 2-D float weight, is {src.dtype} {list(src.shape)}")

@@ -100,3 +100,25 @@ def test_trainer_qat_then_pack_and_reload(tiny_llava: Path, tmp_path: Path) -> N
     init = read_all(tmp_path / "latent")
     name = "language_model.model.layers.0.mlp.experts.0.up_proj.weight"
     assert not torch.equal(read_all(tmp_path / "trained-latent")[name], init[name])
+
+
+def test_pack_widens_routers_an_engine_saved_in_bf16(tiny_llava: Path, tmp_path: Path) -> None:
+    """DeepSpeed's bf16 saves its bf16 copy of the routers; pack writes them float32 (exactly widened)."""
+    from safetensors.torch import load_file, save_file
+
+    latent = tmp_path / "latent"
+    mote_convert.upcycle(tiny_llava, latent, latent=True)
+    narrowed = {}
+    for shard in sorted(latent.glob("*.safetensors")):
+        tensors = load_file(shard)
+        for name in [n for n in tensors if n.endswith(".router.weight")]:
+            tensors[name] = tensors[name].to(torch.bfloat16)
+            narrowed[name] = tensors[name]
+        save_file(tensors, shard, metadata={"format": "pt"})
+    assert narrowed
+    out = tmp_path / "packed"
+    mote_convert.pack(latent, out)
+    packed = read_all(out)
+    for name, value in narrowed.items():
+        assert packed[name].dtype == torch.float32 and torch.equal(packed[name], value.float())
+    assert mote_convert.inspect_checkpoint(out).ok

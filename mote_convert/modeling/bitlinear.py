@@ -34,9 +34,14 @@ class KeepFloat32(nn.Module):
     whatever dtype the model runs in). The Parameter objects stay the same, so optimizers keep them."""
 
     FLOAT32: tuple[str, ...] = ()
+    # Turned off (mote_convert.modeling.distributed.release_float32) for an engine that must hold
+    # every trainable parameter in one low precision, with float32 master weights of its own.
+    keep_float32: bool = True
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202 - torch's signature
         super()._apply(fn, recurse)
+        if not self.keep_float32:
+            return self
         for name in self.FLOAT32:
             tensor = getattr(self, name, None)
             if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.dtype != torch.float32 and not tensor.is_meta:

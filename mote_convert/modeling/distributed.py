@@ -11,7 +11,10 @@ The engines do the distributed work; this module only says how to wrap a MoTE mo
 Correctness under sharded data parallelism needs nothing else: while autograd records, every
 routed expert runs (on no tokens where none chose it), so every rank produces the same set of
 gradients to reduce, whatever the routing (see :class:`mote_convert.modeling.block.MoTEBlock`).
-DDP and DeepSpeed ZeRO-2/3 take the model as it is.
+DDP and DeepSpeed ZeRO-2/3 take the model as it is; for DeepSpeed's bf16 mode, which holds every
+trainable parameter in bf16 (ZeRO-3 requires one dtype) with float32 master weights in its
+optimizer, :func:`release_float32` lets it cast the routers too: the master weights that train stay
+float32, and the router's logits are still computed in float32 (from the bf16 copy).
 """
 
 from __future__ import annotations
@@ -45,13 +48,33 @@ def fully_shard_mote(model: nn.Module, *, mp_policy: Any = None, **fsdp_kwargs: 
     then the root. ``mp_policy`` (a ``MixedPrecisionPolicy``) and the other keyword arguments
     (``mesh``, ``reshard_after_forward``, ...) go to ``fully_shard`` for every unit but the routers,
     which always get ``param_dtype=reduce_dtype=float32``. Returns the model (sharded in place)."""
+    from torch.distributed.fsdp import fully_shard
+
+    shard_routers(model, **fsdp_kwargs)
+    policy = {} if mp_policy is None else {"mp_policy": mp_policy}
+    for unit in shard_units(model):
+        fully_shard(unit, **policy, **fsdp_kwargs)
+    return model
+
+
+def shard_routers(model: nn.Module, **fsdp_kwargs: Any) -> nn.Module:
+    """Make each router its own FSDP2 unit with a float32 policy, before an engine shards the rest:
+    accelerate's FSDP2 preparation (the Trainer's ``fsdp`` option, ``accelerate launch`` with an FSDP2
+    config) leaves modules that are already FSDP units as they are, so its bf16 policy then never
+    reaches the routers. Returns the model."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     float32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
     for module in model.modules():
         if isinstance(module, MoTEBlock):
             fully_shard(module.router, mp_policy=float32, **fsdp_kwargs)
-    policy = {} if mp_policy is None else {"mp_policy": mp_policy}
-    for unit in shard_units(model):
-        fully_shard(unit, **policy, **fsdp_kwargs)
     return model
+
+
+def release_float32(model: nn.Module) -> None:
+    """Let an engine's dtype cast reach the routers (DeepSpeed bf16); see the module's docstring."""
+    from mote_convert.modeling.bitlinear import Float32Linear
+
+    for module in model.modules():
+        if isinstance(module, Float32Linear):
+            module.keep_float32 = False

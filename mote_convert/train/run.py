@@ -86,6 +86,18 @@ def training_arguments(recipe: TrainRecipe, checkpoints: Path, world: int, **ove
     return TrainingArguments(**kwargs)
 
 
+def fsdp2_launch(args: Any) -> bool:
+    """Whether the Trainer will shard with FSDP2 (``accelerate launch`` with an FSDP2 config, or the
+    ``fsdp`` arguments): on CUDA only, as accelerate falls back to DDP on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    from_env = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and os.environ.get("FSDP_VERSION") == "2"
+    from_args = bool(getattr(args, "fsdp", None)) and str((getattr(args, "fsdp_config", None) or {}).get("version")) == "2"
+    return from_env or from_args
+
+
 def train(
     model: str | Path,
     data: str | Path,
@@ -105,9 +117,10 @@ def train(
     ``resume=True`` the run continues from the latest checkpoint in ``checkpoints``.
     """
     import torch
-    from transformers import AutoProcessor, PrinterCallback, Trainer
+    from transformers import AutoProcessor, PrinterCallback
 
     import mote_convert
+    from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss
     from mote_convert.plan import read_mote_config
     from mote_convert.train.data import Collator, ConversationDataset, read_records
@@ -140,8 +153,13 @@ def train(
     net = mote_convert.load_model(model_path, mode="train", dtype=torch.float32)
     attach_aux_loss(net, recipe.router_aux_loss_coef)
     net.config.use_cache = False
+    if recipe.deepspeed is not None and recipe.bf16:
+        release_float32(net)  # DeepSpeed's bf16 holds one dtype, with float32 masters of its own
     args = training_arguments(recipe, checkpoints, world)
-    trainer = Trainer(model=net, args=args, train_dataset=dataset, data_collator=Collator(pad_id),
+    if fsdp2_launch(args):
+        _ = args.device  # sets up the process group, as the Trainer would
+        shard_routers(net)  # float32 FSDP units that accelerate's bf16 policy then leaves alone
+    trainer = _trainer_class()(model=net, args=args, train_dataset=dataset, data_collator=Collator(pad_id),
                       processing_class=processor, callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # the library never prints
     trainer.train(resume_from_checkpoint=True if resume else None)
@@ -156,6 +174,29 @@ def train(
     trainer.accelerator.wait_for_everyone()
     losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
     return TrainResult(out, checkpoints, trainer.state.global_step, losses, world, recipe.accumulation_steps(world))
+
+
+def _trainer_class() -> type:
+    """The Trainer, saving the state dict it gathered when it gathered one (ZeRO-3, FSDP)."""
+    from transformers import Trainer
+
+    class MoteTrainer(Trainer):
+        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            # save_pretrained asks the model's quantizer for the state dict to write, and a train-mode
+            # MoTE model answers "the model's own": under ZeRO-3 that is the empty partitioned
+            # parameters, and the whole tensors the Trainer gathered would be dropped. With a
+            # gathered state dict (the latent experts under their on-disk names), write it as given.
+            if state_dict is None:
+                return super()._save(output_dir, state_dict=state_dict)
+            model = self.accelerator.unwrap_model(self.model)
+            quantizer = getattr(model, "hf_quantizer", None)
+            model.hf_quantizer = None
+            try:
+                return super()._save(output_dir, state_dict=state_dict)
+            finally:
+                model.hf_quantizer = quantizer
+
+    return MoteTrainer
 
 
 def _publish_copy(source: Path, out: Path, overwrite: bool) -> None:

@@ -4,7 +4,8 @@ Routing is left to diverge across ranks (each rank has its own short batches, so
 no token on some rank, checked below): after 3 AdamW steps every trainable parameter must equal a
 single-process run on the union of the batches, agree across ranks, and only routers and experts
 may have changed. FSDP2 is applied with ``fully_shard`` itself: accelerate (and so the Trainer)
-silently uses DDP when asked for FSDP on the CPU.
+silently uses DDP when asked for FSDP on the CPU, so its FSDP2 preparation (``fsdp2_prepare_model``,
+what the Trainer's ``fsdp`` option runs on GPUs) is also called directly ("accelerate-fsdp2").
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def single(moe_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return result
 
 
-@pytest.mark.parametrize("engine", ["ddp", "fsdp2", "zero2", "zero3"])
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2", "accelerate-fsdp2", "zero2", "zero3"])
 def test_sharded_training_equals_one_process(engine: str, moe_model: Path, single: dict, tmp_path: Path) -> None:
     if engine.startswith("zero"):
         pytest.importorskip("deepspeed")
@@ -79,8 +80,10 @@ def test_sharded_training_equals_one_process(engine: str, moe_model: Path, singl
     assert all(not torch.equal(before[n].detach(), single["params"][n]) for n in names if ".router." in n)
 
 
-def test_fsdp2_bf16_mixed_precision_keeps_routers_float32(moe_model: Path, tmp_path: Path) -> None:
-    """A bf16 MixedPrecisionPolicy for the model; each router's weight and logits stay float32."""
-    ranks = _run("fsdp2", moe_model, tmp_path / "out", "--bf16")
+@pytest.mark.parametrize("engine", ["fsdp2", "accelerate-fsdp2"])
+def test_fsdp2_bf16_mixed_precision_keeps_routers_float32(engine: str, moe_model: Path, tmp_path: Path) -> None:
+    """A bf16 MixedPrecisionPolicy for the model (ours, and accelerate's own FSDP2 preparation after
+    shard_routers); each router's weight and logits stay float32 in every forward."""
+    ranks = _run(engine, moe_model, tmp_path / "out", "--bf16")
     for rank in ranks:
         assert rank["router_dtypes"] and set(rank["router_dtypes"]) == {"torch.float32/torch.float32"}

@@ -48,6 +48,29 @@ def full(p: torch.Tensor) -> torch.Tensor:
     return (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().to("cpu", torch.float32).clone()
 
 
+def accelerate_fsdp2(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
+    """accelerate's own FSDP2 preparation (what the Trainer's ``fsdp`` option runs on GPUs), called
+    directly: on the CPU, accelerate would pick DDP instead. The routers are sharded first as
+    ``mote-convert train`` does (mote_convert.modeling.distributed.shard_routers)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    from mote_convert.modeling.distributed import shard_routers
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
+                                            transformer_cls_names_to_wrap=["LlamaDecoderLayer", "CLIPEncoderLayer"],
+                                            mixed_precision_policy=policy, cpu_ram_efficient_loading=False)
+    accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), torch_device_mesh=None,
+                                  mixed_precision="bf16" if bf16 else "no", is_main_process=True,
+                                  device=torch.device("cpu"))
+    shard_routers(model)
+    return fsdp2_prepare_model(accelerator, model)
+
+
 def main() -> None:
     engine, model_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     bf16 = "--bf16" in sys.argv
@@ -79,9 +102,11 @@ def main() -> None:
                 (model(**batch(step, r, vocab)).loss / WORLD).backward()
             optimizer.step()
         params = {names[id(p)]: full(p) for p in trainable}
-    elif engine in ("ddp", "fsdp2"):
+    elif engine in ("ddp", "fsdp2", "accelerate-fsdp2"):
         if engine == "ddp":
             wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        elif engine == "accelerate-fsdp2":
+            wrapped = accelerate_fsdp2(model, bf16)
         else:
             from torch.distributed.fsdp import MixedPrecisionPolicy
 
@@ -89,13 +114,14 @@ def main() -> None:
 
             policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
             wrapped = fully_shard_mote(model, mp_policy=policy)
-            if bf16:
-                from mote_convert.modeling.load import mote_blocks
+        if bf16 and engine != "ddp":
+            from mote_convert.modeling.load import mote_blocks
 
-                def probe(module, args, output):  # noqa: ANN001, ANN202
-                    router_dtypes.append(f"{module.weight.dtype}/{output.dtype}")
-                for block in mote_blocks(model):
-                    block.router.register_forward_hook(probe)
+            def probe(module, args, output):  # noqa: ANN001, ANN202
+                router_dtypes.append(f"{module.weight.dtype}/{output.dtype}")
+            for block in mote_blocks(model):
+                block.router.register_forward_hook(probe)
+        if engine != "ddp":
             # fully_shard replaces every parameter by a sharded (DTensor) one
             names = {id(p): n for n, p in model.named_parameters()}
             trainable = [p for p in model.parameters() if p.requires_grad]

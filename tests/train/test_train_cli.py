@@ -96,15 +96,20 @@ def test_train_refusals(setup: dict[str, Path]) -> None:
 
 
 @pytest.mark.distributed
-def test_train_two_processes_under_torchrun(setup: dict[str, Path]) -> None:
-    out = setup["root"] / "trained-ddp"
+@pytest.mark.parametrize("engine", ["ddp", "zero2", "zero3"])
+def test_train_two_processes_under_torchrun(setup: dict[str, Path], engine: str) -> None:
+    """DDP by torchrun alone; DeepSpeed ZeRO-2 / ZeRO-3 with the shipped configs, bf16 (the recipe's)."""
+    from mote_convert.resources import launch_dir
+
+    out = setup["root"] / f"trained-{engine}"
+    extra = ["--deepspeed", str(launch_dir() / f"{engine}.json")] if engine != "ddp" else []
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mote_convert.cli", *_args(setup, out, "--max-steps", "8")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+           "-m", "mote_convert.cli", *_args(setup, out, "--max-steps", "8", *extra)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 x 1" in proc.stdout  # 2 processes x 1 accumulation step = the same global batch of 8
-    log = [e for e in _log(setup["root"] / "trained-ddp.checkpoints" / "checkpoint-8") if "loss" in e]
+    log = [e for e in _log(setup["root"] / f"trained-{engine}.checkpoints" / "checkpoint-8") if "loss" in e]
     assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
     assert mote_convert.inspect_checkpoint(out).ok
     _generates(out, setup["data"])
