@@ -150,11 +150,20 @@ def train(
     pad_id = processor.tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else processor.tokenizer.eos_token_id or 0
 
-    net = mote_convert.load_model(model_path, mode="train", dtype=torch.float32)
+    # The frozen weights (dense model, shared experts) stay in the checkpoint's dtype (bf16 / fp16 for
+    # real models), so that the output holds them unchanged. What trains must not be low precision:
+    # a latent weight's small updates would round away in bf16. DeepSpeed's bf16 holds one dtype for
+    # every parameter, with float32 master weights of its own; without it the routers and latent
+    # experts are float32 parameters (autocast runs the products in bf16 where the recipe says bf16).
+    net = mote_convert.load_model(model_path, mode="train")
     attach_aux_loss(net, recipe.router_aux_loss_coef)
     net.config.use_cache = False
     if recipe.deepspeed is not None and recipe.bf16:
-        release_float32(net)  # DeepSpeed's bf16 holds one dtype, with float32 masters of its own
+        release_float32(net)
+    else:
+        for param in net.parameters():
+            if param.requires_grad:
+                param.data = param.data.to(torch.float32)
     args = training_arguments(recipe, checkpoints, world)
     if fsdp2_launch(args):
         _ = args.device  # sets up the process group, as the Trainer would
