@@ -553,6 +553,46 @@ def train(
     out_console.print(table)
 
 
+export_app = typer.Typer(help="Write a checkpoint in another runtime's format.", no_args_is_help=True, cls=Group)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("gguf", cls=Command)
+def export_gguf_command(
+    model: Annotated[Path, typer.Argument(metavar="IN", help="MoTE (or dense) checkpoint directory.")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT.gguf", help="The language model's GGUF file.")],
+    expert_type: Annotated[str, typer.Option(help="Routed experts: tq2_0 (2.06 bits per weight) or tq1_0 (1.69).")] = "tq2_0",
+    shared_type: Annotated[Optional[str], typer.Option(help="Shared experts: bf16, f16, f32, q8_0 or q4_0 (default: as stored).")] = None,
+    mmproj: Annotated[Optional[Path], typer.Option(metavar="FILE.gguf", help="Also write the vision tower and projector (LLaVA-1.5 style) for llama.cpp's mtmd.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", **FLAG)] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Export a checkpoint to llama.cpp's GGUF (experts as ternary TQ2_0 / TQ1_0 blocks)."""
+    from mote_convert.export import export_gguf, plan_gguf
+
+    with _errors():
+        if dry_run:
+            result = export_gguf(model, output, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj, dry_run=True)
+        else:
+            text, vision = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
+            total = text.nbytes + (vision.nbytes if vision is not None else 0)
+            with _byte_progress("exporting", total) as advance:
+                result = export_gguf(model, output, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj,
+                                     overwrite=overwrite, progress=advance)
+    if as_json:
+        out_console.print_json(json.dumps(result.to_dict()))
+        return
+    table = Table(title=("dry run: would write" if dry_run else "wrote"))
+    for column in ("file", "architecture", "tensors", "size", "types"):
+        table.add_column(column, justify="right" if column in ("tensors", "size") else "left")
+    for f in result.files:
+        table.add_row(str(f.path), f.arch, str(f.tensors), _fmt_bytes(f.nbytes), ", ".join(f"{k} x{v}" for k, v in sorted(f.types.items())))
+    out_console.print(table)
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

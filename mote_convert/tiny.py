@@ -77,25 +77,32 @@ TINY_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_processor(path: str | Path, *, vocab_size: int = 256, image_size: int = 16, patch_size: int = 4) -> Path:
-    """Save a LLaVA processor for :func:`build_tiny_llava`'s model into ``path``: a character-level
-    tokenizer (printable ASCII, ``<s> </s> <pad> <unk>``, and ``<image>`` as the model's image token,
-    the last id), a CLIP image processor at the model's image size, and a LLaVA-1.5-style chat template."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+TINY_VOCAB_WITH_PROCESSOR = 384  # build_tiny_llava(vocab_size=...) for a model that gets build_tiny_processor
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {token: i for i, token in enumerate(specials + chars)}
-    vocab["<image>"] = vocab_size - 1
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        additional_special_tokens=["<image>"], model_max_length=256,
-    )
+
+def build_tiny_processor(path: str | Path, *, vocab_size: int = TINY_VOCAB_WITH_PROCESSOR, image_size: int = 16,
+                         patch_size: int = 4) -> Path:
+    """Save a LLaVA processor for :func:`build_tiny_llava`'s model (built with the same ``vocab_size``)
+    into ``path``: a Llama-style tokenizer (byte-fallback BPE over single characters: ``<unk> <s>
+    </s>``, the 256 byte tokens, ``▁`` and printable ASCII, then ``<pad>``, fillers, and
+    ``<image>`` as the model's image token, the last id), a CLIP image processor at the model's image
+    size, and a LLaVA-1.5-style chat template. llama.cpp reads this tokenizer as it reads Llama's."""
+    from transformers import CLIPImageProcessor, LlamaTokenizer, LlavaProcessor
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    vocab["\u2581"] = len(vocab)
+    for c in range(33, 127):
+        vocab[chr(c)] = len(vocab)
+    extra = vocab_size - len(vocab) - 2  # <pad> and <image> come last, as added tokens
+    if extra < 0:
+        raise ValueError(f"vocab_size must be at least {len(vocab) + 2}")
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=[], add_bos_token=True, model_max_length=512)
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    tokenizer.add_tokens([f"<extra_{i}>" for i in range(extra)], special_tokens=True)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    assert len(tokenizer) == vocab_size and tokenizer.convert_tokens_to_ids("<image>") == vocab_size - 1
     image_processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",

@@ -229,7 +229,8 @@ def write_index(directory: Path, shards: Sequence[Shard], mode: int = 0o666) -> 
 
 
 class StagedOutput:
-    """A directory written beside its final place and renamed into it only when complete.
+    """A directory (or, with ``directory=False``, one file) written beside its final place and renamed
+    into it only when complete.
 
     Use as a context manager. While it is open:
 
@@ -248,9 +249,11 @@ class StagedOutput:
     """
 
     def __init__(
-        self, final: str | Path, *, overwrite: bool = False, protect: Sequence[Path] = (), mode: int = 0o777
+        self, final: str | Path, *, overwrite: bool = False, protect: Sequence[Path] = (), mode: int = 0o777,
+        directory: bool = True,
     ) -> None:
         self.final = Path(final).absolute()
+        self.directory = directory  # False: a single file, which the caller creates at the returned path
         self.overwrite = overwrite
         self.protect = tuple(protect)
         self.mode = mode
@@ -269,10 +272,11 @@ class StagedOutput:
         try:
             self._remove_stale()
             check_output_path(self.final, overwrite=self.overwrite, protect=self.protect)  # again, under the lock
-            try:
-                self.path.mkdir(mode=self.mode)
-            except OSError as exc:
-                raise write_error(self.final, exc, "create the staging directory of the") from None
+            if self.directory:
+                try:
+                    self.path.mkdir(mode=self.mode)
+                except OSError as exc:
+                    raise write_error(self.final, exc, "create the staging directory of the") from None
             self._signals.__enter__()
         except BaseException:
             self._unlock()
@@ -467,5 +471,5 @@ def check_output_path(final: Path, *, overwrite: bool, protect: Sequence[Path] =
         if resolved == src or src.is_relative_to(resolved) or resolved.is_relative_to(src):
             raise OutputExistsError(f"output {final} overlaps the input {src}; choose another output path")
     if os.path.lexists(final) and not overwrite:
-        kind = "a symbolic link" if os.path.islink(final) else "it"
-        raise OutputExistsError(f"{final} already exists ({kind}; use --overwrite to replace it)")
+        kind = " (a symbolic link)" if os.path.islink(final) else ""
+        raise OutputExistsError(f"{final} already exists{kind}; use --overwrite to replace it")

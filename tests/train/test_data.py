@@ -33,10 +33,10 @@ def test_labels_are_the_answers_and_images_expand(processor, data: Path) -> None
     assert int((item["input_ids"] == image_id).sum()) == 16  # the tiny model's image_seq_length
     assert item["pixel_values"].shape == (3, 16, 16)
     answers = tok.decode(item["labels"][item["labels"] != IGNORE_INDEX])
-    assert answers == " red</s> red</s>"  # both gpt turns, with the template's end of turn; nothing else
+    assert answers == "red</s> red</s>"  # both gpt turns, with the template's end of turn; nothing else
     text_only = ds[7]
     assert "pixel_values" not in text_only
-    assert tok.decode(text_only["labels"][text_only["labels"] != IGNORE_INDEX]) == " hello</s>"
+    assert tok.decode(text_only["labels"][text_only["labels"] != IGNORE_INDEX]) == "hello</s>"
     batch = Collator(tok.pad_token_id)([ds[0], ds[7]])
     assert batch["pixel_values"].shape == (1, 3, 16, 16)
     assert batch["attention_mask"][1].sum() == text_only["input_ids"].numel()

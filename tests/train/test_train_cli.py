@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import mote_convert
 from mote_convert.cli import app
-from mote_convert.tiny import build_tiny_dataset, build_tiny_llava, build_tiny_processor
+from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
 from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
@@ -30,7 +30,7 @@ save_steps: 8
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("train")
-    dense = build_tiny_llava(root / "dense")
+    dense = build_tiny_llava(root / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
     build_tiny_processor(dense)
     mote_convert.upcycle(dense, root / "mote")
     data = build_tiny_dataset(root / "data")

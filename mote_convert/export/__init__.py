@@ -1,0 +1,97 @@
+"""``mote-convert export gguf``: a checkpoint as llama.cpp GGUF files (docs/deploy.md).
+
+Plan (every key and tensor, from safetensors headers), validate, then stream one tensor at a time
+into a file beside the output, renamed into place when complete. The language model goes to one
+GGUF (``deepseek`` architecture for a MoTE checkpoint, ``llama`` for a dense one), the vision tower
+and projector to an ``mmproj`` GGUF when asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mote_convert.errors import OptionsError
+from mote_convert.export.gguf_file import GgufPlan, write_gguf
+from mote_convert.export.tensors import EXPERT_TYPES, SHARED_TYPES, get_type
+from mote_convert.io.index import load_index
+from mote_convert.io.reader import TensorReader
+from mote_convert.io.writer import ProgressFn
+
+__all__ = ["EXPERT_TYPES", "SHARED_TYPES", "GgufExport", "export_gguf", "plan_gguf"]
+
+
+@dataclass(frozen=True)
+class GgufFile:
+    """One written (or planned) GGUF file."""
+
+    path: Path
+    arch: str
+    tensors: int
+    nbytes: int  # tensor data
+    types: dict[str, int]  # GGML type -> tensor count
+
+
+@dataclass(frozen=True)
+class GgufExport:
+    """What ``export gguf`` wrote (or, for a dry run, would write)."""
+
+    files: tuple[GgufFile, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "files": [{"path": str(f.path), "arch": f.arch, "tensors": f.tensors, "bytes": f.nbytes, "types": f.types}
+                      for f in self.files],
+            "notes": list(self.notes),
+        }
+
+
+def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str | None = None,
+              mmproj: bool = False) -> tuple[GgufPlan, GgufPlan | None]:
+    """The text GGUF's plan, and the mmproj's when asked; from headers only."""
+    from mote_convert.export.gguf_mmproj import plan_mmproj
+    from mote_convert.export.gguf_text import plan_text
+    from mote_convert.plan import read_config
+
+    root = Path(model)
+    config = read_config(root)
+    index = load_index(root)
+    text = plan_text(root, index, config, expert_type=get_type(expert_type, EXPERT_TYPES),
+                     shared_type=get_type(shared_type, SHARED_TYPES) if shared_type is not None else None)
+    return text, plan_mmproj(root, index, config) if mmproj else None
+
+
+def _summary(path: Path, plan: GgufPlan) -> GgufFile:
+    types: dict[str, int] = {}
+    for t in plan.tensors:
+        types[t.type.name] = types.get(t.type.name, 0) + 1
+    return GgufFile(path, plan.arch, len(plan.tensors), plan.nbytes, types)
+
+
+def export_gguf(
+    model: str | Path,
+    out: str | Path,
+    *,
+    expert_type: str = "tq2_0",
+    shared_type: str | None = None,
+    mmproj: str | Path | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+) -> GgufExport:
+    """Write checkpoint ``model`` as llama.cpp GGUF: the language model to ``out`` and, with
+    ``mmproj``, the vision tower and projector to that path. ``expert_type`` (tq2_0, tq1_0) is the
+    routed experts' type, ``shared_type`` the shared experts' (bf16, f16, f32, q8_0, q4_0; default:
+    as stored). Everything else is written as stored (bit-exact), 1-D tensors as float32."""
+    root, out = Path(model), Path(out)
+    if mmproj is not None and Path(mmproj).absolute() == out.absolute():
+        raise OptionsError("--mmproj must be another file than the output")
+    text, vision = plan_gguf(root, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
+    files = [_summary(out, text)] + ([_summary(Path(mmproj), vision)] if vision is not None and mmproj is not None else [])
+    if not dry_run:
+        reader = TensorReader(load_index(root))
+        write_gguf(text, reader, out, overwrite=overwrite, protect=(root,), progress=progress)
+        if vision is not None and mmproj is not None:
+            write_gguf(vision, reader, Path(mmproj), overwrite=overwrite, protect=(root,), progress=progress)
+    return GgufExport(tuple(files), tuple(text.notes))

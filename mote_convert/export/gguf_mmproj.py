@@ -1,0 +1,113 @@
+"""The vision tower and projector of a LLaVA-1.5-style checkpoint as llama.cpp's ``mmproj`` GGUF
+(its multimodal library, mtmd / clip: a CLIP vision encoder and the 2-layer MLP projector, projector
+type ``mlp``), with the key and tensor names llama.cpp's clip loader reads.
+
+LLaVA takes the image features of vision layer ``vision_feature_layer`` (-2: the second to last),
+so the encoder is written up to that layer (``clip.vision.feature_layer``), and the CLS token is
+dropped (LLaVA's ``vision_feature_select_strategy="default"``, what clip does for this projector).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mote_convert.errors import UnsupportedArchitectureError
+from mote_convert.export.gguf_file import GgufPlan, GgufTensor
+from mote_convert.export.gguf_text import _copy
+from mote_convert.export.tensors import TYPES, TensorType
+from mote_convert.io.index import CheckpointIndex
+
+SUPPORTED = "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector)"
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+LAYER_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.out_proj": "attn_out", "layer_norm1": "ln1", "layer_norm2": "ln2",
+    "mlp.fc1": "ffn_up", "mlp.fc2": "ffn_down",
+}
+
+
+def _check(config: dict[str, Any]) -> dict[str, Any]:
+    vision = config.get("vision_config") or {}
+    problems = []
+    if config.get("model_type") != "llava":
+        problems.append(f"model_type is {config.get('model_type')!r}")
+    if vision.get("model_type", "clip_vision_model") != "clip_vision_model":
+        problems.append(f"the vision tower is {vision.get('model_type')!r}")
+    if config.get("projector_hidden_act", "gelu") != "gelu":
+        problems.append(f"the projector's activation is {config.get('projector_hidden_act')!r}")
+    if config.get("vision_feature_select_strategy", "default") != "default":
+        problems.append("vision_feature_select_strategy is not 'default'")
+    if not isinstance(config.get("vision_feature_layer", -2), int):
+        problems.append("several vision feature layers")
+    if problems:
+        raise UnsupportedArchitectureError(f"--mmproj supports {SUPPORTED}; here {'; '.join(problems)}")
+    return vision
+
+
+def _image_stats(root: Path) -> tuple[list[float], list[float]]:
+    """The image processor's mean and std (from preprocessor_config.json or processor_config.json)."""
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = root / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            data = data.get("image_processor", data)
+            if "image_mean" in data and "image_std" in data:
+                return [float(x) for x in data["image_mean"]], [float(x) for x in data["image_std"]]
+    return CLIP_MEAN, CLIP_STD
+
+
+def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:
+    """Every key and tensor of the mmproj GGUF, from headers."""
+    vision = _check(config)
+    # "vision_tower.vision_model.embeddings..." (llava-hf's files) or "vision_tower.embeddings..." (transformers 5)
+    patch = [n for n in index.tensors if n.endswith("embeddings.patch_embedding.weight") and "vision_tower." in n]
+    linear = [n for n in index.tensors if n.endswith("multi_modal_projector.linear_1.weight")]
+    if len(patch) != 1 or len(linear) != 1:
+        raise UnsupportedArchitectureError(f"{root}: no CLIP vision tower and MLP projector found (--mmproj supports {SUPPORTED})")
+    vroot = patch[0].removesuffix("embeddings.patch_embedding.weight")
+    proot = linear[0].removesuffix("linear_1.weight")
+    n_layers = int(vision["num_hidden_layers"])
+    feature = int(config.get("vision_feature_layer", -2))
+    feature = feature if feature >= 0 else n_layers + feature + 1  # an index into the hidden states
+    mean, std = _image_stats(root)
+
+    plan = GgufPlan("clip")
+    plan.add("add_bool", "clip.has_vision_encoder", True)
+    plan.add("add_bool", "clip.has_llava_projector", True)
+    plan.add("add_string", "clip.projector_type", "mlp")
+    plan.add("add_name", root.name)
+    plan.add("add_uint32", "clip.vision.image_size", int(vision["image_size"]))
+    plan.add("add_uint32", "clip.vision.patch_size", int(vision["patch_size"]))
+    plan.add("add_uint32", "clip.vision.embedding_length", int(vision["hidden_size"]))
+    plan.add("add_uint32", "clip.vision.feed_forward_length", int(vision["intermediate_size"]))
+    plan.add("add_uint32", "clip.vision.projection_dim", int(vision.get("projection_dim", 512)))
+    plan.add("add_uint32", "clip.vision.attention.head_count", int(vision["num_attention_heads"]))
+    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", float(vision.get("layer_norm_eps", 1e-5)))
+    plan.add("add_uint32", "clip.vision.block_count", feature)
+    plan.add("add_array", "clip.vision.feature_layer", [feature])
+    plan.add("add_array", "clip.vision.image_mean", mean)
+    plan.add("add_array", "clip.vision.image_std", std)
+    plan.add("add_bool", "clip.use_gelu", vision.get("hidden_act", "quick_gelu") == "gelu")
+
+    def add(name: str, source: str, ttype: TensorType | None = None) -> None:
+        info = index.tensors[source]
+        if ttype is None:  # float32 for vectors, 16-bit weights as stored (float32 stays float32)
+            ttype = TYPES["f32"] if len(info.shape) == 1 or info.dtype == "F32" else TYPES["f16"]
+        plan.tensor(GgufTensor(name, info.shape, ttype, _copy(source, ttype), (source,)))
+
+    add("v.patch_embd.weight", patch[0], TYPES["f16"])  # ggml's convolution takes f16 kernels
+    add("v.class_embd", f"{vroot}embeddings.class_embedding", TYPES["f32"])
+    add("v.position_embd.weight", f"{vroot}embeddings.position_embedding.weight")
+    add("v.pre_ln.weight", f"{vroot}pre_layrnorm.weight")
+    add("v.pre_ln.bias", f"{vroot}pre_layrnorm.bias")
+    for layer in range(feature):
+        for hf, gg in LAYER_NAMES.items():
+            for kind in ("weight", "bias"):
+                add(f"v.blk.{layer}.{gg}.{kind}", f"{vroot}encoder.layers.{layer}.{hf}.{kind}")
+    for hf, gg in (("linear_1", "mm.0"), ("linear_2", "mm.2")):
+        for kind in ("weight", "bias"):
+            add(f"{gg}.{kind}", f"{proot}{hf}.{kind}")
+    return plan

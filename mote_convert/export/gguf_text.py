@@ -1,0 +1,278 @@
+"""The language model of a checkpoint as a llama.cpp GGUF.
+
+A MoTE checkpoint maps onto llama.cpp's ``deepseek`` architecture (DeepSeek-MoE), which computes
+MoTE's layer as docs/method.md states it: a softmax router over N experts, top-k, the chosen
+probabilities used as they are (no renormalisation), plus shared experts that are always on and
+ungated. Routed experts are stacked per projection (``ffn_{gate,up,down}_exps``) as ternary TQ2_0 /
+TQ1_0 blocks, the shared expert is ``ffn_*_shexp``, the router ``ffn_gate_inp`` (float32). Its
+attention is Llama's, with llama.cpp's "normal" RoPE: q / k rows are reordered as llama.cpp's own
+Llama conversion does (exact). ``deepseek`` allows dense layers only before the MoE ones
+(``leading_dense_block_count``): MoE layers must be the last ones (``--layers all`` is).
+
+A dense checkpoint maps onto ``llama`` (the baseline of docs/deploy.md's size table).
+
+What remains different from the method in llama.cpp: TQ blocks keep gamma as fp16 (relative error up
+to 2^-11 on every expert's output), and llama.cpp quantizes activations to 8 bits per 256-weight
+block of each row (Q8_K) rather than once per token; docs/deploy.md gives their measured effect.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mote_convert.arch import get_architecture
+from mote_convert.errors import FormatError, InputNotFoundError, UnsupportedArchitectureError
+from mote_convert.export.gguf_file import GgufPlan, GgufTensor
+from mote_convert.export.tensors import (
+    TERNARY_FALLBACK, TYPES, Encoded, TensorType, encode, permute_rope, stored_type, ternary_weight,
+)
+from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
+from mote_convert.io.index import CheckpointIndex
+from mote_convert.io.reader import TensorReader
+from mote_convert.plan import read_mote_config
+
+TEXT_MODEL_TYPES = ("llama", "mistral", "qwen2")
+PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+GGUF_FFN = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    arch = get_architecture(config.get("model_type"))
+    text = dict(arch.text_config_of(config))
+    kind = text.get("model_type", config.get("model_type"))
+    if kind not in TEXT_MODEL_TYPES:
+        raise UnsupportedArchitectureError(
+            f"GGUF export supports Llama, Mistral and Qwen2 language models (llama.cpp's deepseek architecture "
+            f"computes their attention); this one is {kind!r}"
+        )
+    if text.get("hidden_act", "silu") != "silu":
+        raise UnsupportedArchitectureError(f"GGUF export needs SiLU-gated FFNs; this model's act is {text.get('hidden_act')!r}")
+    scaling = text.get("rope_scaling") or {}
+    rope = text.get("rope_parameters") or {}
+    kind_of_rope = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
+    if kind_of_rope not in ("default", None):
+        raise UnsupportedArchitectureError(f"GGUF export does not carry RoPE scaling ({kind_of_rope!r}) yet")
+    if kind == "mistral" and text.get("sliding_window"):
+        raise UnsupportedArchitectureError("GGUF export does not carry Mistral's sliding-window attention")
+    return text
+
+
+def _find_lm(index: CheckpointIndex, config: dict[str, Any]) -> tuple[str, str | None]:
+    """(the language model's key root, e.g. ``language_model.model.``, the lm_head key or None)."""
+    arch = get_architecture(config.get("model_type"))
+    for style in arch.ffn_prefixes:
+        first = style.format(layer=0)
+        if any(name.startswith(first + ".") for name in index.tensors):
+            root = first.split("layers.0.")[0]
+            break
+    else:
+        raise FormatError(f"{index.root}: no decoder layer 0 FFN under {', '.join(s.format(layer=0) for s in arch.ffn_prefixes)}")
+    vision = tuple(arch.vision_prefixes) + tuple(arch.projector_prefixes)
+    heads = [n for n in index.tensors if n.endswith("lm_head.weight") and not n.startswith(vision)]
+    if len(heads) > 1:
+        raise FormatError(f"{index.root}: several lm_head weights ({', '.join(heads)})")
+    return root, heads[0] if heads else None
+
+
+def _copy(name: str, ttype: TensorType, permute_heads: int | None = None) -> Any:
+    def produce(reader: TensorReader) -> Encoded:
+        tensor = reader.read(name)
+        if permute_heads is not None:
+            tensor = permute_rope(tensor, permute_heads)
+        return encode(tensor, ttype)
+
+    return produce
+
+
+def _float_type(index: CheckpointIndex, name: str, one_d: bool = False) -> TensorType:
+    """Norms and other 1-D tensors as float32 (exact), the rest as stored."""
+    return TYPES["f32"] if one_d else stored_type(index.tensors[name].dtype)
+
+
+def _experts(experts: list[tuple[str, int]], fmt: ExpertFormat, ttype: TensorType) -> Any:
+    """Stack the experts' ``gamma * T`` (codes and gamma from each expert's packed or latent tensors;
+    ``experts`` holds (key base, out_features)) and quantize them one expert at a time."""
+    import numpy as np
+
+    def produce(reader: TensorReader) -> Encoded:
+        from mote_convert.kernels import quantize_pack
+        from mote_convert.quant.packing import unpack_ternary
+
+        parts = []
+        for base, out_features in experts:
+            if fmt is ExpertFormat.PACKED_2BIT:
+                packed, gamma = reader.read(f"{base}.weight_packed"), reader.read(f"{base}.weight_scale")
+            else:
+                packed, gamma = quantize_pack(reader.read(f"{base}.weight"))
+            weight = ternary_weight(unpack_ternary(packed, out_features), gamma)
+            parts.append(encode(weight, ttype).data)
+            del weight
+        return Encoded(np.stack(parts), ttype)
+
+    return produce
+
+
+def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
+    """The tokenizer as llama.cpp reads Llama's: tokens, scores and types from ``tokenizer.json``
+    (gguf's ``LlamaHfVocab``), padded to the embedding's rows, and the special ids and chat template
+    (gguf's ``SpecialVocab``)."""
+    import gguf
+
+    if not (root / "tokenizer.json").is_file():
+        raise InputNotFoundError(f"{root}: no tokenizer.json; GGUF export carries a Llama-style tokenizer.json")
+    try:
+        vocab = gguf.LlamaHfVocab(root)
+    except (FileNotFoundError, TypeError) as exc:
+        raise UnsupportedArchitectureError(
+            f"{root}: GGUF export supports Llama-style tokenizers (byte-fallback BPE in tokenizer.json): {exc}"
+        ) from None
+    tokens, scores, types = [], [], []
+    for text, score, kind in vocab.all_tokens():
+        tokens.append(text)
+        scores.append(score)
+        types.append(kind)
+    if len(tokens) > n_vocab:
+        raise FormatError(f"{root}: the tokenizer has {len(tokens)} tokens, the embedding only {n_vocab} rows")
+    for i in range(len(tokens), n_vocab):  # rows the tokenizer never produces, as llama.cpp pads them
+        tokens.append(f"[PAD{i}]".encode())
+        scores.append(-1000.0)
+        types.append(gguf.TokenType.UNUSED)
+    plan.add("add_tokenizer_model", "llama")
+    plan.add("add_token_list", tokens)
+    plan.add("add_token_scores", scores)
+    plan.add("add_token_types", types)
+    special = gguf.SpecialVocab(root, load_merges=False, n_vocab=n_vocab)  # special ids, chat template
+    plan.kv.append(special.add_to_gguf)
+
+
+def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, expert_type: TensorType,
+              shared_type: TensorType | None) -> GgufPlan:
+    """Every key and tensor of the language model's GGUF, from headers; nothing is read yet."""
+    text = _text_config(config)
+    mote_config = config.get("mote")
+    mote = read_mote_config(root)[2] if mote_config is not None else None
+    lm_root, lm_head = _find_lm(index, config)
+    n_layers = int(text["num_hidden_layers"])
+    hidden = int(text["hidden_size"])
+    n_head = int(text["num_attention_heads"])
+    n_kv = int(text.get("num_key_value_heads") or n_head)
+    head_dim = int(text.get("head_dim") or hidden // n_head)
+    inter = int(text["intermediate_size"])
+    rope = text.get("rope_parameters") or {}
+    theta = float(rope.get("rope_theta", text.get("rope_theta", 10000.0)))
+    embed = f"{lm_root}embed_tokens.weight"
+    if embed not in index.tensors:
+        raise FormatError(f"{root}: no {embed}")
+    n_vocab = index.tensors[embed].shape[0]
+
+    moe_layers: dict[int, str] = dict(mote.layer_prefixes) if mote is not None else {}
+    arch_name = "deepseek" if mote is not None else "llama"
+    plan = GgufPlan(arch_name)
+    lead = 0
+    if mote is not None:
+        if mote.top_k < 1 or mote.norm_topk_prob:
+            raise UnsupportedArchitectureError("llama.cpp's deepseek architecture uses the top-k probabilities as they are: "
+                                               "norm_topk_prob must be false")
+        lead = min(moe_layers)
+        if sorted(moe_layers) != list(range(lead, n_layers)):
+            raise UnsupportedArchitectureError(
+                f"llama.cpp's deepseek architecture has dense layers only before the MoE ones; this checkpoint's MoE "
+                f"layers are {sorted(moe_layers)} of 0..{n_layers - 1} (upcycle with --layers all, or a trailing range)"
+            )
+    plan.add("add_name", root.name)
+    plan.add("add_context_length", int(text.get("max_position_embeddings", 4096)))
+    plan.add("add_embedding_length", hidden)
+    plan.add("add_block_count", n_layers)
+    plan.add("add_feed_forward_length", inter)
+    plan.add("add_head_count", n_head)
+    plan.add("add_head_count_kv", n_kv)
+    plan.add("add_rope_dimension_count", head_dim)
+    plan.add("add_rope_freq_base", theta)
+    plan.add("add_layer_norm_rms_eps", float(text.get("rms_norm_eps", 1e-6)))
+    plan.add("add_vocab_size", n_vocab)
+    if mote is not None:
+        plan.add("add_expert_count", mote.num_experts)
+        plan.add("add_expert_used_count", mote.top_k)
+        plan.add("add_expert_feed_forward_length", inter)
+        plan.add("add_expert_shared_count", 1)
+        plan.add("add_leading_dense_block_count", lead)
+        plan.add("add_expert_weights_scale", 1.0)
+    _vocab(root, n_vocab, plan)
+
+    used: set[str] = set()
+
+    def copy(gguf_name: str, source: str, ttype: TensorType | None = None, heads: int | None = None) -> None:
+        if source not in index.tensors:
+            raise FormatError(f"{root}: no {source}")
+        info = index.tensors[source]
+        one_d = len(info.shape) == 1
+        chosen = ttype or _float_type(index, source, one_d)
+        plan.tensor(GgufTensor(gguf_name, info.shape, chosen, _copy(source, chosen, heads), (source,)))
+        used.add(source)
+
+    copy("token_embd.weight", embed)
+    for layer in range(n_layers):
+        src = f"{lm_root}layers.{layer}."
+        blk = f"blk.{layer}."
+        copy(blk + "attn_norm.weight", src + "input_layernorm.weight")
+        copy(blk + "ffn_norm.weight", src + "post_attention_layernorm.weight")
+        copy(blk + "attn_q.weight", src + "self_attn.q_proj.weight", heads=n_head)
+        copy(blk + "attn_k.weight", src + "self_attn.k_proj.weight", heads=n_kv)
+        copy(blk + "attn_v.weight", src + "self_attn.v_proj.weight")
+        copy(blk + "attn_output.weight", src + "self_attn.o_proj.weight")
+        for proj, bias_heads in (("q_proj", n_head), ("k_proj", n_kv), ("v_proj", None)):
+            bias = f"{src}self_attn.{proj}.bias"
+            if bias in index.tensors:
+                copy(f"{blk}attn_{proj[0]}.bias", bias, TYPES["f32"], heads=bias_heads)
+        ffn = moe_layers.get(layer, f"{src}mlp")
+        suffix = "_shexp" if layer in moe_layers else ""
+        for proj in PROJECTIONS:
+            name = f"{ffn}.{proj}.weight"
+            chosen = shared_type if shared_type is not None else None
+            if chosen is not None and not chosen.fits(index.tensors[name].shape if name in index.tensors else (0,)):
+                raise FormatError(f"{name}: --shared-type {chosen.name} needs rows that are a multiple of {chosen.block}")
+            copy(f"{blk}ffn_{GGUF_FFN[proj]}{suffix}.weight", name, chosen)
+        if layer in moe_layers:
+            _plan_moe_layer(plan, index, mote, layer, ffn, expert_type, used)
+    copy("output_norm.weight", f"{lm_root}norm.weight")
+    if lm_head is not None:
+        copy("output.weight", lm_head)
+
+    arch = get_architecture(config.get("model_type"))
+    others = tuple(arch.vision_prefixes) + tuple(arch.projector_prefixes)
+    left = sorted(n for n in index.tensors if n not in used and not n.startswith(others) and not n.endswith(IGNORED_SUFFIXES))
+    if left:
+        raise FormatError(f"{root}: GGUF export does not know where {left[0]} goes ({len(left)} tensor(s) unaccounted for)")
+    return plan
+
+
+def _plan_moe_layer(plan: GgufPlan, index: CheckpointIndex, mote: Any, layer: int, prefix: str,
+                    expert_type: TensorType, used: set[str]) -> None:
+    blk = f"blk.{layer}."
+    router = router_name(prefix)
+    info = index.tensors[router]
+    plan.tensor(GgufTensor(blk + "ffn_gate_inp.weight", info.shape, TYPES["f32"], _copy(router, TYPES["f32"]), (router,)))
+    used.add(router)
+    fmt = mote.expert_format
+    codec = get_codec(fmt)
+    for proj in PROJECTIONS:
+        experts = []
+        for i in range(mote.num_experts):
+            base = expert_base(prefix, i, proj)
+            shared = index.tensors[f"{prefix}.{proj}.weight"]  # the expert's shape is the shared FFN's
+            experts.append((base, shared.shape[0]))
+            for part in codec.parts(shared.dtype, shared.shape):
+                used.add(f"{base}.{part.suffix}")
+        rows, cols = index.tensors[f"{prefix}.{proj}.weight"].shape
+        ttype = expert_type if expert_type.fits((rows, cols)) else TYPES[TERNARY_FALLBACK]
+        if ttype is not expert_type:
+            plan.notes.append(f"{blk}ffn_{GGUF_FFN[proj]}_exps: rows of {cols} weights are not whole "
+                              f"{expert_type.block}-weight blocks; written as {ttype.name} (exact ternary too)")
+        shape = (mote.num_experts, rows, cols)
+        plan.tensor(GgufTensor(f"{blk}ffn_{GGUF_FFN[proj]}_exps.weight", shape, ttype, _experts(experts, fmt, ttype),
+                               tuple(b for b, _ in experts)))

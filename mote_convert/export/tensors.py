@@ -1,0 +1,103 @@
+"""GGML tensor types of an export, and the conversion of one tensor into one, with the ``gguf``
+package's own quantizers (pure array math: no file is touched here).
+
+* ``tq2_0`` / ``tq1_0``: llama.cpp's ternary types (256-weight blocks, one fp16 scale per block,
+  2.06 / 1.69 bits per weight). A MoTE expert weight is ``gamma * T`` with T in {-1, 0, 1}: its
+  blocks quantize to exactly the codes T, with the block scale fp16(gamma) (0 for an all-zero block).
+* ``bf16`` / ``f16`` / ``f32``: float copies (bf16 and f32 from a tensor of that dtype are bit-exact).
+* ``q8_0`` / ``q4_0``: llama.cpp's 32-weight block quantizations, for the shared experts when asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mote_convert.errors import OptionsError
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """One GGML type an export may write: its name and the row length it needs."""
+
+    name: str
+    block: int  # weights per block: a row's length must be a multiple of it
+
+    @property
+    def ggml(self):  # noqa: ANN201 - gguf's enum
+        import gguf
+
+        return gguf.GGMLQuantizationType[self.name.upper()]
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether rows of this shape (last dimension) split into whole blocks."""
+        return shape[-1] % self.block == 0
+
+
+TYPES = {t.name: t for t in (
+    TensorType("f32", 1), TensorType("f16", 1), TensorType("bf16", 1),
+    TensorType("q8_0", 32), TensorType("q4_0", 32), TensorType("tq2_0", 256), TensorType("tq1_0", 256),
+)}
+EXPERT_TYPES = ("tq2_0", "tq1_0")
+SHARED_TYPES = ("bf16", "f16", "f32", "q8_0", "q4_0")
+# A ternary weight whose rows are not whole 256-weight blocks (Qwen2-0.5B's hidden size is 896) is
+# written as Q8_0 instead, as llama.cpp's own converter falls back: its 32-weight blocks hold gamma * T
+# exactly too (codes +-127 with the scale gamma / 127 in fp16), at 8.5 bits per weight.
+TERNARY_FALLBACK = "q8_0"
+
+
+def get_type(name: str, allowed: tuple[str, ...]) -> TensorType:
+    """The type called ``name``; one not in ``allowed`` lists the allowed ones."""
+    if name not in allowed:
+        raise OptionsError(f"unknown tensor type {name!r}; known: {', '.join(allowed)}")
+    return TYPES[name]
+
+
+def stored_type(tensor_dtype: str) -> TensorType:
+    """The float type matching a safetensors dtype (F32, F16, BF16)."""
+    return TYPES[{"F32": "f32", "F16": "f16", "BF16": "bf16"}[tensor_dtype]]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tensor's bytes for the GGUF file: ``data`` as gguf's writer takes it, with its GGML type."""
+
+    data: np.ndarray
+    type: TensorType
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+
+def encode(tensor: torch.Tensor, ttype: TensorType) -> Encoded:
+    """``tensor`` (a float tensor, row-major) as GGML type ``ttype``."""
+    import gguf
+
+    t = tensor.detach().contiguous()
+    if ttype.name == "f32":
+        return Encoded(t.to(torch.float32).numpy(), ttype)
+    if ttype.name == "f16":
+        return Encoded(t.to(torch.float16).numpy(), ttype)
+    if ttype.name == "bf16":
+        # bf16's bytes as they are (numpy has no bf16): gguf reads uint8 data with its raw type
+        raw = t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
+        return Encoded(raw.reshape(*t.shape[:-1], t.shape[-1] * 2), ttype)
+    if not ttype.fits(tuple(t.shape)):
+        raise OptionsError(f"{ttype.name} needs rows that are a multiple of {ttype.block} weights, not {t.shape[-1]}")
+    return Encoded(gguf.quants.quantize(t.to(torch.float32).numpy(), ttype.ggml), ttype)
+
+
+def ternary_weight(codes: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """``gamma * T`` in float32: the value a TQ / Q8_0 quantizer turns back into exactly T."""
+    return codes.to(torch.float32) * gamma.to(torch.float32).reshape(())
+
+
+def permute_rope(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Reorder a q / k projection's output rows from Hugging Face's rotate-half RoPE layout to the
+    interleaved one llama.cpp's "normal" RoPE architectures read (llama.cpp's own Llama conversion)."""
+    rows = weight.shape[0]
+    assert rows % (2 * n_head) == 0, (weight.shape, n_head)
+    return (weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape))

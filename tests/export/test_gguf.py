@@ -1,0 +1,156 @@
+"""GGUF export: the planned file read back with gguf's own reader and dequantizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import mote_convert
+from mote_convert.cli import app
+from mote_convert.errors import OptionsError, OutputExistsError, UnsupportedArchitectureError
+from mote_convert.export import export_gguf
+from mote_convert.export.tensors import permute_rope
+from mote_convert.quant.packing import unpack_ternary
+from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_llava, build_tiny_processor
+from tests.helpers import assert_one_line_error, read_all
+
+gguf = pytest.importorskip("gguf")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Rows of 256 (TQ blocks) for hidden 256 / intermediate 512; bf16 like real checkpoints."""
+    root = tmp_path_factory.mktemp("gguf")
+    dense = build_tiny_llava(root / "dense", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR,
+                             dtype=torch.bfloat16)
+    build_tiny_processor(dense)
+    mote_convert.upcycle(dense, root / "mote")
+    mote_convert.upcycle(dense, root / "latent", latent=True)
+    mote_convert.upcycle(dense, root / "even", layers="even")
+    return {"root": root, "dense": dense, "mote": root / "mote", "latent": root / "latent", "even": root / "even"}
+
+
+def _tensors(path: Path) -> dict[str, object]:
+    return {t.name: t for t in gguf.GGUFReader(path).tensors}
+
+
+def _values(t: object) -> np.ndarray:
+    """A GGUF tensor as float32, in numpy (row-major) order, through gguf's own dequantizers."""
+    data = gguf.quants.dequantize(t.data, t.tensor_type)
+    return np.asarray(data, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+
+
+@pytest.mark.parametrize("expert_type", ["tq2_0", "tq1_0"])
+@pytest.mark.parametrize("source", ["mote", "latent"])
+def test_expert_blocks_decode_to_gamma_times_the_spec_codes(models: dict[str, Path], tmp_path: Path, expert_type: str,
+                                                            source: str) -> None:
+    out = tmp_path / "m.gguf"
+    export_gguf(models[source], out, expert_type=expert_type)
+    tensors = _tensors(out)
+    packed = read_all(models["mote"])  # the SPEC codes and gamma (upcycle's, from the same dense weights)
+    prefix = "language_model.model.layers"
+    for layer in (0, 1):
+        for proj, short in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
+            t = tensors[f"blk.{layer}.ffn_{short}_exps.weight"]
+            assert t.tensor_type.name == expert_type.upper()
+            got = _values(t)
+            for e in range(4):
+                base = f"{prefix}.{layer}.mlp.experts.{e}.{proj}"
+                gamma = packed[f"{base}.weight_scale"].reshape(())
+                codes = unpack_ternary(packed[f"{base}.weight_packed"], got.shape[1]).numpy()
+                scale = np.float32(np.float16(gamma.item()))  # TQ blocks hold gamma as fp16
+                assert np.array_equal(got[e], codes.astype(np.float32) * scale), (layer, proj, e)
+
+
+def test_everything_else_is_bit_exact(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.gguf"
+    export_gguf(models["mote"], out)
+    tensors = _tensors(out)
+    source = read_all(models["mote"])
+    lm = "language_model.model."
+    config = mote_convert.load_model(models["mote"]).config.text_config
+    checks = {"token_embd.weight": source[f"{lm}embed_tokens.weight"], "output_norm.weight": source[f"{lm}norm.weight"],
+              "output.weight": source["language_model.lm_head.weight"]}
+    for layer in (0, 1):
+        src = f"{lm}layers.{layer}."
+        checks |= {
+            f"blk.{layer}.attn_q.weight": permute_rope(source[src + "self_attn.q_proj.weight"], config.num_attention_heads),
+            f"blk.{layer}.attn_k.weight": permute_rope(source[src + "self_attn.k_proj.weight"], config.num_key_value_heads),
+            f"blk.{layer}.attn_v.weight": source[src + "self_attn.v_proj.weight"],
+            f"blk.{layer}.ffn_down_shexp.weight": source[src + "mlp.down_proj.weight"],
+            f"blk.{layer}.ffn_gate_inp.weight": source[src + "mlp.router.weight"],
+            f"blk.{layer}.attn_norm.weight": source[src + "input_layernorm.weight"],
+        }
+    for name, expected in checks.items():
+        t = tensors[name]
+        want = expected.float().numpy()
+        assert t.tensor_type.name == ("F32" if expected.dtype == torch.float32 or expected.dim() == 1 else "BF16"), name
+        assert np.array_equal(_values(t), want), name
+
+
+def test_permutation_is_the_rope_layout_change() -> None:
+    """The interleaved RoPE of a permuted q equals Hugging Face's rotate-half RoPE of the original."""
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    heads, dim, hidden = 2, 8, 16
+    w = torch.randn(heads * dim, hidden)
+    x = torch.randn(3, hidden)
+    pos = torch.arange(3).float()
+    inv = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
+    ang = pos[:, None] * inv[None]
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    q = (x @ w.t()).view(3, heads, dim)
+    hf = q * cos[:, None] + rotate_half(q) * sin[:, None]
+    qp = (x @ permute_rope(w, heads).t()).view(3, heads, dim // 2, 2)
+    c, s = ang.cos()[:, None], ang.sin()[:, None]
+    inter = torch.stack([qp[..., 0] * c - qp[..., 1] * s, qp[..., 0] * s + qp[..., 1] * c], -1).view(3, heads, dim)
+    # interleaved row 2j + h is rotate-half row h * dim/2 + j: the same rotation, rows reordered
+    torch.testing.assert_close(inter.view(3, heads, dim // 2, 2).transpose(-1, -2).reshape(3, heads, dim), hf,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_shared_type_and_mmproj_and_vocab(models: dict[str, Path], tmp_path: Path) -> None:
+    out, vision = tmp_path / "m.gguf", tmp_path / "mmproj.gguf"
+    result = export_gguf(models["mote"], out, shared_type="q8_0", expert_type="tq1_0", mmproj=vision)
+    assert [f.arch for f in result.files] == ["deepseek", "clip"]
+    tensors = _tensors(out)
+    assert tensors["blk.0.ffn_up_shexp.weight"].tensor_type.name == "Q8_0"
+    assert tensors["blk.0.attn_q.weight"].tensor_type.name == "BF16"  # only what was asked is quantized
+    reader = gguf.GGUFReader(out)
+    field = reader.fields["tokenizer.ggml.tokens"]
+    assert len(field.data) == TINY_VOCAB_WITH_PROCESSOR
+    assert "tokenizer.chat_template" in reader.fields
+    assert reader.fields["deepseek.expert_count"].parts[-1][0] == 4
+    vt = _tensors(vision)
+    assert {"v.patch_embd.weight", "mm.0.weight", "mm.2.bias", "v.blk.0.ffn_up.weight"} <= set(vt)
+    # vision_feature_layer -2 of 2 layers: the encoder is written up to its first layer
+    assert not any(n.startswith("v.blk.1.") for n in vt)
+
+
+def test_refusals(models: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedArchitectureError, match="dense layers only before the MoE ones"):
+        export_gguf(models["even"], tmp_path / "x.gguf")
+    with pytest.raises(OptionsError, match="unknown tensor type 'q2_k'; known: tq2_0, tq1_0"):
+        export_gguf(models["mote"], tmp_path / "x.gguf", expert_type="q2_k")
+    (tmp_path / "x.gguf").write_bytes(b"keep")
+    with pytest.raises(OutputExistsError):
+        export_gguf(models["mote"], tmp_path / "x.gguf")
+    assert (tmp_path / "x.gguf").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gguf"]  # nothing staged is left
+
+
+def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.gguf"
+    result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--dry-run"])
+    assert result.exit_code == 0 and "deepseek" in result.output and not out.exists()
+    result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--mmproj", str(tmp_path / "v.gguf")])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and (tmp_path / "v.gguf").is_file()
+    assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out)]), 7, "already exists")
+    assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(tmp_path / "y.gguf"),
+                                              "--shared-type", "q3"]), 2, "unknown tensor type 'q3'")
