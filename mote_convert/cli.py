@@ -406,6 +406,7 @@ def inspect(
     top_k: Annotated[int, typer.Option(help="Dense input: experts per token to plan.")] = 1,
     layers: Annotated[str, typer.Option(help="Dense input: MoE layers to plan: all, even, odd, or 0,3,5.")] = "all",
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also show each decoder layer's FFN memory.", **FLAG)] = False,
+    gguf: Annotated[bool, typer.Option("--gguf", help="Also show the language model's GGUF sizes (dense bf16 / Q4_0, MoTE TQ2_0 / TQ1_0).", **FLAG)] = False,
 ) -> None:
     """What a checkpoint holds, what it costs in memory, and whether it is sound (non-zero exit if not).
 
@@ -422,8 +423,16 @@ def inspect(
                 report = inspect_checkpoint(path, options, stats=True, progress=advance)
         else:
             report = inspect_checkpoint(path, options)
+        sizes = None
+        if gguf:
+            from mote_convert.export.sizes import checkpoint_gguf_sizes
+
+            sizes = checkpoint_gguf_sizes(report, path)
     if as_json:
-        out_console.print_json(json.dumps(report.to_dict()))
+        data = report.to_dict()
+        if sizes is not None:
+            data["gguf_sizes"] = sizes
+        out_console.print_json(json.dumps(data))
     else:
         out_console.print(_model_table(report))
         out_console.print(_memory_table(report))
@@ -434,6 +443,14 @@ def inspect(
             out_console.print(_layer_table(memory, "FFN memory per decoder layer" + (" (after upcycle)" if report.planned else "")))
         if report.stats is not None:
             out_console.print(_stats_table(report))
+        if sizes is not None:
+            table = Table(title="language model as GGUF (tensor data)")
+            table.add_column("setting")
+            table.add_column("size", justify="right")
+            table.add_column("x dense bf16", justify="right")
+            for name, nbytes in sizes.items():
+                table.add_row(name, _fmt_bytes(nbytes), f"{nbytes / sizes['dense bf16']:.2f}")
+            out_console.print(table)
     if not report.ok:
         for problem in report.problems:
             err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)

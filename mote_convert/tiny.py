@@ -7,6 +7,7 @@ transformers' own ``save_pretrained``, with its real key names and file layout.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,14 +81,11 @@ TINY_CHAT_TEMPLATE = (
 TINY_VOCAB_WITH_PROCESSOR = 384  # build_tiny_llava(vocab_size=...) for a model that gets build_tiny_processor
 
 
-def build_tiny_processor(path: str | Path, *, vocab_size: int = TINY_VOCAB_WITH_PROCESSOR, image_size: int = 16,
-                         patch_size: int = 4) -> Path:
-    """Save a LLaVA processor for :func:`build_tiny_llava`'s model (built with the same ``vocab_size``)
-    into ``path``: a Llama-style tokenizer (byte-fallback BPE over single characters: ``<unk> <s>
-    </s>``, the 256 byte tokens, ``▁`` and printable ASCII, then ``<pad>``, fillers, and
-    ``<image>`` as the model's image token, the last id), a CLIP image processor at the model's image
-    size, and a LLaVA-1.5-style chat template. llama.cpp reads this tokenizer as it reads Llama's."""
-    from transformers import CLIPImageProcessor, LlamaTokenizer, LlavaProcessor
+def tiny_tokenizer(vocab_size: int = TINY_VOCAB_WITH_PROCESSOR) -> Any:
+    """A Llama-style tokenizer of exactly ``vocab_size`` tokens: byte-fallback BPE over single
+    characters (``<unk> <s> </s>``, the 256 byte tokens, ``\u2581`` and printable ASCII), then
+    ``<pad>``, fillers, and ``<image>`` last. llama.cpp reads it as it reads Llama's."""
+    from transformers import LlamaTokenizer
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for b in range(256):
@@ -103,6 +101,17 @@ def build_tiny_processor(path: str | Path, *, vocab_size: int = TINY_VOCAB_WITH_
     tokenizer.add_tokens([f"<extra_{i}>" for i in range(extra)], special_tokens=True)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     assert len(tokenizer) == vocab_size and tokenizer.convert_tokens_to_ids("<image>") == vocab_size - 1
+    return tokenizer
+
+
+def build_tiny_processor(path: str | Path, *, vocab_size: int = TINY_VOCAB_WITH_PROCESSOR, image_size: int = 16,
+                         patch_size: int = 4) -> Path:
+    """Save a LLaVA processor for :func:`build_tiny_llava`'s model (built with the same ``vocab_size``)
+    into ``path``: :func:`tiny_tokenizer` (``<image>``, the last id, is the model's image token), a
+    CLIP image processor at the model's image size, and a LLaVA-1.5-style chat template."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    tokenizer = tiny_tokenizer(vocab_size)
     image_processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",

@@ -38,7 +38,7 @@ class TensorType:
 
 TYPES = {t.name: t for t in (
     TensorType("f32", 1), TensorType("f16", 1), TensorType("bf16", 1),
-    TensorType("q8_0", 32), TensorType("q4_0", 32), TensorType("tq2_0", 256), TensorType("tq1_0", 256),
+    TensorType("q8_0", 32), TensorType("q4_0", 32), TensorType("q6_k", 256), TensorType("tq2_0", 256), TensorType("tq1_0", 256),
 )}
 EXPERT_TYPES = ("tq2_0", "tq1_0")
 SHARED_TYPES = ("bf16", "f16", "f32", "q8_0", "q4_0")

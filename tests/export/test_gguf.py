@@ -154,3 +154,21 @@ def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
     assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out)]), 7, "already exists")
     assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(tmp_path / "y.gguf"),
                                               "--shared-type", "q3"]), 2, "unknown tensor type 'q3'")
+
+
+def test_inspect_gguf_sizes_equal_what_export_writes(models: dict[str, Path], tmp_path: Path) -> None:
+    """The size table (shapes only) against the exported files' tensor data, setting by setting."""
+    from mote_convert.export.sizes import checkpoint_gguf_sizes
+
+    sizes = checkpoint_gguf_sizes(mote_convert.inspect_checkpoint(models["dense"]), models["dense"])
+    assert sizes == checkpoint_gguf_sizes(mote_convert.inspect_checkpoint(models["mote"]), models["mote"])
+    written = {
+        "dense bf16": export_gguf(models["dense"], tmp_path / "d.gguf"),
+        "MoTE TQ2_0 + bf16 shared": export_gguf(models["mote"], tmp_path / "m2.gguf"),
+        "MoTE TQ1_0 + Q4_0 shared": export_gguf(models["mote"], tmp_path / "m1.gguf", expert_type="tq1_0", shared_type="q4_0"),
+    }
+    for setting, result in written.items():
+        assert result.files[0].nbytes == sizes[setting], setting
+    assert sizes["dense Q4_0"] < sizes["MoTE TQ1_0 + Q4_0 shared"] < sizes["dense bf16"] < sizes["MoTE TQ2_0 + bf16 shared"]
+    result = runner.invoke(app, ["inspect", str(models["dense"]), "--gguf", "--json"])
+    assert result.exit_code == 0 and '"gguf_sizes"' in result.output

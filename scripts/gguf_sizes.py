@@ -1,0 +1,80 @@
+"""GGUF file sizes at real models' shapes, from headers alone: the deploy table of docs/deploy.md.
+
+Builds a header-only checkpoint (a real safetensors header, its data a hole in a sparse file: no
+weights exist and no disk is used) of each model's published configuration, with transformers' key
+names from a model created on the meta device, then asks ``mote-convert inspect --gguf`` (4 experts
+in every layer, as upcycle makes by default) for the language model's GGUF sizes.
+
+    python scripts/gguf_sizes.py [--workdir /tmp/mote-gguf-sizes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+MODELS = {
+    # llava-hf/llava-1.5-7b-hf: Vicuna-7B (Llama) + CLIP ViT-L/14-336
+    "LLaVA-1.5-7B": {
+        "text": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=32, vocab_size=32064),
+        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=336, patch_size=14, projection_dim=768),
+    },
+    # MoTE's 3B setting: a Qwen2.5-3B language model (36 layers, hidden 2048, intermediate 11008)
+    "LLaVA with Qwen2.5-3B": {
+        "text": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                     num_attention_heads=16, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=336, patch_size=14, projection_dim=768),
+    },
+}
+
+
+def header_only_llava(root: Path, text: dict, vision: dict) -> Path:
+    """A LLaVA checkpoint directory whose one safetensors file has a real header and no data."""
+    import torch
+    from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from mote_convert.io.writer import TensorSpec, encode_header
+
+    text = dict(text)
+    text_config = AutoConfig.for_model(text.pop("model_type", "llama"), **text)
+    config = LlavaConfig(text_config=text_config, vision_config=CLIPVisionConfig(**vision), dtype="bfloat16",
+                         image_token_id=text["vocab_size"] - 1)
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    specs = [TensorSpec(name, "BF16", tuple(t.shape)) for name, t in sorted(model.state_dict().items())]
+    root.mkdir(parents=True)
+    config.save_pretrained(root)
+    header = encode_header(specs, {"format": "pt"})
+    with open(root / "model.safetensors", "wb") as fh:
+        fh.write(header)
+        fh.truncate(len(header) + sum(s.nbytes for s in specs))
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-gguf-sizes"))
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    for name, shapes in MODELS.items():
+        root = header_only_llava(args.workdir / name.replace(" ", "-"), shapes["text"], shapes["vision"])
+        out = subprocess.run([sys.executable, "-m", "mote_convert.cli", "inspect", str(root), "--gguf", "--json"],
+                             capture_output=True, text=True, check=True)
+        sizes = json.loads(out.stdout)["gguf_sizes"]
+        print(f"\n{name} (language model; 4 experts in every layer)\n")
+        print("| setting | size | x dense bf16 |")
+        print("|---|---:|---:|")
+        for setting, nbytes in sizes.items():
+            print(f"| {setting} | {nbytes / 2**30:.2f} GiB | {nbytes / sizes['dense bf16']:.2f} |")
+    shutil.rmtree(args.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
