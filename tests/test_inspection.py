@@ -323,7 +323,7 @@ def _resolve(data: object, path: str) -> list[object]:
 def test_json_parses_and_holds_the_documented_keys(tiny_llava: Path, mote_ckpt: Path) -> None:
     keys = _documented_keys()
     assert len(keys) > 40 and "comparison.moe_llava" in keys and "stats[].counts" in keys
-    for root, args in ((tiny_llava, []), (mote_ckpt, ["--stats"])):
+    for root, args in ((tiny_llava, ["--gguf"]), (mote_ckpt, ["--stats", "--gguf"])):
         result = runner.invoke(app, ["inspect", str(root), "--json", *args])
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)
