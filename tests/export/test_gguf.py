@@ -172,3 +172,17 @@ def test_inspect_gguf_sizes_equal_what_export_writes(models: dict[str, Path], tm
     assert sizes["dense Q4_0"] < sizes["MoTE TQ1_0 + Q4_0 shared"] < sizes["dense bf16"] < sizes["MoTE TQ2_0 + bf16 shared"]
     result = runner.invoke(app, ["inspect", str(models["dense"]), "--gguf", "--json"])
     assert result.exit_code == 0 and '"gguf_sizes"' in result.output
+
+
+def test_mmproj_refuses_other_vision_families_by_name(models: dict[str, Path], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(models["mote"], other)
+    config = json.loads((other / "config.json").read_text())
+    config["projector_hidden_act"] = "relu"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedArchitectureError, match=r"--mmproj supports LLaVA-1.5-style models .*projector's activation is 'relu'"):
+        export_gguf(other, tmp_path / "x.gguf", mmproj=tmp_path / "v.gguf")
+    assert not (tmp_path / "x.gguf").exists()  # refused from the plan, before anything was written
