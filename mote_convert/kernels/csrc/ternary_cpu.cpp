@@ -117,6 +117,63 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot4_vnni(const uint
   }
 }
 
+// The 16 horizontal sums of 16 int32 vectors at once, in order (a transposing add tree: 45
+// instructions instead of 16 separate reductions of about 10 each).
+__attribute__((target("avx512f"))) inline __m512i reduce16_epi32(const __m512i* v) {
+  __m512i t[8], u[4];
+  for (int i = 0; i < 8; ++i)
+    t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]), _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+  // u[i]'s 128-bit lane l holds the lane-l partial sums of v[4i..4i+3]: add the four lanes
+  const __m512i w0 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88), _mm512_shuffle_i32x4(u[0], u[1], 0xDD));
+  const __m512i w1 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], 0x88), _mm512_shuffle_i32x4(u[2], u[3], 0xDD));
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(w0, w1, 0x88), _mm512_shuffle_i32x4(w0, w1, 0xDD));
+}
+
+// Two packed rows (eight output rows) at once for NT tokens: every activation load serves both rows,
+// so a chunk of 64 inputs costs NT + 2 loads for 8 * NT products instead of NT + 1 for 4 * NT.
+template <int NT>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8_vnni(const uint8_t* w0, const uint8_t* w1,
+                                                                       const int8_t* const* xs, int64_t k_len,
+                                                                       int32_t (*acc)[8]) {
+  const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0C), m2 = _mm512_set1_epi8(0x30),
+                m3 = _mm512_set1_epi8(static_cast<char>(0xC0));
+  __m512i a[NT][8];
+  for (int t = 0; t < NT; ++t)
+    for (int j = 0; j < 8; ++j) a[t][j] = _mm512_setzero_si512();
+  int64_t k = 0;
+  for (; k + 64 <= k_len; k += 64) {
+    __m512i q[NT];
+    for (int t = 0; t < NT; ++t) q[t] = _mm512_loadu_si512(xs[t] + k);
+    const __m512i b0 = _mm512_loadu_si512(w0 + k);
+    const __m512i b1 = _mm512_loadu_si512(w1 + k);
+    const __m512i f[8] = {_mm512_and_si512(b0, m0), _mm512_and_si512(b0, m1), _mm512_and_si512(b0, m2),
+                          _mm512_and_si512(b0, m3), _mm512_and_si512(b1, m0), _mm512_and_si512(b1, m1),
+                          _mm512_and_si512(b1, m2), _mm512_and_si512(b1, m3)};
+    for (int j = 0; j < 8; ++j)
+      for (int t = 0; t < NT; ++t) a[t][j] = _mm512_dpbusd_epi32(a[t][j], f[j], q[t]);
+  }
+  alignas(64) int32_t sums[NT][8];
+  if constexpr (NT == 2) {
+    _mm512_store_si512(sums, reduce16_epi32(&a[0][0]));
+  } else {
+    for (int t = 0; t < NT; ++t)
+      for (int j = 0; j < 8; ++j) sums[t][j] = _mm512_reduce_add_epi32(a[t][j]);
+  }
+  for (int t = 0; t < NT; ++t) {
+    int32_t tail0[4] = {0, 0, 0, 0}, tail1[4] = {0, 0, 0, 0};
+    if (k < k_len) {
+      dot4_scalar(w0 + k, xs[t] + k, k_len - k, tail0);
+      dot4_scalar(w1 + k, xs[t] + k, k_len - k, tail1);
+    }
+    for (int j = 0; j < 4; ++j) {
+      acc[t][j] = (sums[t][j] >> (2 * j)) + tail0[j];
+      acc[t][4 + j] = (sums[t][4 + j] >> (2 * j)) + tail1[j];
+    }
+  }
+}
+
 bool cpu_has_vnni() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vnni");
@@ -130,6 +187,7 @@ bool cpu_has_avx2() {
 #endif
 
 using Dot4 = void (*)(const uint8_t*, const int8_t*, int64_t, int32_t*);
+constexpr int kPairTokens = 2;  // tokens per row-pair pass: 2 x 8 accumulators
 
 std::string resolve(const std::string& path) {
 #ifdef MOTE_X86
@@ -183,7 +241,31 @@ at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t
   at::parallel_for(0, rows, 4, [&](int64_t r0, int64_t r1) {
     int32_t acc[4][4];
     const int8_t* xs[4];
-    for (int64_t r = r0; r < r1; ++r) {
+    int64_t r = r0;
+#ifdef MOTE_X86
+    if (resolved == "avx512vnni" && tokens >= kPairTokens) {
+      int32_t acc8[kPairTokens][8];
+      for (; r + 2 <= r1; r += 2) {  // row pairs, kPairTokens tokens at a time
+        const uint8_t* w0 = wp + r * k_len;
+        int64_t t = 0;
+        for (; t + kPairTokens <= tokens; t += kPairTokens) {
+          for (int i = 0; i < kPairTokens; ++i) xs[i] = xp + (t + i) * k_len;
+          dot8_vnni<kPairTokens>(w0, w0 + k_len, xs, k_len, acc8);
+          for (int i = 0; i < kPairTokens; ++i) {
+            store(t + i, r, acc8[i]);
+            store(t + i, r + 1, acc8[i] + 4);
+          }
+        }
+        for (; t < tokens; ++t) {
+          xs[0] = xp + t * k_len;
+          dot8_vnni<1>(w0, w0 + k_len, xs, k_len, acc8);
+          store(t, r, acc8[0]);
+          store(t, r + 1, acc8[0] + 4);
+        }
+      }
+    }
+#endif
+    for (; r < r1; ++r) {
       const uint8_t* wr = wp + r * k_len;
       int64_t t = 0;
 #ifdef MOTE_X86
