@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from mote_convert.errors import FormatError
-from mote_convert.format import BIAS, EXPERT_NAME, ExpertFormat, check_file_metadata, expert_base, get_codec, router_name
+from mote_convert.format import (
+    BIAS,
+    EXPERT_NAME,
+    ExpertFormat,
+    check_file_metadata,
+    expert_base,
+    get_codec,
+    router_name,
+)
 from mote_convert.io.index import load_index
 from mote_convert.io.writer import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size

@@ -41,8 +41,7 @@ def main() -> None:
     frozen, trainable = counts(a.hidden, a.intermediate, a.layers, a.vocab, a.experts)
     n = a.gpus
     rows = {
-        "one process, float32 (no engine)": frozen * 2 + trainable * 16,
-        f"DDP, float32, per GPU (any count)": frozen * 2 + trainable * 16,
+        "one process or DDP (float32 experts, AdamW), per GPU": frozen * 2 + trainable * 16,
         f"ZeRO-2 bf16, per GPU ({n} GPUs)": frozen * 2 + trainable * 2 + trainable * 14 / n,
         f"ZeRO-3 bf16, per GPU ({n} GPUs)": (frozen * 2 + trainable * 16) / n,
         f"FSDP2 bf16 policy, per GPU ({n} GPUs)": (frozen * 2 + trainable * 16) / n,

@@ -18,17 +18,21 @@ block of each row (Q8_K) rather than once per token; docs/deploy.md gives their 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from mote_convert.arch import get_architecture
 from mote_convert.errors import FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
-    TERNARY_FALLBACK, TYPES, Encoded, TensorType, encode, permute_rope, stored_type, ternary_weight,
+    TERNARY_FALLBACK,
+    TYPES,
+    Encoded,
+    TensorType,
+    encode,
+    permute_rope,
+    stored_type,
+    ternary_weight,
 )
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import CheckpointIndex
