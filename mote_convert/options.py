@@ -122,11 +122,7 @@ class UpcycleOptions:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> UpcycleOptions:
         """Build options from a recipe-like mapping; unknown keys are an error naming the known ones."""
-        known = {f.name for f in fields(cls)}
-        normalized = {str(k).replace("-", "_"): v for k, v in values.items()}
-        unknown = sorted(set(normalized) - known)
-        if unknown:
-            raise OptionsError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        normalized = known_keys(values, {f.name for f in fields(cls)}, "option")
         try:
             return cls(**normalized)
         except TypeError as exc:
@@ -138,24 +134,40 @@ class UpcycleOptions:
         return replace(self, **given)
 
 
-def load_recipe(name_or_path: str | Path) -> UpcycleOptions:
-    """Load a recipe YAML by path, or by name from the shipped ``configs/recipes``."""
+def known_keys(values: Mapping[str, Any], known: set[str], what: str) -> dict[str, Any]:
+    """``values`` with ``-`` in keys read as ``_``; an unknown key is an error naming the known ones."""
+    normalized = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(normalized) - known)
+    if unknown:
+        raise OptionsError(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return normalized
+
+
+def read_recipe_file(name_or_path: str | Path, directory: Path, what: str, shipped_label: str) -> tuple[Path, dict[str, Any]]:
+    """A recipe YAML by path, or by name from the shipped ``directory``: its path and its mapping of
+    option names to values (``description`` left out). ``what`` names it in errors."""
     path = Path(name_or_path)
     if not path.is_file():
-        shipped = recipe_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+        shipped = directory / (path.name if path.suffix else f"{path.name}.yaml")
         if not shipped.is_file():
-            known = sorted(p.stem for p in recipe_dir().glob("*.yaml"))
-            raise OptionsError(f"recipe {str(name_or_path)!r} not found; shipped recipes: {', '.join(known)}")
+            known = sorted(p.stem for p in directory.glob("*.yaml"))
+            raise OptionsError(f"{what} {str(name_or_path)!r} not found; {shipped_label}: {', '.join(known)}")
         path = shipped
     try:
         data = load_yaml(path)
     except YamlFileError as exc:
-        raise OptionsError(f"recipe {path}: {exc}") from None
+        raise OptionsError(f"{what} {path}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise OptionsError(f"recipe {path} must be a mapping of option names to values")
+        raise OptionsError(f"{what} {path} must be a mapping of option names to values")
     data.pop("description", None)
+    return path, data
+
+
+def load_recipe(name_or_path: str | Path) -> UpcycleOptions:
+    """Load a recipe YAML by path, or by name from the shipped ``configs/recipes``."""
+    path, data = read_recipe_file(name_or_path, recipe_dir(), "recipe", "shipped recipes")
     try:
         return UpcycleOptions.from_mapping(data)
     except OptionsError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mote_convert.errors import OptionsError
-from mote_convert.io.yamlfile import YamlFileError, load_yaml
+from mote_convert.options import known_keys, read_recipe_file
 from mote_convert.resources import train_recipe_dir
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
@@ -84,12 +84,7 @@ class TrainRecipe:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainRecipe:
         """A recipe from a mapping; unknown keys are an error naming the known ones."""
-        known = {f.name for f in fields(cls)}
-        normalized = {str(k).replace("-", "_"): v for k, v in values.items()}
-        unknown = sorted(set(normalized) - known)
-        if unknown:
-            raise OptionsError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**normalized)
+        return cls(**known_keys(values, {f.name for f in fields(cls)}, "training option"))
 
     def with_overrides(self, **overrides: Any) -> TrainRecipe:
         """A copy with the non-None overrides applied (how CLI flags beat a recipe)."""
@@ -100,21 +95,7 @@ def load_train_recipe(name_or_path: str | Path | None) -> TrainRecipe:
     """A training recipe YAML by path, or by name from ``configs/train``; None gives the defaults."""
     if name_or_path is None:
         return TrainRecipe()
-    path = Path(name_or_path)
-    if not path.is_file():
-        shipped = train_recipe_dir() / (path.name if path.suffix else f"{path.name}.yaml")
-        if not shipped.is_file():
-            known = sorted(p.stem for p in train_recipe_dir().glob("*.yaml"))
-            raise OptionsError(f"training recipe {str(name_or_path)!r} not found; shipped: {', '.join(known)}")
-        path = shipped
-    try:
-        data = load_yaml(path)
-    except YamlFileError as exc:
-        raise OptionsError(f"training recipe {path}: {exc}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise OptionsError(f"training recipe {path} must be a mapping of option names to values")
-    data.pop("description", None)
+    path, data = read_recipe_file(name_or_path, train_recipe_dir(), "training recipe", "shipped")
     try:
         return TrainRecipe.from_mapping(data)
     except OptionsError as exc:
