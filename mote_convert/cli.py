@@ -586,17 +586,15 @@ def export_gguf_command(
     as_json: AsJson = False,
 ) -> None:
     """Export a checkpoint to llama.cpp's GGUF (experts as ternary TQ2_0 / TQ1_0 blocks)."""
-    from mote_convert.export import export_gguf, plan_gguf
+    from mote_convert.export import plan_gguf, write_export
 
     with _errors():
+        plan = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
         if dry_run:
-            result = export_gguf(model, output, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj, dry_run=True)
+            result = write_export(plan, output, mmproj=mmproj, dry_run=True)
         else:
-            text, vision = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
-            total = text.nbytes + (vision.nbytes if vision is not None else 0)
-            with _byte_progress("exporting", total) as advance:
-                result = export_gguf(model, output, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj,
-                                     overwrite=overwrite, progress=advance)
+            with _byte_progress("exporting", plan.nbytes) as advance:
+                result = write_export(plan, output, mmproj=mmproj, overwrite=overwrite, progress=advance)
     if as_json:
         out_console.print_json(json.dumps(result.to_dict()))
         return

@@ -68,6 +68,11 @@ class Architecture:
             "description": self.description,
         }
 
+    @property
+    def non_text_prefixes(self) -> tuple[str, ...]:
+        """Key prefixes of everything that is not the language model (vision tower, projector)."""
+        return tuple(self.vision_prefixes) + tuple(self.projector_prefixes)
+
     def prefixes_for(self, layer: int) -> tuple[str, ...]:
         """Every key style's FFN prefix for one decoder layer."""
         return tuple(p.replace(LAYER_FIELD, str(layer)) for p in self.ffn_prefixes)

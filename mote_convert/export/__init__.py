@@ -14,11 +14,11 @@ from pathlib import Path
 from mote_convert.errors import OptionsError
 from mote_convert.export.gguf_file import GgufPlan, write_gguf
 from mote_convert.export.tensors import EXPERT_TYPES, SHARED_TYPES, get_type
-from mote_convert.io.index import load_index
+from mote_convert.io.index import CheckpointIndex, load_index
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn
 
-__all__ = ["EXPERT_TYPES", "SHARED_TYPES", "GgufExport", "export_gguf", "plan_gguf"]
+__all__ = ["EXPERT_TYPES", "SHARED_TYPES", "GgufExport", "GgufExportPlan", "export_gguf", "plan_gguf", "write_export"]
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,24 @@ class GgufExport:
         }
 
 
+@dataclass(frozen=True)
+class GgufExportPlan:
+    """The planned files of one export: the text GGUF's plan and the mmproj's, when asked."""
+
+    root: Path
+    index: CheckpointIndex
+    text: GgufPlan
+    vision: GgufPlan | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.text.nbytes + (self.vision.nbytes if self.vision is not None else 0)
+
+
 def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str | None = None,
-              mmproj: bool = False) -> tuple[GgufPlan, GgufPlan | None]:
-    """The text GGUF's plan, and the mmproj's when asked; from headers only."""
+              mmproj: bool = False) -> GgufExportPlan:
+    """The text GGUF's plan, and the mmproj's when asked, checked; from headers only."""
+    from mote_convert.export.gguf_file import validate
     from mote_convert.export.gguf_mmproj import plan_mmproj
     from mote_convert.export.gguf_text import plan_text
     from mote_convert.plan import read_config
@@ -59,7 +74,11 @@ def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str
     index = load_index(root)
     text = plan_text(root, index, config, expert_type=get_type(expert_type, EXPERT_TYPES),
                      shared_type=get_type(shared_type, SHARED_TYPES) if shared_type is not None else None)
-    return text, plan_mmproj(root, index, config) if mmproj else None
+    vision = plan_mmproj(root, index, config) if mmproj else None
+    for plan in (text, vision):  # checked here, so that a dry run refuses what the write would
+        if plan is not None:
+            validate(plan)
+    return GgufExportPlan(root, index, text, vision)
 
 
 def _summary(path: Path, plan: GgufPlan) -> GgufFile:
@@ -84,14 +103,22 @@ def export_gguf(
     ``mmproj``, the vision tower and projector to that path. ``expert_type`` (tq2_0, tq1_0) is the
     routed experts' type, ``shared_type`` the shared experts' (bf16, f16, f32, q8_0, q4_0; default:
     as stored). Everything else is written as stored (bit-exact), 1-D tensors as float32."""
-    root, out = Path(model), Path(out)
+    plan = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
+    return write_export(plan, out, mmproj=mmproj, overwrite=overwrite, dry_run=dry_run, progress=progress)
+
+
+def write_export(plan: GgufExportPlan, out: str | Path, *, mmproj: str | Path | None = None, overwrite: bool = False,
+                 dry_run: bool = False, progress: ProgressFn | None = None) -> GgufExport:
+    """Write a planned export (:func:`plan_gguf`, with ``mmproj`` asked for when it is given here)."""
+    out = Path(out)
     if mmproj is not None and Path(mmproj).absolute() == out.absolute():
         raise OptionsError("--mmproj must be another file than the output")
-    text, vision = plan_gguf(root, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
-    files = [_summary(out, text)] + ([_summary(Path(mmproj), vision)] if vision is not None and mmproj is not None else [])
+    if (mmproj is not None) != (plan.vision is not None):
+        raise OptionsError("internal: the plan's mmproj does not match --mmproj")
+    files = [_summary(out, plan.text)] + ([_summary(Path(mmproj), plan.vision)] if plan.vision is not None and mmproj is not None else [])
     if not dry_run:
-        reader = TensorReader(load_index(root))
-        write_gguf(text, reader, out, overwrite=overwrite, protect=(root,), progress=progress)
-        if vision is not None and mmproj is not None:
-            write_gguf(vision, reader, Path(mmproj), overwrite=overwrite, protect=(root,), progress=progress)
-    return GgufExport(tuple(files), tuple(text.notes))
+        reader = TensorReader(plan.index)
+        write_gguf(plan.text, reader, out, overwrite=overwrite, protect=(plan.root,), progress=progress)
+        if plan.vision is not None and mmproj is not None:
+            write_gguf(plan.vision, reader, Path(mmproj), overwrite=overwrite, protect=(plan.root,), progress=progress)
+    return GgufExport(tuple(files), tuple(plan.text.notes))

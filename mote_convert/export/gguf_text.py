@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mote_convert.arch import get_architecture
+from mote_convert.arch.registry import Architecture
 from mote_convert.errors import FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
@@ -45,8 +46,7 @@ GGUF_FFN = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def _text_config(config: dict[str, Any]) -> dict[str, Any]:
-    arch = get_architecture(config.get("model_type"))
+def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     text = dict(arch.text_config_of(config))
     kind = text.get("model_type", config.get("model_type"))
     if kind not in TEXT_MODEL_TYPES:
@@ -66,9 +66,16 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     return text
 
 
-def _find_lm(index: CheckpointIndex, config: dict[str, Any]) -> tuple[str, str | None]:
-    """(the language model's key root, e.g. ``language_model.model.``, the lm_head key or None)."""
-    arch = get_architecture(config.get("model_type"))
+def lm_head_name(index: CheckpointIndex, arch: Architecture) -> str | None:
+    """The language model's lm_head key, or None where it is tied to the embedding."""
+    heads = [n for n in index.tensors if n.endswith("lm_head.weight") and not n.startswith(arch.non_text_prefixes)]
+    if len(heads) > 1:
+        raise FormatError(f"{index.root}: several lm_head weights ({', '.join(heads)})")
+    return heads[0] if heads else None
+
+
+def _find_lm(index: CheckpointIndex, arch: Architecture) -> str:
+    """The language model's key root, e.g. ``language_model.model.``."""
     for style in arch.ffn_prefixes:
         first = style.format(layer=0)
         if any(name.startswith(first + ".") for name in index.tensors):
@@ -76,11 +83,7 @@ def _find_lm(index: CheckpointIndex, config: dict[str, Any]) -> tuple[str, str |
             break
     else:
         raise FormatError(f"{index.root}: no decoder layer 0 FFN under {', '.join(s.format(layer=0) for s in arch.ffn_prefixes)}")
-    vision = tuple(arch.vision_prefixes) + tuple(arch.projector_prefixes)
-    heads = [n for n in index.tensors if n.endswith("lm_head.weight") and not n.startswith(vision)]
-    if len(heads) > 1:
-        raise FormatError(f"{index.root}: several lm_head weights ({', '.join(heads)})")
-    return root, heads[0] if heads else None
+    return root
 
 
 def _copy(name: str, ttype: TensorType, permute_heads: int | None = None) -> Any:
@@ -91,11 +94,6 @@ def _copy(name: str, ttype: TensorType, permute_heads: int | None = None) -> Any
         return encode(tensor, ttype)
 
     return produce
-
-
-def _float_type(index: CheckpointIndex, name: str, one_d: bool = False) -> TensorType:
-    """Norms and other 1-D tensors as float32 (exact), the rest as stored."""
-    return TYPES["f32"] if one_d else stored_type(index.tensors[name].dtype)
 
 
 def _experts(experts: list[tuple[str, int]], fmt: ExpertFormat, ttype: TensorType) -> Any:
@@ -157,10 +155,10 @@ def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
 def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, expert_type: TensorType,
               shared_type: TensorType | None) -> GgufPlan:
     """Every key and tensor of the language model's GGUF, from headers; nothing is read yet."""
-    text = _text_config(config)
-    mote_config = config.get("mote")
-    mote = read_mote_config(root)[2] if mote_config is not None else None
-    lm_root, lm_head = _find_lm(index, config)
+    arch = get_architecture(config.get("model_type"))
+    text = _text_config(config, arch)
+    mote = read_mote_config(root)[2] if config.get("mote") is not None else None
+    lm_root, lm_head = _find_lm(index, arch), lm_head_name(index, arch)
     n_layers = int(text["num_hidden_layers"])
     hidden = int(text["hidden_size"])
     n_head = int(text["num_attention_heads"])
@@ -214,8 +212,8 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
         if source not in index.tensors:
             raise FormatError(f"{root}: no {source}")
         info = index.tensors[source]
-        one_d = len(info.shape) == 1
-        chosen = ttype or _float_type(index, source, one_d)
+        # norms and other vectors as float32 (exact), the rest as stored, unless a type is asked for
+        chosen = ttype or (TYPES["f32"] if len(info.shape) == 1 else stored_type(info.dtype))
         plan.tensor(GgufTensor(gguf_name, info.shape, chosen, _copy(source, chosen, heads), (source,)))
         used.add(source)
 
@@ -237,19 +235,17 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
         suffix = "_shexp" if layer in moe_layers else ""
         for proj in PROJECTIONS:
             name = f"{ffn}.{proj}.weight"
-            chosen = shared_type if shared_type is not None else None
-            if chosen is not None and not chosen.fits(index.tensors[name].shape if name in index.tensors else (0,)):
-                raise FormatError(f"{name}: --shared-type {chosen.name} needs rows that are a multiple of {chosen.block}")
-            copy(f"{blk}ffn_{GGUF_FFN[proj]}{suffix}.weight", name, chosen)
+            if shared_type is not None and name in index.tensors and not shared_type.fits(index.tensors[name].shape):
+                raise FormatError(f"{name}: --shared-type {shared_type.name} needs rows that are a multiple of {shared_type.block}")
+            copy(f"{blk}ffn_{GGUF_FFN[proj]}{suffix}.weight", name, shared_type)
         if layer in moe_layers:
             _plan_moe_layer(plan, index, mote, layer, ffn, expert_type, used)
     copy("output_norm.weight", f"{lm_root}norm.weight")
     if lm_head is not None:
         copy("output.weight", lm_head)
 
-    arch = get_architecture(config.get("model_type"))
-    others = tuple(arch.vision_prefixes) + tuple(arch.projector_prefixes)
-    left = sorted(n for n in index.tensors if n not in used and not n.startswith(others) and not n.endswith(IGNORED_SUFFIXES))
+    left = sorted(n for n in index.tensors
+                  if n not in used and not n.startswith(arch.non_text_prefixes) and not n.endswith(IGNORED_SUFFIXES))
     if left:
         raise FormatError(f"{root}: GGUF export does not know where {left[0]} goes ({len(left)} tensor(s) unaccounted for)")
     return plan

@@ -88,10 +88,11 @@ def lm_shapes(index: CheckpointIndex, arch: Architecture, moe_layers: Iterable[i
     """The language model's tensor shapes by role, from a (dense or MoTE) checkpoint's headers."""
     import re
 
+    from mote_convert.export.gguf_text import lm_head_name
     from mote_convert.format import EXPERT_NAME
 
     moe = set(moe_layers)
-    vision = tuple(arch.vision_prefixes) + tuple(arch.projector_prefixes)
+    vision = arch.non_text_prefixes
     ffn_names: dict[str, int] = {}
     for layer in range(num_layers):
         for prefix in arch.prefixes_for(layer):
@@ -100,8 +101,7 @@ def lm_shapes(index: CheckpointIndex, arch: Architecture, moe_layers: Iterable[i
                 if name in index.tensors:
                     ffn_names[name] = layer
     router = re.compile(r".*\.router\.weight$")
-    heads = [n for n in index.tensors if n.endswith("lm_head.weight") and not n.startswith(vision)]
-    output = heads[0] if heads else next(n for n in index.tensors if n.endswith("embed_tokens.weight") and not n.startswith(vision))
+    output = lm_head_name(index, arch) or next(n for n in index.tensors if n.endswith("embed_tokens.weight") and not n.startswith(vision))
     other, ffn, moe_ffn = [], [], []
     for name, info in index.tensors.items():
         if name.startswith(vision) or EXPERT_NAME.match(name) or router.match(name) or name == output:
