@@ -378,15 +378,18 @@ at::Tensor absmean_block_sums(const at::Tensor& weight, int64_t block) {
   return out;
 }
 
-// One weight row's codes + 1 in {0, 1, 2}, shifted into field j of the packed row. Written so that
-// the compiler vectorizes it (vroundps rounds half to even, as torch.round).
+// The code of one weight, as the reference: float32 W / gamma, round half to even (vroundps, as
+// torch.round), clamp to [-1, 1]. Inlined into loops the compiler vectorizes.
+template <typename T>
+inline float ternary_code(T w, float gamma) {
+  const float v = __builtin_nearbyintf(static_cast<float>(w) / gamma);
+  return v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+}
+
+// One weight row's codes + 1 in {0, 1, 2}, shifted into field j of the packed row.
 template <typename T>
 inline void pack_row(const T* __restrict src, int64_t k_len, float gamma, int shift, uint8_t* __restrict dst) {
-  for (int64_t k = 0; k < k_len; ++k) {
-    float v = __builtin_nearbyintf(static_cast<float>(src[k]) / gamma);
-    v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
-    dst[k] |= static_cast<uint8_t>(static_cast<int32_t>(v + 1.0f) << shift);
-  }
+  for (int64_t k = 0; k < k_len; ++k) dst[k] |= static_cast<uint8_t>(static_cast<int32_t>(ternary_code(src[k], gamma) + 1.0f) << shift);
 }
 
 #ifdef MOTE_X86
@@ -435,10 +438,7 @@ at::Tensor ternary_pack(const at::Tensor& weight, double gamma) {
 // over W (the STE's forward and backward each need them; a reused ``out`` spares the allocation).
 template <typename T>
 inline void codes_row(const T* __restrict src, int64_t len, float gamma, float* __restrict dst) {
-  for (int64_t k = 0; k < len; ++k) {
-    const float v = __builtin_nearbyintf(static_cast<float>(src[k]) / gamma);
-    dst[k] = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
-  }
+  for (int64_t k = 0; k < len; ++k) dst[k] = ternary_code(src[k], gamma);
 }
 
 #ifdef MOTE_X86
