@@ -51,7 +51,7 @@ def read_records(data_path: str | Path, image_folder: str | Path | None) -> list
         raise DataError(f"{path}: larger than {MAX_DATA_BYTES >> 30} GiB; split it")
     try:
         raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested too deeply
         raise DataError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(raw, list) or not raw:
         raise DataError(f"{path}: expected a non-empty JSON list of LLaVA-format records")

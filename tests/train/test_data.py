@@ -61,9 +61,10 @@ def test_bad_data_is_refused_by_record(tmp_path: Path, records: object, error: t
 
 
 def test_not_json(tmp_path: Path) -> None:
-    (tmp_path / "d.json").write_text("{not json")
-    with pytest.raises(DataError, match="not a JSON file"):
-        read_records(tmp_path / "d.json", None)
+    for text in ("{not json", "[" * 100_000):  # the second nests too deeply for the parser
+        (tmp_path / "d.json").write_text(text)
+        with pytest.raises(DataError, match="not a JSON file"):
+            read_records(tmp_path / "d.json", None)
 
 
 def test_truncation_never_cuts_an_image(processor, data: Path) -> None:  # noqa: ANN001
