@@ -559,7 +559,7 @@ def train(
         )
         result = run_training(model, data, output, image_folder=image_folder, recipe=options, checkpoints=checkpoints,
                               resume=resume, overwrite=overwrite, callbacks=[_train_progress()])
-    if result.world_size > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
+    if not result.main_process:
         return
     table = Table(title=f"trained {output}", show_header=False)
     table.add_row("steps", str(result.steps))

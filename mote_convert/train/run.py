@@ -36,6 +36,7 @@ class TrainResult:
     losses: tuple[float, ...]  # the training loss at each logging step
     world_size: int
     accumulation_steps: int
+    main_process: bool  # this process wrote the output (the others of a launch only trained)
 
 
 def world_size() -> int:
@@ -175,14 +176,15 @@ def train(
 
     final = checkpoints / FINAL_LATENT
     trainer.save_model(str(final))  # gathers sharded parameters (ZeRO-3, FSDP) as the engine does
-    if trainer.is_world_process_zero():
+    main = trainer.is_world_process_zero()
+    if main:
         if recipe.expert_format == "packed-2bit":
             mote_convert.pack(final, out, overwrite=overwrite)
         else:
             _publish_copy(final, out, overwrite)
     trainer.accelerator.wait_for_everyone()
     losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
-    return TrainResult(out, checkpoints, trainer.state.global_step, losses, world, recipe.accumulation_steps(world))
+    return TrainResult(out, checkpoints, trainer.state.global_step, losses, world, args.gradient_accumulation_steps, main)
 
 
 def _trainer_class() -> type:
