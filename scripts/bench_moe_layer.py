@@ -50,6 +50,15 @@ def build(mode: str, dense: LlamaMLP, num_experts: int, dtype: torch.dtype) -> M
     return block
 
 
+def dense_ffn(dtype: torch.dtype, *, trainable: bool = False, seed: int = 0) -> LlamaMLP:
+    """LLaVA-1.5-7B's FFN (hidden 4096, intermediate 11008), normal(0, 0.02) weights from ``seed``."""
+    torch.manual_seed(seed)
+    dense = LlamaMLP(LlamaConfig(hidden_size=4096, intermediate_size=11008)).to(dtype)
+    for p in dense.parameters():
+        nn.init.normal_(p, std=0.02)
+    return dense.requires_grad_(trainable)
+
+
 def best_of(fns: dict[str, object], repeats: int) -> dict[str, float]:
     """Fastest time of each callable, the callables interleaved (every one sees the same machine state)."""
     for fn in fns.values():
@@ -74,13 +83,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=4096, intermediate_size=11008)
-    dense = LlamaMLP(config).to(dtype)
-    for p in dense.parameters():
-        nn.init.normal_(p, std=0.02)
-        p.requires_grad_(False)
-    dense32 = LlamaMLP(config)
+    dense = dense_ffn(dtype)
+    dense32 = LlamaMLP(dense.config)
     dense32.load_state_dict({k: v.float() for k, v in dense.state_dict().items()})
     packed = build(PACKED, dense, args.experts, dtype)
     kernel = select_kernel(torch.device("cpu")).name

@@ -21,11 +21,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaMLP
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_moe_layer import best_of, build  # noqa: E402
+from bench_moe_layer import best_of, build, dense_ffn  # noqa: E402
 
 from mote_convert.modeling.bitlinear import TRAIN  # noqa: E402
 
@@ -38,14 +36,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=4096, intermediate_size=11008)
-    dense = LlamaMLP(config).to(dtype)
-    for p in dense.parameters():
-        nn.init.normal_(p, std=0.02)
-    frozen = LlamaMLP(config).to(dtype)
-    frozen.load_state_dict(dense.state_dict())
-    frozen.requires_grad_(False)
+    dense = dense_ffn(dtype, trainable=True)
+    frozen = dense_ffn(dtype)  # the same weights, as the shared expert
     mote = build(TRAIN, frozen, args.experts, dtype)
     for p in mote.experts.parameters():
         p.requires_grad_(True)
