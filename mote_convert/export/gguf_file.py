@@ -8,7 +8,6 @@ file beside the output that is renamed into place when complete.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,11 +34,7 @@ class GgufTensor:
 
     @property
     def nbytes(self) -> int:
-        import gguf
-
-        if self.type.name in ("f32", "f16", "bf16"):
-            return math.prod(self.shape) * {"f32": 4, "f16": 2, "bf16": 2}[self.type.name]
-        return math.prod(gguf.quant_shape_to_byte_shape(self.shape, self.type.ggml))
+        return self.type.nbytes(self.shape)
 
 
 @dataclass

@@ -16,7 +16,6 @@ The sizes are tensor data (the header adds a few hundred KB of tokenizer).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -29,14 +28,6 @@ if TYPE_CHECKING:
     from mote_convert.io.index import CheckpointIndex
 
 SETTINGS = ("dense bf16", "dense Q4_0", "MoTE TQ2_0 + bf16 shared", "MoTE TQ1_0 + Q4_0 shared")
-
-
-def tensor_bytes(shape: tuple[int, ...], ttype: TensorType) -> int:
-    """Bytes of one tensor of ``shape`` (row-major) in GGML type ``ttype``."""
-    per_block = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34, "q4_0": 18, "q6_k": 210, "tq2_0": 66, "tq1_0": 54}[ttype.name]
-    if not ttype.fits(shape):
-        raise ValueError(f"{ttype.name} needs rows that are a multiple of {ttype.block}, not {shape[-1]}")
-    return math.prod(shape) // ttype.block * per_block
 
 
 @dataclass(frozen=True)
@@ -56,12 +47,12 @@ class LmShapes:
 
 def _weight(shape: tuple[int, ...], ttype: TensorType) -> int:
     if len(shape) == 1:
-        return tensor_bytes(shape, TYPES["f32"])
-    return tensor_bytes(shape, ttype if ttype.fits(shape) else TYPES["bf16"])
+        return TYPES["f32"].nbytes(shape)
+    return (ttype if ttype.fits(shape) else TYPES["bf16"]).nbytes(shape)
 
 
 def _experts(shapes: Iterable[tuple[int, ...]], ttype: TensorType, n: int) -> int:
-    return sum(n * tensor_bytes(s, ttype if ttype.fits(s) else TYPES[TERNARY_FALLBACK]) for s in shapes)
+    return sum(n * (ttype if ttype.fits(s) else TYPES[TERNARY_FALLBACK]).nbytes(s) for s in shapes)
 
 
 def gguf_sizes(lm: LmShapes) -> dict[str, int]:

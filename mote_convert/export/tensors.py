@@ -10,6 +10,7 @@ package's own quantizers (pure array math: no file is touched here).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,15 @@ class TensorType:
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Whether rows of this shape (last dimension) split into whole blocks."""
         return shape[-1] % self.block == 0
+
+    def nbytes(self, shape: tuple[int, ...]) -> int:
+        """Bytes of a tensor of ``shape`` (row-major) in this type (gguf's block sizes)."""
+        import gguf
+
+        if not self.fits(shape):
+            raise ValueError(f"{self.name} needs rows that are a multiple of {self.block}, not {shape[-1]}")
+        block, type_size = gguf.GGML_QUANT_SIZES[self.ggml]
+        return math.prod(shape) // block * type_size
 
 
 TYPES = {t.name: t for t in (
