@@ -52,14 +52,10 @@ class TernarySTE(torch.autograd.Function):
         x_q8, s_x, weight, gamma = ctx.saved_tensors
         grad_out = grad_out.to(torch.float32)
         grad_x = grad_w = None
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if need_x or need_w:
-            codes = ctx.codes_fn(weight, gamma) if need_x else None
-            if need_x:
-                grad_x = (grad_out @ codes).mul_(gamma).to(ctx.x_dtype)  # type: ignore[operator]
-            if need_w:
-                x_dq = x_q8.to(torch.float32).div_(s_x)
-                grad_w = (grad_out.t() @ x_dq).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad_out @ ctx.codes_fn(weight, gamma)).mul_(gamma).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad_out.t() @ x_q8.to(torch.float32).div_(s_x)).to(weight.dtype)
         return grad_x, grad_w, None, None
 
 
