@@ -30,7 +30,7 @@ class GgufTensor:
     shape: tuple[int, ...]
     type: TensorType
     produce: Producer
-    sources: tuple[str, ...]  # the checkpoint tensors it is made of
+    sources: tuple[str, ...]  # the checkpoint tensors it is made of (every one must be used)
 
     @property
     def nbytes(self) -> int:

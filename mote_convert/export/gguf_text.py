@@ -206,8 +206,6 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
         plan.add("add_expert_weights_scale", 1.0)
     _vocab(root, n_vocab, plan)
 
-    used: set[str] = set()
-
     def copy(gguf_name: str, source: str, ttype: TensorType | None = None, heads: int | None = None) -> None:
         if source not in index.tensors:
             raise FormatError(f"{root}: no {source}")
@@ -215,7 +213,6 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
         # norms and other vectors as float32 (exact), the rest as stored, unless a type is asked for
         chosen = ttype or (TYPES["f32"] if len(info.shape) == 1 else stored_type(info.dtype))
         plan.tensor(GgufTensor(gguf_name, info.shape, chosen, _copy(source, chosen, heads), (source,)))
-        used.add(source)
 
     copy("token_embd.weight", embed)
     for layer in range(n_layers):
@@ -239,11 +236,12 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
                 raise FormatError(f"{name}: --shared-type {shared_type.name} needs rows that are a multiple of {shared_type.block}")
             copy(f"{blk}ffn_{GGUF_FFN[proj]}{suffix}.weight", name, shared_type)
         if layer in moe_layers:
-            _plan_moe_layer(plan, index, mote, layer, ffn, expert_type, used)
+            _plan_moe_layer(plan, index, mote, layer, ffn, expert_type)
     copy("output_norm.weight", f"{lm_root}norm.weight")
     if lm_head is not None:
         copy("output.weight", lm_head)
 
+    used = {source for t in plan.tensors for source in t.sources}
     left = sorted(n for n in index.tensors
                   if n not in used and not n.startswith(arch.non_text_prefixes) and not n.endswith(IGNORED_SUFFIXES))
     if left:
@@ -252,27 +250,21 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
 
 
 def _plan_moe_layer(plan: GgufPlan, index: CheckpointIndex, mote: Any, layer: int, prefix: str,
-                    expert_type: TensorType, used: set[str]) -> None:
+                    expert_type: TensorType) -> None:
     blk = f"blk.{layer}."
     router = router_name(prefix)
     info = index.tensors[router]
     plan.tensor(GgufTensor(blk + "ffn_gate_inp.weight", info.shape, TYPES["f32"], _copy(router, TYPES["f32"]), (router,)))
-    used.add(router)
     fmt = mote.expert_format
     codec = get_codec(fmt)
     for proj in PROJECTIONS:
-        experts = []
-        for i in range(mote.num_experts):
-            base = expert_base(prefix, i, proj)
-            shared = index.tensors[f"{prefix}.{proj}.weight"]  # the expert's shape is the shared FFN's
-            experts.append((base, shared.shape[0]))
-            for part in codec.parts(shared.dtype, shared.shape):
-                used.add(f"{base}.{part.suffix}")
-        rows, cols = index.tensors[f"{prefix}.{proj}.weight"].shape
+        shared = index.tensors[f"{prefix}.{proj}.weight"]  # the experts' shape is the shared FFN's
+        rows, cols = shared.shape
+        experts = [(expert_base(prefix, i, proj), rows) for i in range(mote.num_experts)]
+        parts = tuple(f"{base}.{part.suffix}" for base, _ in experts for part in codec.parts(shared.dtype, shared.shape))
         ttype = expert_type if expert_type.fits((rows, cols)) else TYPES[TERNARY_FALLBACK]
         if ttype is not expert_type:
             plan.notes.append(f"{blk}ffn_{GGUF_FFN[proj]}_exps: rows of {cols} weights are not whole "
                               f"{expert_type.block}-weight blocks; written as {ttype.name} (exact ternary too)")
         shape = (mote.num_experts, rows, cols)
-        plan.tensor(GgufTensor(f"{blk}ffn_{GGUF_FFN[proj]}_exps.weight", shape, ttype, _experts(experts, fmt, ttype),
-                               tuple(b for b, _ in experts)))
+        plan.tensor(GgufTensor(f"{blk}ffn_{GGUF_FFN[proj]}_exps.weight", shape, ttype, _experts(experts, fmt, ttype), parts))

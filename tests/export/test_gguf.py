@@ -186,3 +186,26 @@ def test_mmproj_refuses_other_vision_families_by_name(models: dict[str, Path], t
     with pytest.raises(UnsupportedArchitectureError, match=r"--mmproj supports LLaVA-1.5-style models .*projector's activation is 'relu'"):
         export_gguf(other, tmp_path / "x.gguf", mmproj=tmp_path / "v.gguf")
     assert not (tmp_path / "x.gguf").exists()  # refused from the plan, before anything was written
+
+
+def test_a_tensor_the_export_does_not_place_is_refused_by_name(models: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mote_convert.errors import FormatError
+
+    extra = tmp_path / "extra"
+    shutil.copytree(models["mote"], extra)
+    shard = sorted(extra.glob("*.safetensors"))[0]
+    tensors = load_file(shard)
+    tensors["language_model.model.layers.0.mlp.mystery.weight"] = torch.zeros(2, 2)
+    save_file(tensors, shard, metadata={"format": "pt"})
+    if (extra / "model.safetensors.index.json").exists():
+        import json
+
+        index = json.loads((extra / "model.safetensors.index.json").read_text())
+        index["weight_map"]["language_model.model.layers.0.mlp.mystery.weight"] = shard.name
+        (extra / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(FormatError, match=r"does not know where language_model\.model\.layers\.0\.mlp\.mystery\.weight goes"):
+        export_gguf(extra, tmp_path / "x.gguf", dry_run=True)
