@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mote_convert.errors import FormatError, InputNotFoundError, OptionsError
+from mote_convert.errors import InputNotFoundError, OptionsError
 from mote_convert.io.writer import check_output_path
 from mote_convert.train.recipe import TrainRecipe
 
@@ -133,9 +133,7 @@ def train(
     recipe.accumulation_steps(world)  # a batch that does not divide is refused before any work
     if recipe.deepspeed is not None and not Path(recipe.deepspeed).is_file():
         raise InputNotFoundError(f"{recipe.deepspeed}: no such DeepSpeed config")
-    config, _, _ = read_mote_config(model_path)
-    if "mote" not in config:
-        raise FormatError(f"{model_path} is not a MoTE checkpoint: run `mote-convert upcycle` on it first")
+    read_mote_config(model_path)  # a dense or malformed checkpoint is refused here, by name
     check_output_path(out, overwrite=overwrite, protect=(model_path,))
     if resume and not any(checkpoints.glob("checkpoint-*")):
         raise InputNotFoundError(f"--resume: no checkpoint-* in {checkpoints} to resume from")
