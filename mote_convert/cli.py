@@ -490,7 +490,7 @@ def demo(
             out_console.print(f"kept in {root}")
 
 
-def _train_progress(total_hint: int | None = None) -> Any:
+def _train_progress() -> Any:
     """A ``TrainerCallback`` that shows the run as a rich progress bar (main process only)."""
     from transformers import TrainerCallback
 
