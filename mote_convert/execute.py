@@ -1,50 +1,132 @@
 """The single streaming loop that turns a validated plan into safetensors shards.
 
 Each output tensor is produced by the transform registered for its plan op and written straight
-into its shard; only a tensor's worth of data (plus the small packed codes of the current layer,
-reused by every expert) is held at once.
+into its shard. Expert weights are encoded one weight ahead in a worker thread while the writer
+copies unchanged tensors; held at once are the tensor being written, the weight being encoded (one
+reused read buffer) and the encodings that experts still need (a layer's small packed codes).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import queue
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from mote_convert.errors import PlanError
+from mote_convert.errors import MoteError, PlanError
 from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, get_codec
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
 from mote_convert.plan import COPY, ENCODE, ROUTER, UPCAST, ConversionPlan, PlanEntry
 
+EncodeKey = tuple[str, ExpertFormat]  # (source weight, expert format)
+
+
+class EncodeAhead:
+    """Encodes the plan's expert weights in a worker thread, one weight ahead of the writer.
+
+    The writer's time goes mostly to in-kernel copies of unchanged tensors, which hold neither the
+    GIL nor much of a core; quantizing the next weight meanwhile (the C++ kernel releases the GIL
+    too) makes a conversion cost about the larger of the two, not their sum. Each weight is read
+    by plain reads into one reused buffer (:meth:`TensorReader.read_into`). Results come in
+    ``keys`` order; an error of the worker is raised in the taker's thread.
+    """
+
+    def __init__(self, plan: ConversionPlan, reader: TensorReader, keys: Sequence[EncodeKey], depth: int = 3) -> None:
+        self._keys = list(keys)
+        self._next = 0
+        self._queue: queue.Queue[tuple[EncodeKey, dict[str, torch.Tensor]] | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(plan, reader), name="mote-encode-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, plan: ConversionPlan, reader: TensorReader) -> None:
+        try:
+            infos = [plan.source[source] for source, _ in self._keys]
+            buffer = torch.empty(max(i.nbytes for i in infos), dtype=torch.uint8)
+            # the reference path's float32 scratch (untouched, so never resident, where a kernel packs)
+            workspace = torch.empty(max(i.numel for i in infos), dtype=torch.float32)
+            for source, fmt in self._keys:
+                if self._stop.is_set():
+                    return
+                weight = reader.read_into(source, buffer)
+                parts = get_codec(fmt).encode(weight, workspace=workspace)
+                # the buffer is read into again next: nothing handed out may be a view of it
+                parts = {k: v.clone() if _shares_memory(v, buffer) else v for k, v in parts.items()}
+                self._put(((source, fmt), parts))
+        except BaseException as exc:  # noqa: BLE001 - handed to the taker's thread
+            self._put(exc)
+
+    def _put(self, item: tuple[EncodeKey, dict[str, torch.Tensor]] | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def take(self, key: EncodeKey) -> dict[str, torch.Tensor]:
+        """The encoding of ``key``, which must be the next of the keys given."""
+        if self._next >= len(self._keys) or self._keys[self._next] != key:
+            raise MoteError(f"internal: {key[0]} was asked for out of the planned encoding order")
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._next = len(self._keys)
+            raise item
+        self._next += 1
+        return item[1]
+
+    def close(self) -> None:
+        """Stop the worker (after its current weight) and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+
+def _shares_memory(tensor: torch.Tensor, buffer: torch.Tensor) -> bool:
+    start, size = buffer.data_ptr(), buffer.numel()
+    ptr = tensor.untyped_storage().data_ptr()
+    return start <= ptr < start + size
+
 
 class TransformContext:
-    """What transforms share: the source reader and the latest layer's encoded weights."""
+    """What transforms share: the source reader and the encoded expert weights.
 
-    def __init__(self, plan: ConversionPlan, reader: TensorReader, cache_size: int = 8) -> None:
+    With ``order`` (the (source, format) of every ENCODE entry, in write order) the encodings are
+    computed ahead by :class:`EncodeAhead`; each is kept while entries still need it, since all
+    experts of a layer share their source's encoding. Without, each is computed when first asked.
+    """
+
+    def __init__(self, plan: ConversionPlan, reader: TensorReader, order: Sequence[EncodeKey] = ()) -> None:
         self.plan = plan
         self.reader = reader
-        self._encoded: OrderedDict[tuple[str, ExpertFormat], dict[str, torch.Tensor]] = OrderedDict()
-        self._cache_size = cache_size
-        # one float32 buffer the size of the largest encoded weight, reused by every encoding
-        sizes = [plan.source[e.source].numel for e in plan.entries if e.op == ENCODE and e.source]
-        self._workspace = torch.empty(max(sizes, default=0), dtype=torch.float32)
+        self._uses = Counter(order)
+        self._encoded: dict[EncodeKey, dict[str, torch.Tensor]] = {}
+        unique = list(dict.fromkeys(order))
+        self._ahead = EncodeAhead(plan, reader, unique) if unique else None
 
     def encoded(self, source: str, fmt: ExpertFormat) -> dict[str, torch.Tensor]:
         """A source weight's tensors in expert format ``fmt``, computed once for all experts that share it."""
         key = (source, fmt)
-        hit = self._encoded.get(key)
-        if hit is not None:
-            self._encoded.move_to_end(key)
-            return hit
-        result = get_codec(fmt).encode(self.reader.read(source), workspace=self._workspace)
-        self._encoded[key] = result
-        if len(self._encoded) > self._cache_size:
-            self._encoded.popitem(last=False)
+        result = self._encoded.get(key)
+        if result is None:
+            if self._ahead is not None and self._uses[key] > 0:
+                result = self._ahead.take(key)
+            else:
+                result = get_codec(fmt).encode(self.reader.read(source))
+            self._encoded[key] = result
+        self._uses[key] -= 1
+        if self._uses[key] <= 0:
+            del self._encoded[key]  # no entry left needs it
         return result
+
+    def close(self) -> None:
+        """Stop the encoding worker, if any."""
+        if self._ahead is not None:
+            self._ahead.close()
 
 
 # A transform writes one plan entry's output tensor into the shard writer; returns the bytes written.
@@ -100,12 +182,21 @@ def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = N
     if missing:
         raise PlanError(f"no transform registered for op {missing[0]!r}")
     entries = {e.out.name: e for e in plan.entries}
+    order = [
+        (e.source, e.codec)
+        for shard in plan.shards
+        for e in (entries[spec.name] for spec in shard.tensors)
+        if e.op == ENCODE
+    ]
     with TensorReader(plan.source) as reader:
-        ctx = TransformContext(plan, reader)
+        ctx = TransformContext(plan, reader, order)  # type: ignore[arg-type]
 
         def write_one(writer: ShardWriter, spec: TensorSpec) -> int:
             entry = entries[spec.name]
             return TRANSFORMS[entry.op](entry, ctx, writer)
 
-        written = write_shards(out_dir, plan.shards, SAFETENSORS_METADATA, write_one, progress, mode)
+        try:
+            written = write_shards(out_dir, plan.shards, SAFETENSORS_METADATA, write_one, progress, mode)
+        finally:
+            ctx.close()
     return ExecutionResult(tuple(s.file for s in plan.shards), written)

@@ -309,11 +309,22 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
                     extra.append(PlanEntry(TensorSpec(f"{base}.bias", bias.dtype, bias.shape), COPY, bias_name, layer))
 
     copies = [PlanEntry(TensorSpec(t.name, t.dtype, t.shape), COPY, t.name) for t in index]
-    entries = tuple(sorted(copies + extra, key=lambda e: e.out.name))
+    # Written in name order, except that a MoE layer's new tensors (experts, router) follow every
+    # other tensor of their decoder layer: the executor encodes a layer's experts in a worker
+    # thread while the writer copies that layer's unchanged tensors, so they must come first.
+    moe_prefix = {m.layer: m.prefix for m in moe_layers}
+    after_layer = {e.out.name: e.out.name if e.layer is None else _layer_end(moe_prefix[e.layer]) for e in extra}
+    entries = tuple(sorted(copies + extra, key=lambda e: (after_layer.get(e.out.name, e.out.name), e.out.name)))
     mote = mote_section(options, arch, moe_layers)
     plan = ConversionPlan(index, dict(config), mote, entries, tuple(moe_layers), options.max_shard_size, router_std)
     validate(plan)
     return plan
+
+
+def _layer_end(ffn_prefix: str) -> str:
+    """A sort key just after every name of the decoder layer that holds the FFN at ``ffn_prefix``
+    (its parent): no name of the layer has a character above U+10FFFF after the parent's dot."""
+    return ffn_prefix.rsplit(".", 1)[0] + ".\U0010ffff"
 
 
 def encode_entries(base: str, source: TensorSpec | Any, fmt: ExpertFormat, layer: int | None = None) -> list[PlanEntry]:

@@ -21,7 +21,18 @@ def test_plan_accounts_for_every_tensor(tiny_llava: Path) -> None:
     parts = [e.part for e in plan.entries if e.op == ENCODE]
     assert parts.count("weight_packed") == parts.count("weight_scale") == len(parts) // 2 == 2 * 3 * 3
     assert ops.count(COPY) == len(plan.source)
-    assert [e.out.name for e in plan.entries] == sorted(e.out.name for e in plan.entries)
+    # name order, except that each MoE layer's new tensors (experts, router) come right after the
+    # other tensors of their decoder layer, whose copies they are encoded beside
+    names = [e.out.name for e in plan.entries]
+    old = [e.out.name for e in plan.entries if e.layer is None]
+    assert old == sorted(old)
+    for layer in plan.moe_layers:
+        parent = layer.prefix.rsplit(".", 1)[0] + "."
+        in_layer = [i for i, n in enumerate(names) if n.startswith(parent)]
+        new = [i for i in in_layer if plan.entries[i].layer is not None]
+        assert new == list(range(in_layer[-1] - len(new) + 1, in_layer[-1] + 1))  # the layer's last entries
+        assert in_layer == list(range(in_layer[0], in_layer[-1] + 1))  # the layer stays in one piece
+        assert [names[i] for i in new] == sorted(names[i] for i in new)
     s = plan.summary()
     assert s.tensors_in == len(plan.source) and s.tensors_out == len(plan.entries)
     assert s.bytes_out == sum(e.out.nbytes for e in plan.entries)

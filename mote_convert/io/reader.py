@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 from safetensors import SafetensorError, safe_open
 
-from mote_convert.errors import CorruptCheckpointError, read_error
+from mote_convert.errors import CorruptCheckpointError, MoteError, read_error
 from mote_convert.io.index import CheckpointIndex, TensorInfo
 
 if TYPE_CHECKING:
@@ -52,6 +52,33 @@ class TensorReader:
         if tuple(tensor.shape) != info.shape:
             raise CorruptCheckpointError(f"{path}: {name} changed shape since the index was read")
         return tensor
+
+    def read_into(self, name: str, buffer: torch.Tensor) -> torch.Tensor:
+        """Tensor ``name`` read by plain file reads into ``buffer`` (uint8, at least its byte size):
+        a view of the buffer, valid until the buffer is reused.
+
+        For a tensor that is read whole and at once (a weight to quantize), this is much cheaper than
+        :meth:`read`: a mapping faults its pages in one by one on first touch (about 0.15 s for a
+        90 MB weight here), a read copies them from the page cache in one pass, into memory that is
+        already faulted in when the buffer is reused.
+        """
+        import torch
+
+        from mote_convert.io.dtypes import torch_dtype
+
+        info = self._info(name)
+        path = self.index.root / info.file
+        if buffer.dtype != torch.uint8 or not buffer.is_contiguous() or buffer.numel() < info.nbytes:
+            raise MoteError(f"internal: a read buffer of {buffer.numel()} bytes cannot hold {name} ({info.nbytes} bytes)")
+        view = buffer[: info.nbytes]
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                got = _read_exactly(fh, memoryview(view.numpy()), info.offset)
+        except OSError as exc:
+            raise read_error(path, exc, f"read {name} of the") from None
+        if got != info.nbytes:
+            raise CorruptCheckpointError(f"{path}: {name} ends early (file truncated while reading?)")
+        return view.view(torch_dtype(info.dtype)).reshape(info.shape)
 
     def copy_to(self, name: str, out: BinaryIO) -> int:
         """Append tensor ``name``'s stored bytes to ``out`` unchanged; returns the byte count.
@@ -165,6 +192,18 @@ def stream_tensors(index: CheckpointIndex, names: Iterable[str]) -> Iterator[tup
         stop.set()
         free.put(bytearray(0))  # wake the reader if it waits for a buffer
         thread.join()
+
+
+def _read_exactly(fh: BinaryIO, target: memoryview, offset: int) -> int:
+    """Fill ``target`` from ``fh`` at ``offset`` (a short read is retried); returns the bytes read."""
+    fh.seek(offset)
+    done = 0
+    while done < len(target):
+        n = fh.readinto(target[done:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        done += n
+    return done
 
 
 _CHUNK = 64 * 2**20

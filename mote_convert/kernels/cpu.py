@@ -6,8 +6,11 @@ used: never a crash.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import platform
+import sys
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -18,25 +21,46 @@ from mote_convert.errors import MoteError
 from mote_convert.kernels.registry import register_kernel
 
 SOURCE = Path(__file__).parent / "csrc" / "ternary_cpu.cpp"
+NAME = "mote_ternary_cpu"
+# -fno-trapping-math lets the packing loop vectorize (rounding that raises no floating-point
+# exception is the same rounding); results are unchanged
+CFLAGS = ("-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math")
 logger = logging.getLogger("mote_convert")
+
+
+def build_directory() -> Path:
+    """Where the build is cached: one directory per source, flags, torch and Python version, under
+    ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``, as torch's own)."""
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), repr(CFLAGS).encode(), torch.__version__.encode(), sys.version.encode(),
+                 platform.machine().encode()):
+        key.update(part)
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions"
+    )
+    return Path(root) / f"{NAME}-{key.hexdigest()[:16]}"
 
 
 @lru_cache(maxsize=1)
 def load() -> bool:
     """Build (or reuse the cached build of) the C++ operator; True when ``torch.ops.mote`` has it."""
     try:
-        from torch.utils import cpp_extension
+        directory = build_directory()
+        library = directory / f"{NAME}.so"
+        # A finished build is loaded directly: importing cpp_extension (setuptools with it) and its
+        # up-to-date check cost a quarter of a second in every process. While another process builds
+        # (torchrun's ranks), cpp_extension's "lock" file exists, and load() waits for that build.
+        if library.is_file() and not (directory / "lock").exists():
+            torch.ops.load_library(str(library))
+        else:
+            from torch.utils import cpp_extension
 
-        _ninja_on_path()
-        cpp_extension.load(
-            name="mote_ternary_cpu",
-            sources=[str(SOURCE)],
-            # -fno-trapping-math lets the packing loop vectorize (rounding that raises no
-            # floating-point exception is the same rounding); results are unchanged
-            extra_cflags=["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math"],
-            is_python_module=False,
-            verbose=False,
-        )
+            _ninja_on_path()
+            directory.mkdir(parents=True, exist_ok=True)
+            cpp_extension.load(
+                name=NAME, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), build_directory=str(directory),
+                is_python_module=False, verbose=False,
+            )
         torch.ops.mote.ternary_matmul  # noqa: B018 - fails if the library did not register
         return True
     except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference

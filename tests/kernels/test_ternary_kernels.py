@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -96,6 +99,7 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch
         raise RuntimeError("no C++ compiler found")
 
     cpu_kernel.load.cache_clear()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # no cached build: load() must build
     monkeypatch.setattr(cpp_extension, "load", broken)
     try:
         with pytest.warns(RuntimeWarning, match="could not be built .*no C\\+\\+ compiler"):
@@ -107,6 +111,19 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch
         cpu_kernel.load.cache_clear()
         monkeypatch.undo()
         assert cpu_kernel.load()
+
+
+def test_a_cached_build_loads_without_cpp_extension() -> None:
+    """A finished build is loaded directly in a new process: cpp_extension (and setuptools) are not
+    imported, and the build directory is keyed by the source, so an edited source builds anew."""
+    assert cpu_kernel.load()
+    assert (cpu_kernel.build_directory() / f"{cpu_kernel.NAME}.so").is_file()
+    code = (
+        "import sys; from mote_convert.kernels import cpu; assert cpu.load(); "
+        "print('torch.utils.cpp_extension' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @settings(max_examples=20, deadline=None)
