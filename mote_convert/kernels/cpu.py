@@ -23,8 +23,12 @@ from mote_convert.kernels.registry import register_kernel
 SOURCE = Path(__file__).parent / "csrc" / "ternary_cpu.cpp"
 NAME = "mote_ternary_cpu"
 # -fno-trapping-math lets the packing loop vectorize (rounding that raises no floating-point
-# exception is the same rounding); results are unchanged
-CFLAGS = ("-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math")
+# exception is the same rounding); results are unchanged.
+# -fopenmp: at::parallel_for is a header template that runs its range serially unless the including
+# file is compiled with OpenMP. Where torch itself runs on GNU OpenMP (Linux), its symbols resolve to
+# torch's own libgomp when the library loads, so torch.set_num_threads governs our loops too.
+_OPENMP = ("-fopenmp",) if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else ()
+CFLAGS = ("-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", *_OPENMP)
 logger = logging.getLogger("mote_convert")
 
 
