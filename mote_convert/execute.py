@@ -21,6 +21,7 @@ from mote_convert.errors import MoteError, PlanError
 from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, get_codec
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
+from mote_convert.kernels import one_thread
 from mote_convert.plan import COPY, ENCODE, ROUTER, UPCAST, ConversionPlan, PlanEntry
 
 EncodeKey = tuple[str, ExpertFormat]  # (source weight, expert format)
@@ -54,7 +55,8 @@ class EncodeAhead:
                 if self._stop.is_set():
                     return
                 weight = reader.read_into(source, buffer)
-                parts = get_codec(fmt).encode(weight, workspace=workspace)
+                with one_thread():  # the writer's copies need the other core
+                    parts = get_codec(fmt).encode(weight, workspace=workspace)
                 # the buffer is read into again next: nothing handed out may be a view of it
                 parts = {k: v.clone() if _shares_memory(v, buffer) else v for k, v in parts.items()}
                 self._put(((source, fmt), parts))

@@ -14,12 +14,13 @@ import torch
 
 from mote_convert.kernels import cpu as _cpu  # noqa: F401 - registers the C++ kernel
 from mote_convert.kernels import triton_kernel as _triton  # noqa: F401 - registers the GPU kernel
+from mote_convert.kernels.cpu import one_thread
 from mote_convert.kernels.registry import KERNELS, Kernel, get_kernel, register_kernel, select_kernel
 from mote_convert.quant.ternary import activation_quant
 
 __all__ = [
-    "KERNELS", "Kernel", "absmean_scale", "get_kernel", "quantize_pack", "register_kernel", "select_kernel", "ternary_codes",
-    "ternary_linear",
+    "KERNELS", "Kernel", "absmean_scale", "get_kernel", "one_thread", "quantize_pack", "register_kernel", "select_kernel",
+    "ternary_codes", "ternary_linear",
 ]
 
 # One float32 buffer per device for the train mode's codes, grown to the largest weight seen: the

@@ -6,14 +6,17 @@ used: never a crash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
 import sys
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -101,13 +104,29 @@ def cpu_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_f
     return torch.ops.mote.ternary_linear(x, packed, scale, out_features, path)
 
 
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Within the block, this thread's gamma and packing run on this thread alone (not on torch's
+    thread pool): for a worker that packs beside another thread that needs a core, as the
+    converter's writer does. Results are the same bits either way."""
+    previous = getattr(_LOCAL, "threads", 0)
+    _LOCAL.threads = 1
+    try:
+        yield
+    finally:
+        _LOCAL.threads = previous
+
+
 def cpu_gamma(weight: torch.Tensor) -> torch.Tensor | None:
     """gamma from block sums of |W| taken in C++ (float32, bfloat16, float16 weights [out, in])."""
     from mote_convert.quant.ternary import SUM_BLOCK, gamma_from_block_sums
 
     if weight.dtype not in (torch.float32, torch.bfloat16, torch.float16) or weight.dim() != 2 or not load():
         return None
-    sums = torch.ops.mote.absmean_block_sums(weight.detach(), SUM_BLOCK).tolist()
+    sums = torch.ops.mote.absmean_block_sums(weight.detach(), SUM_BLOCK, getattr(_LOCAL, "threads", 0)).tolist()
     return gamma_from_block_sums(sums, weight.numel())
 
 
@@ -116,7 +135,7 @@ def cpu_pack(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     gamma = cpu_gamma(weight)
     if gamma is None:
         return None
-    return torch.ops.mote.ternary_pack(weight, float(gamma)), gamma
+    return torch.ops.mote.ternary_pack(weight, float(gamma), getattr(_LOCAL, "threads", 0)), gamma
 
 
 def cpu_codes(weight: torch.Tensor, gamma: torch.Tensor, out: torch.Tensor) -> bool:

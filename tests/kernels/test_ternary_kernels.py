@@ -144,3 +144,18 @@ def test_fused_gamma_and_pack_equal_the_reference(rows: int, cols: int, dtype: t
     packed, gamma = fused_quantize_pack(w)
     ref_packed, ref_gamma = quantize_pack(w)
     assert torch.equal(gamma, ref_gamma) and torch.equal(packed, ref_packed)
+
+
+def test_one_thread_packs_the_same_bits() -> None:
+    """The converter's worker packs on its own thread (kernels.one_thread): the same gamma and codes
+    as on torch's thread pool; other thread counts are refused by the operator."""
+    from mote_convert.kernels import one_thread
+    from mote_convert.kernels import quantize_pack as fused_quantize_pack
+
+    w = torch.randn(1000, 16385, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    pooled = fused_quantize_pack(w)
+    with one_thread():
+        alone = fused_quantize_pack(w)
+    assert torch.equal(pooled[0], alone[0]) and torch.equal(pooled[1], alone[1])
+    with pytest.raises(RuntimeError, match="threads must be 0"):
+        torch.ops.mote.ternary_pack(w, 0.5, 2)

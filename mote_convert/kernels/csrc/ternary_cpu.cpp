@@ -333,6 +333,18 @@ at::Tensor ternary_linear_f32(const at::Tensor& x_in, const at::Tensor& packed, 
 
 // --- quantize and pack (the converter's hot loop) -------------------------------------------------
 
+// at::parallel_for, or the whole range on the calling thread when threads == 1: the converter packs
+// in a worker thread beside a writer that needs a core of its own (0: torch's thread count).
+template <typename F>
+void parallel_range(int64_t begin, int64_t end, int64_t grain, int64_t threads, const F& f) {
+  TORCH_CHECK(threads == 0 || threads == 1, "threads must be 0 (torch's) or 1");
+  if (threads == 1) {
+    if (begin < end) f(begin, end);
+    return;
+  }
+  at::parallel_for(begin, end, grain, f);
+}
+
 // Each block's sum is one sequential chain of float64 adds (the reference's order), so a single
 // chain is bound by the add's latency. Eight blocks are summed side by side instead: eight
 // independent chains keep the adder busy, and each chain still adds its block first to last.
@@ -344,11 +356,11 @@ inline double abs_f64(T v) {
 }
 
 template <typename T>
-void block_sums_impl(const T* w, int64_t n, int64_t block, double* out) {
+void block_sums_impl(const T* w, int64_t n, int64_t block, int64_t threads, double* out) {
   const int64_t blocks = (n + block - 1) / block;
   const int64_t full = n / block;  // blocks of exactly ``block`` elements
   const int64_t groups = full / kChains;
-  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+  parallel_range(0, groups, 1, threads, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const T* base = w + g * kChains * block;
       double acc[kChains] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
@@ -367,13 +379,13 @@ void block_sums_impl(const T* w, int64_t n, int64_t block, double* out) {
 }
 
 // Sequential float64 sums of |W| over consecutive blocks (mote_convert.quant.ternary.block_sums).
-at::Tensor absmean_block_sums(const at::Tensor& weight, int64_t block) {
+at::Tensor absmean_block_sums(const at::Tensor& weight, int64_t block, int64_t threads) {
   TORCH_CHECK(block > 0, "block must be positive");
   const at::Tensor w = weight.contiguous();
   const int64_t n = w.numel();
   at::Tensor out = at::empty({(n + block - 1) / block}, w.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, w.scalar_type(), "absmean_block_sums", [&] {
-    block_sums_impl<scalar_t>(w.data_ptr<scalar_t>(), n, block, out.data_ptr<double>());
+    block_sums_impl<scalar_t>(w.data_ptr<scalar_t>(), n, block, threads, out.data_ptr<double>());
   });
   return out;
 }
@@ -400,9 +412,9 @@ __attribute__((target("avx2"))) void pack_row_avx2(const T* __restrict src, int6
 #endif
 
 template <typename T>
-void pack_impl(const T* w, int64_t out_features, int64_t k_len, float gamma, uint8_t* packed) {
+void pack_impl(const T* w, int64_t out_features, int64_t k_len, float gamma, int64_t threads, uint8_t* packed) {
   const int64_t rows = (out_features + 3) / 4;
-  at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+  parallel_range(0, rows, 8, threads, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       uint8_t* dst = packed + r * k_len;
       for (int64_t k = 0; k < k_len; ++k) dst[k] = 0;  // padding rows stay 0b00
@@ -423,13 +435,14 @@ void pack_impl(const T* w, int64_t out_features, int64_t k_len, float gamma, uin
 }
 
 // clamp(round(W / gamma), -1, 1) + 1, 2-bit packed in the stored layout, in one pass over W.
-at::Tensor ternary_pack(const at::Tensor& weight, double gamma) {
+at::Tensor ternary_pack(const at::Tensor& weight, double gamma, int64_t threads) {
   TORCH_CHECK(weight.dim() == 2, "weight must be [out, in]");
   const at::Tensor w = weight.contiguous();
   const int64_t out_features = w.size(0), k_len = w.size(1);
   at::Tensor packed = at::empty({(out_features + 3) / 4, k_len}, w.options().dtype(at::kByte));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, w.scalar_type(), "ternary_pack", [&] {
-    pack_impl<scalar_t>(w.data_ptr<scalar_t>(), out_features, k_len, static_cast<float>(gamma), packed.data_ptr<uint8_t>());
+    pack_impl<scalar_t>(w.data_ptr<scalar_t>(), out_features, k_len, static_cast<float>(gamma), threads,
+                        packed.data_ptr<uint8_t>());
   });
   return packed;
 }
@@ -479,8 +492,8 @@ std::string best_path() { return resolve("auto"); }
 TORCH_LIBRARY(mote, m) {
   m.def("ternary_matmul(Tensor x, Tensor packed, int out_features, str path='auto') -> Tensor");
   m.def("ternary_linear(Tensor x, Tensor packed, Tensor scale, int out_features, str path='auto') -> Tensor");
-  m.def("absmean_block_sums(Tensor weight, int block) -> Tensor");
-  m.def("ternary_pack(Tensor weight, float gamma) -> Tensor");
+  m.def("absmean_block_sums(Tensor weight, int block, int threads=0) -> Tensor");
+  m.def("ternary_pack(Tensor weight, float gamma, int threads=0) -> Tensor");
   m.def("ternary_codes(Tensor weight, float gamma, Tensor(a!) out) -> ()");
   m.def("best_path() -> str");
 }
