@@ -113,6 +113,10 @@ class MoTEBlock(nn.Module):
         weights, chosen = probs.topk(self.top_k, dim=-1)
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
+        if x.shape[0] == 1 and not torch.is_grad_enabled():
+            out = shared + self._route_one_token(x, weights, chosen).to(shared.dtype).reshape(shared.shape)
+            self._aux = (probs, chosen[:, 0])
+            return out
         routed = torch.zeros(x.shape[0], shape[-1], dtype=torch.float32, device=x.device)
         # Tokens grouped by expert with one stable sort and one host read of the per-expert counts
         # (the only sync besides top-k); within an expert, tokens stay in ascending order.
@@ -139,6 +143,17 @@ class MoTEBlock(nn.Module):
         aux = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
         self._aux = aux
         return carry_aux_grad(out, aux, self.aux_cell)
+
+
+    def _route_one_token(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """Decoding's routed sum for one token: no sort, count or scatter, and the same float32
+        arithmetic as the general path (the chosen experts in ascending order, each added once to
+        zeros), so the result is the same bits."""
+        routed = torch.zeros(1, x.shape[-1], dtype=torch.float32, device=x.device)
+        picks = chosen[0].tolist()  # the one host read, as the general path's counts
+        for slot in sorted(range(len(picks)), key=picks.__getitem__):
+            routed += self.experts[picks[slot]](x).to(torch.float32) * weights[:, slot, None]
+        return routed
 
 
 def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor, num_experts: int) -> torch.Tensor:
