@@ -133,6 +133,7 @@ __attribute__((target("avx512f"))) inline __m512i reduce16_epi32(const __m512i* 
 
 // Two packed rows (eight output rows) at once for NT tokens: every activation load serves both rows,
 // so a chunk of 64 inputs costs NT + 2 loads for 8 * NT products instead of NT + 1 for 4 * NT.
+// Used for one token (the odd one of a pair); two tokens take dot8x2_vnni below.
 template <int NT>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8_vnni(const uint8_t* w0, const uint8_t* w1,
                                                                        const int8_t* const* xs, int64_t k_len,
@@ -154,13 +155,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8_vnni(const uint
     for (int j = 0; j < 8; ++j)
       for (int t = 0; t < NT; ++t) a[t][j] = _mm512_dpbusd_epi32(a[t][j], f[j], q[t]);
   }
-  alignas(64) int32_t sums[NT][8];
-  if constexpr (NT == 2) {
-    _mm512_store_si512(sums, reduce16_epi32(&a[0][0]));
-  } else {
-    for (int t = 0; t < NT; ++t)
-      for (int j = 0; j < 8; ++j) sums[t][j] = _mm512_reduce_add_epi32(a[t][j]);
-  }
+  int32_t sums[NT][8];
+  for (int t = 0; t < NT; ++t)
+    for (int j = 0; j < 8; ++j) sums[t][j] = _mm512_reduce_add_epi32(a[t][j]);
   for (int t = 0; t < NT; ++t) {
     int32_t tail0[4] = {0, 0, 0, 0}, tail1[4] = {0, 0, 0, 0};
     if (k < k_len) {
@@ -174,7 +171,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8_vnni(const uint
   }
 }
 
-// dot8_vnni<2> with every accumulator a named variable and each field consumed as soon as it is
+// Two packed rows for two tokens, every accumulator a named variable and each field consumed as soon as it is
 // taken: written as a template over arrays, GCC keeps the eight fields and the masks on the stack
 // and copies the sixteen accumulators between registers every iteration (about 70 instructions
 // for 28 that do work); this form keeps all in registers (16 accumulators, 2 activations, 2 packed
