@@ -131,6 +131,21 @@ __attribute__((target("avx512f"))) inline __m512i reduce16_epi32(const __m512i* 
   return _mm512_add_epi32(_mm512_shuffle_i32x4(w0, w1, 0x88), _mm512_shuffle_i32x4(w0, w1, 0xDD));
 }
 
+// One token's eight outputs of a two-row pass: each field's sum shifted back down by 4^j (fields are
+// taken in place, see dot4_vnni) plus the scalar tail past the last whole 64-byte chunk at ``k``.
+inline void finish8(const int32_t* sums, const uint8_t* w0, const uint8_t* w1, const int8_t* x, int64_t k,
+                    int64_t k_len, int32_t* acc) {
+  int32_t tail0[4] = {0, 0, 0, 0}, tail1[4] = {0, 0, 0, 0};
+  if (k < k_len) {
+    dot4_scalar(w0 + k, x + k, k_len - k, tail0);
+    dot4_scalar(w1 + k, x + k, k_len - k, tail1);
+  }
+  for (int j = 0; j < 4; ++j) {
+    acc[j] = (sums[j] >> (2 * j)) + tail0[j];
+    acc[4 + j] = (sums[4 + j] >> (2 * j)) + tail1[j];
+  }
+}
+
 // Two packed rows (eight output rows) at once for NT tokens: every activation load serves both rows,
 // so a chunk of 64 inputs costs NT + 2 loads for 8 * NT products instead of NT + 1 for 4 * NT.
 // Used for one token (the odd one of a pair); two tokens take dot8x2_vnni below.
@@ -158,17 +173,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8_vnni(const uint
   int32_t sums[NT][8];
   for (int t = 0; t < NT; ++t)
     for (int j = 0; j < 8; ++j) sums[t][j] = _mm512_reduce_add_epi32(a[t][j]);
-  for (int t = 0; t < NT; ++t) {
-    int32_t tail0[4] = {0, 0, 0, 0}, tail1[4] = {0, 0, 0, 0};
-    if (k < k_len) {
-      dot4_scalar(w0 + k, xs[t] + k, k_len - k, tail0);
-      dot4_scalar(w1 + k, xs[t] + k, k_len - k, tail1);
-    }
-    for (int j = 0; j < 4; ++j) {
-      acc[t][j] = (sums[t][j] >> (2 * j)) + tail0[j];
-      acc[t][4 + j] = (sums[t][4 + j] >> (2 * j)) + tail1[j];
-    }
-  }
+  for (int t = 0; t < NT; ++t) finish8(sums[t], w0, w1, xs[t], k, k_len, acc[t]);
 }
 
 // Two packed rows for two tokens, every accumulator a named variable and each field consumed as soon as it is
@@ -210,17 +215,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8x2_vnni(const ui
   const __m512i v[16] = {a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7};
   alignas(64) int32_t sums[2][8];
   _mm512_store_si512(sums, reduce16_epi32(v));
-  for (int t = 0; t < 2; ++t) {
-    int32_t tail0[4] = {0, 0, 0, 0}, tail1[4] = {0, 0, 0, 0};
-    if (k < k_len) {
-      dot4_scalar(w0 + k, xs[t] + k, k_len - k, tail0);
-      dot4_scalar(w1 + k, xs[t] + k, k_len - k, tail1);
-    }
-    for (int j = 0; j < 4; ++j) {
-      acc[t][j] = (sums[t][j] >> (2 * j)) + tail0[j];
-      acc[t][4 + j] = (sums[t][4 + j] >> (2 * j)) + tail1[j];
-    }
-  }
+  for (int t = 0; t < 2; ++t) finish8(sums[t], w0, w1, xs[t], k, k_len, acc[t]);
 }
 
 bool cpu_has_vnni() {
