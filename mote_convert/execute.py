@@ -43,7 +43,8 @@ class EncodeAhead:
         self._queue: queue.Queue[tuple[EncodeKey, dict[str, torch.Tensor]] | BaseException] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(plan, reader), name="mote-encode-ahead", daemon=True)
-        self._thread.start()
+        if self._keys:  # nothing to encode: no thread
+            self._thread.start()
 
     def _run(self, plan: ConversionPlan, reader: TensorReader) -> None:
         try:
@@ -58,7 +59,8 @@ class EncodeAhead:
                 with one_thread():  # the writer's copies need the other core
                     parts = get_codec(fmt).encode(weight, workspace=workspace)
                 # the buffer is read into again next: nothing handed out may be a view of it
-                parts = {k: v.clone() if _shares_memory(v, buffer) else v for k, v in parts.items()}
+                storage = buffer.untyped_storage().data_ptr()
+                parts = {k: v.clone() if v.untyped_storage().data_ptr() == storage else v for k, v in parts.items()}
                 self._put(((source, fmt), parts))
         except BaseException as exc:  # noqa: BLE001 - handed to the taker's thread
             self._put(exc)
@@ -85,50 +87,39 @@ class EncodeAhead:
     def close(self) -> None:
         """Stop the worker (after its current weight) and wait for it."""
         self._stop.set()
-        self._thread.join()
-
-
-def _shares_memory(tensor: torch.Tensor, buffer: torch.Tensor) -> bool:
-    start, size = buffer.data_ptr(), buffer.numel()
-    ptr = tensor.untyped_storage().data_ptr()
-    return start <= ptr < start + size
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 class TransformContext:
     """What transforms share: the source reader and the encoded expert weights.
 
-    With ``order`` (the (source, format) of every ENCODE entry, in write order) the encodings are
-    computed ahead by :class:`EncodeAhead`; each is kept while entries still need it, since all
-    experts of a layer share their source's encoding. Without, each is computed when first asked.
+    ``order`` is the (source, format) of every ENCODE entry, in write order: the encodings are
+    computed ahead by :class:`EncodeAhead`, and each is kept while entries still need it, since all
+    experts of a layer share their source's encoding.
     """
 
-    def __init__(self, plan: ConversionPlan, reader: TensorReader, order: Sequence[EncodeKey] = ()) -> None:
+    def __init__(self, plan: ConversionPlan, reader: TensorReader, order: Sequence[EncodeKey]) -> None:
         self.plan = plan
         self.reader = reader
         self._uses = Counter(order)
         self._encoded: dict[EncodeKey, dict[str, torch.Tensor]] = {}
-        unique = list(dict.fromkeys(order))
-        self._ahead = EncodeAhead(plan, reader, unique) if unique else None
+        self._ahead = EncodeAhead(plan, reader, list(dict.fromkeys(order)))
 
     def encoded(self, source: str, fmt: ExpertFormat) -> dict[str, torch.Tensor]:
         """A source weight's tensors in expert format ``fmt``, computed once for all experts that share it."""
         key = (source, fmt)
         result = self._encoded.get(key)
         if result is None:
-            if self._ahead is not None and self._uses[key] > 0:
-                result = self._ahead.take(key)
-            else:
-                result = get_codec(fmt).encode(self.reader.read(source))
-            self._encoded[key] = result
+            result = self._encoded[key] = self._ahead.take(key)
         self._uses[key] -= 1
         if self._uses[key] <= 0:
             del self._encoded[key]  # no entry left needs it
         return result
 
     def close(self) -> None:
-        """Stop the encoding worker, if any."""
-        if self._ahead is not None:
-            self._ahead.close()
+        """Stop the encoding worker."""
+        self._ahead.close()
 
 
 # A transform writes one plan entry's output tensor into the shard writer; returns the bytes written.

@@ -313,7 +313,7 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
     # other tensor of their decoder layer: the executor encodes a layer's experts in a worker
     # thread while the writer copies that layer's unchanged tensors, so they must come first.
     moe_prefix = {m.layer: m.prefix for m in moe_layers}
-    after_layer = {e.out.name: e.out.name if e.layer is None else _layer_end(moe_prefix[e.layer]) for e in extra}
+    after_layer = {e.out.name: _layer_end(moe_prefix[e.layer]) for e in extra}  # type: ignore[index]
     entries = tuple(sorted(copies + extra, key=lambda e: (after_layer.get(e.out.name, e.out.name), e.out.name)))
     mote = mote_section(options, arch, moe_layers)
     plan = ConversionPlan(index, dict(config), mote, entries, tuple(moe_layers), options.max_shard_size, router_std)
