@@ -114,10 +114,20 @@ class MoTEBlock(nn.Module):
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         if x.shape[0] == 1 and not torch.is_grad_enabled():
-            out = shared + self._route_one_token(x, weights, chosen).to(shared.dtype).reshape(shared.shape)
-            self._aux = (probs, chosen[:, 0])
+            routed = self._route_one_token(x, weights, chosen)
+        else:
+            routed = self._route_tokens(x, weights, chosen)
+        out = shared + routed.to(shared.dtype).reshape(shared.shape)
+        if not torch.is_grad_enabled():
+            self._aux = (probs, chosen[:, 0])  # decoding does not pay for a loss nobody reads
             return out
-        routed = torch.zeros(x.shape[0], shape[-1], dtype=torch.float32, device=x.device)
+        aux = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
+        self._aux = aux
+        return carry_aux_grad(out, aux, self.aux_cell)
+
+    def _route_tokens(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """The routed experts' weighted sum (float32 [tokens, hidden]) for any number of tokens."""
+        routed = torch.zeros(x.shape[0], x.shape[-1], dtype=torch.float32, device=x.device)
         # Tokens grouped by expert with one stable sort and one host read of the per-expert counts
         # (the only sync besides top-k); within an expert, tokens stay in ascending order.
         flat = chosen.reshape(-1)
@@ -136,19 +146,12 @@ class MoTEBlock(nn.Module):
                 continue
             y = expert(x[tokens]).to(torch.float32) * weights[tokens, slot, None]
             routed.index_add_(0, tokens, y)
-        out = shared + routed.to(shared.dtype).reshape(shared.shape)
-        if not torch.is_grad_enabled():
-            self._aux = (probs, chosen[:, 0])  # decoding does not pay for a loss nobody reads
-            return out
-        aux = load_balancing_loss(probs, chosen[:, 0], self.num_experts)
-        self._aux = aux
-        return carry_aux_grad(out, aux, self.aux_cell)
-
+        return routed
 
     def _route_one_token(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         """Decoding's routed sum for one token: no sort, count or scatter, and the same float32
-        arithmetic as the general path (the chosen experts in ascending order, each added once to
-        zeros), so the result is the same bits."""
+        arithmetic as :meth:`_route_tokens` (the chosen experts in ascending order, each added once
+        to zeros), so the result is the same bits."""
         routed = torch.zeros(1, x.shape[-1], dtype=torch.float32, device=x.device)
         picks = chosen[0].tolist()  # the one host read, as the general path's counts
         for slot in sorted(range(len(picks)), key=picks.__getitem__):
