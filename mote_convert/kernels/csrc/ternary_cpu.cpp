@@ -131,56 +131,13 @@ __attribute__((target("avx512f"))) inline __m512i reduce16_epi32(const __m512i* 
   return _mm512_add_epi32(_mm512_shuffle_i32x4(w0, w1, 0x88), _mm512_shuffle_i32x4(w0, w1, 0xDD));
 }
 
-// One token's eight outputs of a two-row pass: each field's sum shifted back down by 4^j (fields are
-// taken in place, see dot4_vnni) plus the scalar tail past the last whole 64-byte chunk at ``k``.
-inline void finish8(const int32_t* sums, const uint8_t* w0, const uint8_t* w1, const int8_t* x, int64_t k,
-                    int64_t k_len, int32_t* acc) {
-  int32_t tail0[4] = {0, 0, 0, 0}, tail1[4] = {0, 0, 0, 0};
-  if (k < k_len) {
-    dot4_scalar(w0 + k, x + k, k_len - k, tail0);
-    dot4_scalar(w1 + k, x + k, k_len - k, tail1);
-  }
-  for (int j = 0; j < 4; ++j) {
-    acc[j] = (sums[j] >> (2 * j)) + tail0[j];
-    acc[4 + j] = (sums[4 + j] >> (2 * j)) + tail1[j];
-  }
-}
-
-// Two packed rows (eight output rows) at once for NT tokens: every activation load serves both rows,
-// so a chunk of 64 inputs costs NT + 2 loads for 8 * NT products instead of NT + 1 for 4 * NT.
-// Used for one token (the odd one of a pair); two tokens take dot8x2_vnni below.
-template <int NT>
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8_vnni(const uint8_t* w0, const uint8_t* w1,
-                                                                       const int8_t* const* xs, int64_t k_len,
-                                                                       int32_t (*acc)[8]) {
-  const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0C), m2 = _mm512_set1_epi8(0x30),
-                m3 = _mm512_set1_epi8(static_cast<char>(0xC0));
-  __m512i a[NT][8];
-  for (int t = 0; t < NT; ++t)
-    for (int j = 0; j < 8; ++j) a[t][j] = _mm512_setzero_si512();
-  int64_t k = 0;
-  for (; k + 64 <= k_len; k += 64) {
-    __m512i q[NT];
-    for (int t = 0; t < NT; ++t) q[t] = _mm512_loadu_si512(xs[t] + k);
-    const __m512i b0 = _mm512_loadu_si512(w0 + k);
-    const __m512i b1 = _mm512_loadu_si512(w1 + k);
-    const __m512i f[8] = {_mm512_and_si512(b0, m0), _mm512_and_si512(b0, m1), _mm512_and_si512(b0, m2),
-                          _mm512_and_si512(b0, m3), _mm512_and_si512(b1, m0), _mm512_and_si512(b1, m1),
-                          _mm512_and_si512(b1, m2), _mm512_and_si512(b1, m3)};
-    for (int j = 0; j < 8; ++j)
-      for (int t = 0; t < NT; ++t) a[t][j] = _mm512_dpbusd_epi32(a[t][j], f[j], q[t]);
-  }
-  int32_t sums[NT][8];
-  for (int t = 0; t < NT; ++t)
-    for (int j = 0; j < 8; ++j) sums[t][j] = _mm512_reduce_add_epi32(a[t][j]);
-  for (int t = 0; t < NT; ++t) finish8(sums[t], w0, w1, xs[t], k, k_len, acc[t]);
-}
-
-// Two packed rows for two tokens, every accumulator a named variable and each field consumed as soon as it is
-// taken: written as a template over arrays, GCC keeps the eight fields and the masks on the stack
-// and copies the sixteen accumulators between registers every iteration (about 70 instructions
-// for 28 that do work); this form keeps all in registers (16 accumulators, 2 activations, 2 packed
-// vectors, 1 field, 4 masks) and runs near the core's vpdpbusd peak.
+// Two packed rows (eight output rows) for two tokens: every activation load serves both rows, so a
+// chunk of 64 inputs costs 4 loads for 16 products instead of 3 for 8. Every accumulator is a named
+// variable and each field is consumed as soon as it is taken: written as a template over arrays,
+// GCC keeps the eight fields and the masks on the stack and copies the sixteen accumulators between
+// registers every iteration (about 70 instructions for 28 that do work); this form keeps all in
+// registers (16 accumulators, 2 activations, 2 packed vectors, 1 field, 4 masks) and runs near the
+// core's vpdpbusd peak.
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8x2_vnni(const uint8_t* w0, const uint8_t* w1,
                                                                          const int8_t* const* xs, int64_t k_len,
                                                                          int32_t (*acc)[8]) {
@@ -215,7 +172,17 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dot8x2_vnni(const ui
   const __m512i v[16] = {a0, a1, a2, a3, a4, a5, a6, a7, c0, c1, c2, c3, c4, c5, c6, c7};
   alignas(64) int32_t sums[2][8];
   _mm512_store_si512(sums, reduce16_epi32(v));
-  for (int t = 0; t < 2; ++t) finish8(sums[t], w0, w1, xs[t], k, k_len, acc[t]);
+  for (int t = 0; t < 2; ++t) {
+    int32_t tail0[4] = {0, 0, 0, 0}, tail1[4] = {0, 0, 0, 0};
+    if (k < k_len) {
+      dot4_scalar(w0 + k, xs[t] + k, k_len - k, tail0);
+      dot4_scalar(w1 + k, xs[t] + k, k_len - k, tail1);
+    }
+    for (int j = 0; j < 4; ++j) {  // fields taken in place: shift back down by 4^j (see dot4_vnni)
+      acc[t][j] = (sums[t][j] >> (2 * j)) + tail0[j];
+      acc[t][4 + j] = (sums[t][4 + j] >> (2 * j)) + tail1[j];
+    }
+  }
 }
 
 bool cpu_has_vnni() {
@@ -300,11 +267,12 @@ at::Tensor ternary_matmul(const at::Tensor& x, const at::Tensor& packed, int64_t
             store(t + i, r + 1, acc8[i] + 4);
           }
         }
-        for (; t < tokens; ++t) {
+        for (; t < tokens; ++t) {  // the odd token: one row at a time
           xs[0] = xp + t * k_len;
-          dot8_vnni<1>(w0, w0 + k_len, xs, k_len, acc8);
-          store(t, r, acc8[0]);
-          store(t, r + 1, acc8[0] + 4);
+          dot4_vnni<1>(w0, xs, k_len, acc);
+          store(t, r, acc[0]);
+          dot4_vnni<1>(w0 + k_len, xs, k_len, acc);
+          store(t, r + 1, acc[0]);
         }
       }
     }
