@@ -161,9 +161,8 @@ def stream_tensors(index: CheckpointIndex, names: Iterable[str]) -> Iterator[tup
                 buf = free.get()
                 if stop.is_set():
                     break
-                handle.seek(info.offset)  # type: ignore[union-attr]
-                got = handle.readinto(memoryview(buf)[: info.nbytes])  # type: ignore[union-attr]
-                ready.put((info, buf, got or 0))
+                got = _read_exactly(handle, memoryview(buf)[: info.nbytes], info.offset)  # type: ignore[arg-type]
+                ready.put((info, buf, got))
             if handle is not None:
                 handle.close()
             ready.put(None)
