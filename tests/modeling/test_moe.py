@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mote_convert
 from mote_convert.errors import FormatError
@@ -150,6 +152,52 @@ def test_packed_memory_is_the_packed_bytes(upcycled: Path) -> None:
                 assert stray == []  # no decoded float copy kept between calls
                 bits = 8 * sum(t.numel() * t.element_size() for t in tensors.values()) / (linear.out_features * linear.in_features)
                 assert bits <= 2.01
+
+
+class _NewStorages(TorchDispatchMode):
+    """Records the byte size of every storage an op allocates (outputs that alias no input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, str]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's signature
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                self.sizes.append((t.untyped_storage().nbytes(), str(func)))
+        return out
+
+
+@pytest.mark.parametrize("tokens", [1, 8])
+@pytest.mark.parametrize("kernel", ["fastest", "reference"])
+def test_packed_forward_never_decodes_an_expert_weight(upcycled: Path, tokens: int, kernel: str, monkeypatch) -> None:
+    """No op of a packed MoE layer's forward allocates as many bytes as an expert projection has
+    weights: even a one-byte-per-weight decode would (the reference kernel shows the check bites)."""
+    from mote_convert.kernels import KERNELS
+
+    if kernel == "fastest" and not any(k.available() for n, k in KERNELS.items() if n != "reference" and "cpu" in k.devices):
+        pytest.skip("no compiled kernel here")
+    if kernel == "reference":
+        monkeypatch.setenv("MOTE_KERNEL", "reference")
+    else:
+        monkeypatch.delenv("MOTE_KERNEL", raising=False)
+    model = mote_convert.load_model(upcycled, mode="packed")
+    block = mote_blocks(model)[0]
+    linears = [m for m in block.experts.modules() if isinstance(m, TernaryLinear)]
+    smallest = min(m.out_features * m.in_features for m in linears)
+    widest = max(max(m.out_features, m.in_features) for m in linears)
+    x = torch.randn(1, tokens, block.router.in_features, generator=torch.Generator().manual_seed(0)).to(model.dtype)
+    assert tokens * widest * 4 < smallest  # the layer's own float32 activations stay below the bar
+    recorder = _NewStorages()
+    with torch.no_grad(), recorder:
+        block(x)
+    decoded = [(n, op) for n, op in recorder.sizes if n >= smallest]
+    if kernel == "reference":
+        assert decoded  # it decodes the codes to float32 and multiplies: the check sees that
+    else:
+        assert decoded == []
 
 
 def test_load_errors(upcycled: Path, tiny_llava: Path, tmp_path: Path) -> None:
