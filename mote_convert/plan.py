@@ -8,7 +8,6 @@ before :mod:`mote_convert.execute` streams it to disk.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +27,7 @@ from mote_convert.format import (
 )
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex
-from mote_convert.io.reader import read_bounded
+from mote_convert.io.jsonfile import JsonFileError, load_json
 from mote_convert.io.writer import Shard, TensorSpec, plan_shards
 from mote_convert.options import UpcycleOptions
 
@@ -173,16 +172,10 @@ def read_config(root: str | Path) -> dict[str, Any]:
     path = root / "config.json"
     if not path.is_file():
         raise InputNotFoundError(f"{root}: no config.json (not a Hugging Face checkpoint directory)")
-    raw = read_bounded(path, MAX_CONFIG_BYTES)
-    if raw is None:
-        raise InputNotFoundError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a model config")
     try:
-        config = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise InputNotFoundError(f"{path}: not valid JSON ({detail})") from None
-    if not isinstance(config, dict):
-        raise InputNotFoundError(f"{path}: must hold a JSON object")
+        config = load_json(path, MAX_CONFIG_BYTES)
+    except JsonFileError as exc:
+        raise InputNotFoundError(f"{path}: {exc}; not a model config") from None
     return config
 
 

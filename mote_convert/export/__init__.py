@@ -67,11 +67,13 @@ def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str
     from mote_convert.export.gguf_file import validate
     from mote_convert.export.gguf_mmproj import plan_mmproj
     from mote_convert.export.gguf_text import plan_text
+    from mote_convert.io.jsonfile import check_side_files
     from mote_convert.plan import read_config
 
     root = Path(model)
     config = read_config(root)
     index = load_index(root)
+    check_side_files(root)  # the tokenizer and processor files gguf and transformers parse next
     text = plan_text(root, index, config, expert_type=get_type(expert_type, EXPERT_TYPES),
                      shared_type=get_type(shared_type, SHARED_TYPES) if shared_type is not None else None)
     vision = plan_mmproj(root, index, config) if mmproj else None

@@ -9,15 +9,15 @@ dropped (LLaVA's ``vision_feature_select_strategy="default"``, what clip does fo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from mote_convert.errors import UnsupportedArchitectureError
+from mote_convert.errors import CorruptCheckpointError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.gguf_text import _copy
 from mote_convert.export.tensors import TYPES, TensorType
 from mote_convert.io.index import CheckpointIndex
+from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, load_json
 
 SUPPORTED = "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector)"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -52,11 +52,21 @@ def _image_stats(root: Path) -> tuple[list[float], list[float]]:
     for name in ("preprocessor_config.json", "processor_config.json"):
         path = root / name
         if path.is_file():
-            data = json.loads(path.read_text())
+            try:
+                data = load_json(path, SIDE_FILES[name])
+            except JsonFileError as exc:
+                raise CorruptCheckpointError(f"{path}: {exc}") from None
             data = data.get("image_processor", data)
-            if "image_mean" in data and "image_std" in data:
-                return [float(x) for x in data["image_mean"]], [float(x) for x in data["image_std"]]
+            if isinstance(data, dict) and "image_mean" in data and "image_std" in data:
+                return _channels(path, data["image_mean"]), _channels(path, data["image_std"])
     return CLIP_MEAN, CLIP_STD
+
+
+def _channels(path: Path, values: object) -> list[float]:
+    """Three per-channel numbers (image_mean or image_std), or a CorruptCheckpointError naming the file."""
+    if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise CorruptCheckpointError(f"{path}: image_mean and image_std must be lists of 3 numbers, got {str(values)[:80]}")
+    return [float(v) for v in values]
 
 
 def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:

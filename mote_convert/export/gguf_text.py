@@ -23,7 +23,7 @@ from typing import Any
 
 from mote_convert.arch import get_architecture
 from mote_convert.arch.registry import Architecture
-from mote_convert.errors import FormatError, InputNotFoundError, UnsupportedArchitectureError
+from mote_convert.errors import CorruptCheckpointError, FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
     TERNARY_FALLBACK,
@@ -129,12 +129,16 @@ def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
         raise InputNotFoundError(f"{root}: no tokenizer.json; GGUF export carries a Llama-style tokenizer.json")
     try:
         vocab = gguf.LlamaHfVocab(root)
-    except (FileNotFoundError, TypeError) as exc:
+        entries = list(vocab.all_tokens())
+        special = gguf.SpecialVocab(root, load_merges=False, n_vocab=n_vocab)  # special ids, chat template
+    except (FileNotFoundError, TypeError, KeyError) as exc:  # gguf's words for "not this kind of tokenizer"
         raise UnsupportedArchitectureError(
             f"{root}: GGUF export supports Llama-style tokenizers (byte-fallback BPE in tokenizer.json): {exc}"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - transformers and tokenizers refuse bad files with any kind, even a bare Exception
+        raise CorruptCheckpointError(f"{root}: the tokenizer files cannot be read ({type(exc).__name__}: {exc})") from exc
     tokens, scores, types = [], [], []
-    for text, score, kind in vocab.all_tokens():
+    for text, score, kind in entries:
         tokens.append(text)
         scores.append(score)
         types.append(kind)
@@ -148,7 +152,6 @@ def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
     plan.add("add_token_list", tokens)
     plan.add("add_token_scores", scores)
     plan.add("add_token_types", types)
-    special = gguf.SpecialVocab(root, load_merges=False, n_vocab=n_vocab)  # special ids, chat template
     plan.kv.append(special.add_to_gguf)
 
 

@@ -17,9 +17,11 @@ from safetensors import SafetensorError, safe_open
 
 from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, InputReadError, MoteError, read_error
 from mote_convert.io.dtypes import itemsize
+from mote_convert.io.jsonfile import JsonFileError, load_json
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+MAX_INDEX_BYTES = 64 << 20  # a 1T-parameter model's index is a few MB
 
 
 @dataclass(frozen=True)
@@ -189,12 +191,8 @@ def load_index(root: str | Path, problems: list[MoteError] | None = None) -> Che
 
 def _read_weight_map(index_path: Path) -> dict[str, str]:
     try:
-        with open(index_path, "rb") as fh:
-            data = json.loads(fh.read())
-        weight_map = data["weight_map"]
-    except OSError as exc:
-        raise read_error(index_path, exc) from None
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        weight_map = load_json(index_path, MAX_INDEX_BYTES).get("weight_map")
+    except JsonFileError as exc:
         raise CorruptCheckpointError(f"{index_path}: not a valid safetensors index ({exc})") from None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CorruptCheckpointError(f"{index_path}: weight_map must map tensor names to file names")

@@ -6,7 +6,6 @@ import errno
 import os
 import queue
 import threading
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
@@ -110,20 +109,6 @@ class TensorReader:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def read_bounded(path: Path, limit: int) -> bytes | None:
-    """A small file's bytes (a config, a recipe), or None when it is larger than ``limit``.
-
-    Never reads more than ``limit + 1`` bytes, whatever the file; a failed read is an
-    :class:`~mote_convert.errors.InputReadError` naming the path.
-    """
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise read_error(path, exc) from None
-    return data if len(data) <= limit else None
 
 
 def stream_tensors(index: CheckpointIndex, names: Iterable[str]) -> Iterator[tuple[TensorInfo, torch.Tensor]]:

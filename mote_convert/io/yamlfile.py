@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from mote_convert.io.reader import read_bounded
+from mote_convert.io.bounded import read_bounded
 
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 32

@@ -16,15 +16,14 @@ so any chat template works that renders a conversation's prefix as a prefix of t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from mote_convert.errors import DataError, InputNotFoundError
-from mote_convert.io.reader import read_bounded
+from mote_convert.errors import DataError, InputNotFoundError, MoteError
+from mote_convert.io.jsonfile import JsonFileError, load_json
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
@@ -46,15 +45,12 @@ def read_records(data_path: str | Path, image_folder: str | Path | None) -> list
     path = Path(data_path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: no such data file")
-    data = read_bounded(path, MAX_DATA_BYTES)
-    if data is None:
-        raise DataError(f"{path}: larger than {MAX_DATA_BYTES >> 30} GiB; split it")
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested too deeply
-        raise DataError(f"{path}: not a JSON file ({exc})") from None
-    if not isinstance(raw, list) or not raw:
-        raise DataError(f"{path}: expected a non-empty JSON list of LLaVA-format records")
+        raw = load_json(path, MAX_DATA_BYTES, list)
+    except JsonFileError as exc:
+        raise DataError(f"{path}: {exc}; expected a JSON list of LLaVA-format records") from None
+    if not raw:
+        raise DataError(f"{path}: an empty list; expected LLaVA-format records")
     folder = Path(image_folder) if image_folder is not None else None
     records = []
     for i, item in enumerate(raw):
@@ -124,15 +120,27 @@ class ConversationDataset(torch.utils.data.Dataset):
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        record = self.records[index]
+        try:
+            return self._encode(record)
+        except MoteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the processor, its chat template and PIL refuse bad input with any kind
+            raise DataError(f"record {record.id!r} cannot be encoded with the model's processor "
+                            f"({type(exc).__name__}: {exc})") from exc
+
+    def _encode(self, record: Record) -> dict[str, torch.Tensor]:
         from PIL import Image
 
-        record = self.records[index]
         messages = to_messages(record.turns)
         text = self._render(messages, False)
         images = None
         if record.image is not None:
-            with Image.open(record.image) as img:
-                images = [img.convert("RGB")]
+            try:
+                with Image.open(record.image) as img:
+                    images = [img.convert("RGB")]
+            except OSError as exc:  # unreadable, or not an image PIL knows (UnidentifiedImageError)
+                raise DataError(f"record {record.id!r}: image {record.image}: {exc}") from None
         encoded = self.processor(text=[text], images=images, return_tensors="pt")
         ids = encoded["input_ids"][0]
         image_token = getattr(self.processor, "image_token", IMAGE_PLACEHOLDER)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mote_convert.errors import InputNotFoundError, OptionsError
+from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, OptionsError
 from mote_convert.io.writer import check_output_path
 from mote_convert.train.recipe import TrainRecipe
 
@@ -121,6 +121,7 @@ def train(
     from transformers import AutoProcessor, PrinterCallback
 
     import mote_convert
+    from mote_convert.io.jsonfile import check_side_files
     from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss
     from mote_convert.plan import read_mote_config
@@ -134,6 +135,7 @@ def train(
     if recipe.deepspeed is not None and not Path(recipe.deepspeed).is_file():
         raise InputNotFoundError(f"{recipe.deepspeed}: no such DeepSpeed config")
     read_mote_config(model_path)  # a dense or malformed checkpoint is refused here, by name
+    check_side_files(model_path)  # and a malformed tokenizer or processor file, before transformers parses it
     check_output_path(out, overwrite=overwrite, protect=(model_path,))
     if resume and not any(checkpoints.glob("checkpoint-*")):
         raise InputNotFoundError(f"--resume: no checkpoint-* in {checkpoints} to resume from")
@@ -145,7 +147,11 @@ def train(
         processor = AutoProcessor.from_pretrained(model_path)
     except (OSError, ValueError, TypeError) as exc:
         raise InputNotFoundError(f"{model_path}: no processor to render the data with ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - tokenizers refuses a malformed file with any kind (KeyError, ...)
+        raise CorruptCheckpointError(f"{model_path}: the tokenizer or processor files cannot be read "
+                                     f"({type(exc).__name__}: {exc})") from exc
     dataset = ConversationDataset(records, processor, recipe.max_length)
+    dataset[0]  # a chat template or processor that cannot encode the data fails here, before the model loads
     pad_id = processor.tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else processor.tokenizer.eos_token_id or 0
 

@@ -156,6 +156,27 @@ def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
                                               "--shared-type", "q3"]), 2, "unknown tensor type 'q3'")
 
 
+@pytest.mark.parametrize(("name", "content", "code", "needle"), [
+    ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
+    ("tokenizer_config.json", "[1, 2]", 4, "tokenizer_config.json: must hold a JSON object, not a list"),
+    ("tokenizer.json", "{}", 5, "GGUF export supports Llama-style tokenizers"),
+    ("tokenizer_config.json", '{"added_tokens_decoder": 3}', 4, "the tokenizer files cannot be read (AttributeError"),
+    ("processor_config.json", '{"image_mean": [1, "a", 2], "image_std": [1, 2, 3]}', 4,
+     "processor_config.json: image_mean and image_std must be lists of 3 numbers"),
+])
+def test_broken_tokenizer_and_processor_files_are_one_line_errors(models: dict[str, Path], tmp_path: Path, name: str,
+                                                                  content: str, code: int, needle: str) -> None:
+    import shutil
+
+    broken = tmp_path / "mote"
+    shutil.copytree(models["mote"], broken)
+    (broken / name).write_text(content)
+    out = tmp_path / "m.gguf"
+    result = runner.invoke(app, ["export", "gguf", str(broken), "-o", str(out), "--mmproj", str(tmp_path / "v.gguf")])
+    assert_one_line_error(result, code, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mote"]  # refused from the plan: nothing written
+
+
 def test_inspect_gguf_sizes_equal_what_export_writes(models: dict[str, Path], tmp_path: Path) -> None:
     """The size table (shapes only) against the exported files' tensor data, setting by setting."""
     from mote_convert.export.sizes import checkpoint_gguf_sizes

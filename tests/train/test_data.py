@@ -50,7 +50,8 @@ def _write(tmp_path: Path, records: object) -> Path:
 
 
 @pytest.mark.parametrize(("records", "error", "needle"), [
-    ({"id": 1}, DataError, "expected a non-empty JSON list"),
+    ({"id": 1}, DataError, "must hold a JSON list, not an object; expected a JSON list of LLaVA-format records"),
+    ([], DataError, "an empty list; expected LLaVA-format records"),
     ([{"id": "a", "conversations": [{"from": "human", "value": "hi"}]}], DataError, r"record 0 \(id 'a'\): no 'gpt' turn"),
     ([{"id": "a", "conversations": [{"from": "bot", "value": "hi"}]}], DataError, "each turn must be"),
     ([{"id": "a", "image": "missing.png", "conversations": [{"from": "gpt", "value": "x"}]}], InputNotFoundError, "missing.png not found"),
@@ -63,7 +64,7 @@ def test_bad_data_is_refused_by_record(tmp_path: Path, records: object, error: t
 def test_not_json(tmp_path: Path) -> None:
     for text in ("{not json", "[" * 100_000):  # the second nests too deeply for the parser
         (tmp_path / "d.json").write_text(text)
-        with pytest.raises(DataError, match="not a JSON file"):
+        with pytest.raises(DataError, match="not valid JSON"):
             read_records(tmp_path / "d.json", None)
 
 
@@ -73,3 +74,19 @@ def test_truncation_never_cuts_an_image(processor, data: Path) -> None:  # noqa:
         ds[0]
     assert torch.equal(ConversationDataset(read_records(data, data.parent), processor, max_length=12)[7]["input_ids"],
                        ds[7]["input_ids"][:12])
+
+
+def test_an_unreadable_image_or_template_is_a_data_error_naming_the_record(processor, data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    import copy
+    import shutil
+
+    copied = tmp_path / "d"
+    shutil.copytree(data.parent, copied)
+    (copied / "images" / "0.png").write_bytes(b"not a png")
+    records = read_records(copied / data.name, copied)
+    with pytest.raises(DataError, match=r"record '0': image .*0.png: cannot identify image file"):
+        ConversationDataset(records, processor, max_length=256)[0]
+    broken = copy.copy(processor)
+    broken.chat_template = "{{ messages[0]['content'] }}"  # renders no image token for the image
+    with pytest.raises(DataError, match=r"record '1' cannot be encoded with the model's processor \(ValueError: .*image"):
+        ConversationDataset(records, broken, max_length=256)[1]

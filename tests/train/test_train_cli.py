@@ -95,6 +95,25 @@ def test_train_refusals(setup: dict[str, Path]) -> None:
     assert not (setup["root"] / "x").exists() and not (setup["root"] / "z").exists()
 
 
+@pytest.mark.parametrize(("name", "content", "code", "needle"), [
+    ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
+    ("generation_config.json", "[1]", 4, "generation_config.json: must hold a JSON object, not a list"),
+    ("tokenizer.json", "{}", 4, "the tokenizer or processor files cannot be read (KeyError"),
+    ("chat_template.jinja", "{{ messages[0]['role'] }}", 14, "record '0' cannot be encoded with the model's processor"),
+])
+def test_train_refuses_broken_tokenizer_files_in_one_line(setup: dict[str, Path], tmp_path: Path, name: str, content: str,
+                                                           code: int, needle: str) -> None:
+    import shutil
+
+    broken = tmp_path / "mote"
+    shutil.copytree(setup["mote"], broken)
+    (broken / name).write_text(content)
+    args = _args(setup, tmp_path / "out")
+    args[1] = str(broken)
+    assert_one_line_error(runner.invoke(app, args), code, needle)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("engine", ["ddp", "zero2", "zero3"])
 def test_train_two_processes_under_torchrun(setup: dict[str, Path], engine: str) -> None:
