@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mote_convert.arch import Architecture, check_text_model, get_architecture
+from mote_convert.arch.values import config_int
 from mote_convert.errors import FormatError, InputNotFoundError, PlanError, UnsupportedArchitectureError
 from mote_convert.format import (
     EXPERT_NAME,
@@ -210,13 +211,8 @@ def router_seed(seed: int, layer: int) -> int:
 
 
 def _config_int(text_config: Mapping[str, Any], key: str, arch: Architecture, high: int = 2**31) -> int:
-    value = text_config.get(key)
     where = f"{arch.text_config}.{key}" if arch.text_config else key
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UnsupportedArchitectureError(f"config.json has no integer {where} (needed for {arch.name})")
-    if not 1 <= value <= high:
-        raise UnsupportedArchitectureError(f"config.json's {where} is {value}; expected 1 to {high}")
-    return value
+    return config_int(text_config, key, where, high=high, purpose=arch.name)
 
 
 def router_std_of(config: Mapping[str, Any], text_config: Mapping[str, Any]) -> float:

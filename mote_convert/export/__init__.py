@@ -74,9 +74,9 @@ def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str
     config = read_config(root)
     index = load_index(root)
     check_side_files(root)  # the tokenizer and processor files gguf and transformers parse next
+    vision = plan_mmproj(root, index, config) if mmproj else None  # first: the text plan's tokenizer load trips on its config too
     text = plan_text(root, index, config, expert_type=get_type(expert_type, EXPERT_TYPES),
                      shared_type=get_type(shared_type, SHARED_TYPES) if shared_type is not None else None)
-    vision = plan_mmproj(root, index, config) if mmproj else None
     for plan in (text, vision):  # checked here, so that a dry run refuses what the write would
         if plan is not None:
             validate(plan)

@@ -10,9 +10,10 @@ dropped (LLaVA's ``vision_feature_select_strategy="default"``, what clip does fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from mote_convert.errors import CorruptCheckpointError, UnsupportedArchitectureError
+from mote_convert.arch.values import config_float, config_int, config_mapping
+from mote_convert.errors import CorruptCheckpointError, FormatError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.gguf_text import _copy
 from mote_convert.export.tensors import TYPES, TensorType
@@ -29,8 +30,8 @@ LAYER_NAMES = {
 }
 
 
-def _check(config: dict[str, Any]) -> dict[str, Any]:
-    vision = config.get("vision_config") or {}
+def _check(config: dict[str, Any]) -> Mapping[str, Any]:
+    vision = config_mapping(config, "vision_config", "vision_config")
     problems = []
     if config.get("model_type") != "llava":
         problems.append(f"model_type is {config.get('model_type')!r}")
@@ -40,8 +41,8 @@ def _check(config: dict[str, Any]) -> dict[str, Any]:
         problems.append(f"the projector's activation is {config.get('projector_hidden_act')!r}")
     if config.get("vision_feature_select_strategy", "default") != "default":
         problems.append("vision_feature_select_strategy is not 'default'")
-    if not isinstance(config.get("vision_feature_layer", -2), int):
-        problems.append("several vision feature layers")
+    if isinstance(config.get("vision_feature_layer", -2), bool) or not isinstance(config.get("vision_feature_layer", -2), int):
+        problems.append(f"vision_feature_layer is {str(config.get('vision_feature_layer'))[:40]} (one layer index needed)")
     if problems:
         raise UnsupportedArchitectureError(f"--mmproj supports {SUPPORTED}; here {'; '.join(problems)}")
     return vision
@@ -79,9 +80,15 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
         raise UnsupportedArchitectureError(f"{root}: no CLIP vision tower and MLP projector found (--mmproj supports {SUPPORTED})")
     vroot = patch[0].removesuffix("embeddings.patch_embedding.weight")
     proot = linear[0].removesuffix("linear_1.weight")
-    n_layers = int(vision["num_hidden_layers"])
-    feature = int(config.get("vision_feature_layer", -2))
+    def number(key: str, **kw: Any) -> int:
+        return config_int(vision, key, f"vision_config.{key}", purpose="--mmproj", **kw)
+
+    n_layers = number("num_hidden_layers")
+    feature = config_int(config, "vision_feature_layer", "vision_feature_layer", default=-2, low=-n_layers, high=n_layers)
     feature = feature if feature >= 0 else n_layers + feature + 1  # an index into the hidden states
+    sizes = {key: number(key) for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")}
+    projection = number("projection_dim", default=512)
+    eps = config_float(vision, "layer_norm_eps", "vision_config.layer_norm_eps", default=1e-5)
     mean, std = _image_stats(root)
 
     plan = GgufPlan("clip")
@@ -89,13 +96,13 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
     plan.add("add_bool", "clip.has_llava_projector", True)
     plan.add("add_string", "clip.projector_type", "mlp")
     plan.add("add_name", root.name)
-    plan.add("add_uint32", "clip.vision.image_size", int(vision["image_size"]))
-    plan.add("add_uint32", "clip.vision.patch_size", int(vision["patch_size"]))
-    plan.add("add_uint32", "clip.vision.embedding_length", int(vision["hidden_size"]))
-    plan.add("add_uint32", "clip.vision.feed_forward_length", int(vision["intermediate_size"]))
-    plan.add("add_uint32", "clip.vision.projection_dim", int(vision.get("projection_dim", 512)))
-    plan.add("add_uint32", "clip.vision.attention.head_count", int(vision["num_attention_heads"]))
-    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", float(vision.get("layer_norm_eps", 1e-5)))
+    plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
+    plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
+    plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])
+    plan.add("add_uint32", "clip.vision.feed_forward_length", sizes["intermediate_size"])
+    plan.add("add_uint32", "clip.vision.projection_dim", projection)
+    plan.add("add_uint32", "clip.vision.attention.head_count", sizes["num_attention_heads"])
+    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", eps)
     plan.add("add_uint32", "clip.vision.block_count", feature)
     plan.add("add_array", "clip.vision.feature_layer", [feature])
     plan.add("add_array", "clip.vision.image_mean", mean)
@@ -103,7 +110,9 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
     plan.add("add_bool", "clip.use_gelu", vision.get("hidden_act", "quick_gelu") == "gelu")
 
     def add(name: str, source: str, ttype: TensorType | None = None) -> None:
-        info = index.tensors[source]
+        info = index.tensors.get(source)
+        if info is None:  # e.g. a vision_config.num_hidden_layers larger than the tower
+            raise FormatError(f"{root}: no {source} (config.json's vision_config and the tensors disagree)")
         if ttype is None:  # float32 for vectors, 16-bit weights as stored (float32 stays float32)
             ttype = TYPES["f32"] if len(info.shape) == 1 or info.dtype == "F32" else TYPES["f16"]
         plan.tensor(GgufTensor(name, info.shape, ttype, _copy(source, ttype), (source,)))

@@ -23,6 +23,7 @@ from typing import Any
 
 from mote_convert.arch import get_architecture
 from mote_convert.arch.registry import Architecture
+from mote_convert.arch.values import config_float, config_int, config_mapping
 from mote_convert.errors import CorruptCheckpointError, FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
@@ -56,14 +57,34 @@ def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
         )
     if text.get("hidden_act", "silu") != "silu":
         raise UnsupportedArchitectureError(f"GGUF export needs SiLU-gated FFNs; this model's act is {text.get('hidden_act')!r}")
-    scaling = text.get("rope_scaling") or {}
-    rope = text.get("rope_parameters") or {}
+    scaling = config_mapping(text, "rope_scaling", _where(arch, "rope_scaling"))
+    rope = config_mapping(text, "rope_parameters", _where(arch, "rope_parameters"))
     kind_of_rope = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
     if kind_of_rope not in ("default", None):
         raise UnsupportedArchitectureError(f"GGUF export does not carry RoPE scaling ({kind_of_rope!r}) yet")
     if kind == "mistral" and text.get("sliding_window"):
         raise UnsupportedArchitectureError("GGUF export does not carry Mistral's sliding-window attention")
     return text
+
+
+def _where(arch: Architecture, key: str) -> str:
+    return f"{arch.text_config}.{key}" if arch.text_config else key
+
+
+def _check_shapes(index: CheckpointIndex, lm_root: str, *, hidden: int, q: int, kv: int, inter: int) -> None:
+    """config.json's sizes against the tensors' (llama.cpp reads the sizes from the GGUF's keys and
+    refuses a file whose tensors disagree, so refuse it here, before writing; a layer count that
+    disagrees shows as a missing or an unaccounted-for tensor)."""
+    expect = {
+        "embed_tokens.weight": (None, hidden),
+        "layers.0.self_attn.q_proj.weight": (q, hidden),
+        "layers.0.self_attn.k_proj.weight": (kv, hidden),
+        "layers.0.mlp.gate_proj.weight": (inter, hidden),
+    }
+    for key, shape in expect.items():
+        info = index.tensors.get(lm_root + key)
+        if info is not None and any(want is not None and want != got for want, got in zip(shape, info.shape, strict=False)):
+            raise FormatError(f"{index.root}: {lm_root + key} is {list(info.shape)}; config.json's sizes say {[d if d is not None else '*' for d in shape]}")
 
 
 def lm_head_name(index: CheckpointIndex, arch: Architecture) -> str | None:
@@ -136,7 +157,7 @@ def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
             f"{root}: GGUF export supports Llama-style tokenizers (byte-fallback BPE in tokenizer.json): {exc}"
         ) from None
     except Exception as exc:  # noqa: BLE001 - transformers and tokenizers refuse bad files with any kind, even a bare Exception
-        raise CorruptCheckpointError(f"{root}: the tokenizer files cannot be read ({type(exc).__name__}: {exc})") from exc
+        raise CorruptCheckpointError(f"{root}: transformers cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
     tokens, scores, types = [], [], []
     for text, score, kind in entries:
         tokens.append(text)
@@ -162,18 +183,25 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
     text = _text_config(config, arch)
     mote = read_mote_config(root)[2] if config.get("mote") is not None else None
     lm_root, lm_head = _find_lm(index, arch), lm_head_name(index, arch)
-    n_layers = int(text["num_hidden_layers"])
-    hidden = int(text["hidden_size"])
-    n_head = int(text["num_attention_heads"])
-    n_kv = int(text.get("num_key_value_heads") or n_head)
-    head_dim = int(text.get("head_dim") or hidden // n_head)
-    inter = int(text["intermediate_size"])
-    rope = text.get("rope_parameters") or {}
-    theta = float(rope.get("rope_theta", text.get("rope_theta", 10000.0)))
+    def number(key: str, **kw: Any) -> int:
+        return config_int(text, key, _where(arch, key), purpose="GGUF export", **kw)
+
+    n_layers = number("num_hidden_layers")
+    hidden = number("hidden_size")
+    n_head = number("num_attention_heads")
+    n_kv = number("num_key_value_heads", default=n_head)
+    head_dim = number("head_dim", default=hidden // n_head)
+    inter = number("intermediate_size")
+    context = number("max_position_embeddings", default=4096)
+    rope = config_mapping(text, "rope_parameters", _where(arch, "rope_parameters"))
+    theta = config_float(rope, "rope_theta", _where(arch, "rope_parameters.rope_theta"),
+                         default=config_float(text, "rope_theta", _where(arch, "rope_theta"), default=10000.0))
+    eps = config_float(text, "rms_norm_eps", _where(arch, "rms_norm_eps"), default=1e-6)
     embed = f"{lm_root}embed_tokens.weight"
     if embed not in index.tensors:
         raise FormatError(f"{root}: no {embed}")
     n_vocab = index.tensors[embed].shape[0]
+    _check_shapes(index, lm_root, hidden=hidden, q=n_head * head_dim, kv=n_kv * head_dim, inter=inter)
 
     moe_layers: dict[int, str] = dict(mote.layer_prefixes) if mote is not None else {}
     arch_name = "deepseek" if mote is not None else "llama"
@@ -190,7 +218,7 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
                 f"layers are {sorted(moe_layers)} of 0..{n_layers - 1} (upcycle with --layers all, or a trailing range)"
             )
     plan.add("add_name", root.name)
-    plan.add("add_context_length", int(text.get("max_position_embeddings", 4096)))
+    plan.add("add_context_length", context)
     plan.add("add_embedding_length", hidden)
     plan.add("add_block_count", n_layers)
     plan.add("add_feed_forward_length", inter)
@@ -198,7 +226,7 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
     plan.add("add_head_count_kv", n_kv)
     plan.add("add_rope_dimension_count", head_dim)
     plan.add("add_rope_freq_base", theta)
-    plan.add("add_layer_norm_rms_eps", float(text.get("rms_norm_eps", 1e-6)))
+    plan.add("add_layer_norm_rms_eps", eps)
     plan.add("add_vocab_size", n_vocab)
     if mote is not None:
         plan.add("add_expert_count", mote.num_experts)

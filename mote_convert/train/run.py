@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, OptionsError
+from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, MoteError, OptionsError
 from mote_convert.io.writer import check_output_path
 from mote_convert.train.recipe import TrainRecipe
 
@@ -148,8 +148,7 @@ def train(
     except (OSError, ValueError, TypeError) as exc:
         raise InputNotFoundError(f"{model_path}: no processor to render the data with ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - tokenizers refuses a malformed file with any kind (KeyError, ...)
-        raise CorruptCheckpointError(f"{model_path}: the tokenizer or processor files cannot be read "
-                                     f"({type(exc).__name__}: {exc})") from exc
+        raise CorruptCheckpointError(f"{model_path}: transformers cannot load the processor ({type(exc).__name__}: {exc})") from exc
     dataset = ConversationDataset(records, processor, recipe.max_length)
     dataset[0]  # a chat template or processor that cannot encode the data fails here, before the model loads
     pad_id = processor.tokenizer.pad_token_id
@@ -160,7 +159,12 @@ def train(
     # a latent weight's small updates would round away in bf16. DeepSpeed's bf16 holds one dtype for
     # every parameter, with float32 master weights of its own; without it the routers and latent
     # experts are float32 parameters (autocast runs the products in bf16 where the recipe says bf16).
-    net = mote_convert.load_model(model_path, mode="train")
+    try:
+        net = mote_convert.load_model(model_path, mode="train")
+    except (MoteError, OSError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - config values transformers' model classes accept, then fail to build with
+        raise CorruptCheckpointError(f"{model_path}: transformers cannot build the model ({type(exc).__name__}: {exc})") from exc
     attach_aux_loss(net, recipe.router_aux_loss_coef)
     net.config.use_cache = False
     if recipe.deepspeed is not None and recipe.bf16:

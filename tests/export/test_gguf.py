@@ -160,7 +160,7 @@ def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
     ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
     ("tokenizer_config.json", "[1, 2]", 4, "tokenizer_config.json: must hold a JSON object, not a list"),
     ("tokenizer.json", "{}", 5, "GGUF export supports Llama-style tokenizers"),
-    ("tokenizer_config.json", '{"added_tokens_decoder": 3}', 4, "the tokenizer files cannot be read (AttributeError"),
+    ("tokenizer_config.json", '{"added_tokens_decoder": 3}', 4, "transformers cannot load the tokenizer (AttributeError"),
     ("processor_config.json", '{"image_mean": [1, "a", 2], "image_std": [1, 2, 3]}', 4,
      "processor_config.json: image_mean and image_std must be lists of 3 numbers"),
 ])
@@ -175,6 +175,34 @@ def test_broken_tokenizer_and_processor_files_are_one_line_errors(models: dict[s
     result = runner.invoke(app, ["export", "gguf", str(broken), "-o", str(out), "--mmproj", str(tmp_path / "v.gguf")])
     assert_one_line_error(result, code, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mote"]  # refused from the plan: nothing written
+
+
+CONFIG_FAULTS = {
+    "hidden_size a string": (lambda c: c["text_config"].update(hidden_size="x"), 5, "no integer text_config.hidden_size"),
+    "hidden_size not the tensors'": (lambda c: c["text_config"].update(hidden_size=128), 8,
+                                     "embed_tokens.weight is [384, 256]; config.json's sizes say ['*', 128]"),
+    "head_dim a list": (lambda c: c["text_config"].update(head_dim=[1, 2]), 5, "no integer text_config.head_dim"),
+    "rope_parameters true": (lambda c: c["text_config"].update(rope_parameters=True), 5, "rope_parameters is 'True'; expected an object"),
+    "rms_norm_eps a string": (lambda c: c["text_config"].update(rms_norm_eps="x"), 5, "rms_norm_eps is 'x'; expected a positive number"),
+    "vision layers beyond the tower": (lambda c: c["vision_config"].update(num_hidden_layers=2**31), 8, "no vision_tower.encoder.layers.2."),
+    "vision_feature_layer true": (lambda c: c.update(vision_feature_layer=True), 5, "vision_feature_layer is True"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_FAULTS))
+def test_config_values_of_the_wrong_kind_are_one_line_errors(models: dict[str, Path], tmp_path: Path, case: str) -> None:
+    import json
+    import shutil
+
+    edit, code, needle = CONFIG_FAULTS[case]
+    broken = tmp_path / "mote"
+    shutil.copytree(models["mote"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    edit(config)
+    (broken / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["export", "gguf", str(broken), "-o", str(tmp_path / "m.gguf"), "--mmproj", str(tmp_path / "v.gguf")])
+    assert_one_line_error(result, code, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mote"]
 
 
 def test_inspect_gguf_sizes_equal_what_export_writes(models: dict[str, Path], tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def test_train_refusals(setup: dict[str, Path]) -> None:
 @pytest.mark.parametrize(("name", "content", "code", "needle"), [
     ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
     ("generation_config.json", "[1]", 4, "generation_config.json: must hold a JSON object, not a list"),
-    ("tokenizer.json", "{}", 4, "the tokenizer or processor files cannot be read (KeyError"),
+    ("tokenizer.json", "{}", 4, "transformers cannot load the processor (KeyError"),
     ("chat_template.jinja", "{{ messages[0]['role'] }}", 14, "record '0' cannot be encoded with the model's processor"),
 ])
 def test_train_refuses_broken_tokenizer_files_in_one_line(setup: dict[str, Path], tmp_path: Path, name: str, content: str,
@@ -111,6 +111,20 @@ def test_train_refuses_broken_tokenizer_files_in_one_line(setup: dict[str, Path]
     args = _args(setup, tmp_path / "out")
     args[1] = str(broken)
     assert_one_line_error(runner.invoke(app, args), code, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_refuses_a_config_transformers_cannot_build_in_one_line(setup: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "mote"
+    shutil.copytree(setup["mote"], broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["text_config"]["rope_parameters"]["rope_type"] = 0  # a value of a kind transformers' RoPE table has no entry for
+    (broken / "config.json").write_text(json.dumps(config))
+    args = _args(setup, tmp_path / "out")
+    args[1] = str(broken)
+    assert_one_line_error(runner.invoke(app, args), 4, "transformers cannot build the model (KeyError: 0)")
     assert not (tmp_path / "out").exists()
 
 
