@@ -24,6 +24,7 @@ from mote_convert.io.writer import check_output_path
 from mote_convert.train.recipe import TrainRecipe
 
 FINAL_LATENT = "final-latent"
+MAX_DEEPSPEED_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,20 @@ class TrainResult:
 def world_size() -> int:
     """The number of processes of this launch (torchrun / accelerate set WORLD_SIZE; 1 otherwise)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def one_process_launch() -> None:
+    """Give a process that no launcher started the environment torchrun gives one process (rank 0
+    of 1, a free local port). DeepSpeed then sets up torch.distributed itself; without it, it looks
+    for an MPI launcher and fails. Nothing changes under a launcher."""
+    if any(key in os.environ for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
+        return
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
 
 
 def default_checkpoints(out: Path) -> Path:
@@ -121,7 +136,7 @@ def train(
     from transformers import AutoProcessor, PrinterCallback
 
     import mote_convert
-    from mote_convert.io.jsonfile import check_side_files
+    from mote_convert.io.jsonfile import JsonFileError, check_side_files, load_json
     from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss
     from mote_convert.plan import read_mote_config
@@ -132,8 +147,13 @@ def train(
     checkpoints = Path(checkpoints) if checkpoints is not None else default_checkpoints(out)
     world = world_size()
     recipe.accumulation_steps(world)  # a batch that does not divide is refused before any work
-    if recipe.deepspeed is not None and not Path(recipe.deepspeed).is_file():
-        raise InputNotFoundError(f"{recipe.deepspeed}: no such DeepSpeed config")
+    if recipe.deepspeed is not None:
+        if not Path(recipe.deepspeed).is_file():
+            raise InputNotFoundError(f"{recipe.deepspeed}: no such DeepSpeed config")
+        try:
+            load_json(Path(recipe.deepspeed), MAX_DEEPSPEED_CONFIG_BYTES)
+        except JsonFileError as exc:
+            raise OptionsError(f"deepspeed config {recipe.deepspeed}: {exc}") from None
     read_mote_config(model_path)  # a dense or malformed checkpoint is refused here, by name
     check_side_files(model_path)  # and a malformed tokenizer or processor file, before transformers parses it
     check_output_path(out, overwrite=overwrite, protect=(model_path,))
@@ -173,6 +193,8 @@ def train(
         for param in net.parameters():
             if param.requires_grad:
                 param.data = param.data.to(torch.float32)
+    if recipe.deepspeed is not None:
+        one_process_launch()
     args = training_arguments(recipe, checkpoints, world)
     if fsdp2_launch(args):
         _ = args.device  # sets up the process group, as the Trainer would

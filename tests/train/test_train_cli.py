@@ -146,3 +146,24 @@ def test_train_two_processes_under_torchrun(setup: dict[str, Path], engine: str)
     assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
     assert mote_convert.inspect_checkpoint(out).ok
     _generates(out, setup["data"])
+
+
+@pytest.mark.distributed
+def test_deepspeed_in_one_process_without_a_launcher(setup: dict[str, Path]) -> None:
+    """``--deepspeed`` with no torchrun: rank 0 of 1 on a free local port, not DeepSpeed's MPI discovery."""
+    from mote_convert.resources import launch_dir
+
+    out = setup["root"] / "trained-zero2-alone"
+    cmd = [sys.executable, "-m", "mote_convert.cli", *_args(setup, out, "--max-steps", "2", "--deepspeed", str(launch_dir() / "zero2.json"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run(cmd, env={**env, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert mote_convert.inspect_checkpoint(out).ok
+
+
+def test_a_deepspeed_config_that_is_not_a_json_object_is_refused_in_one_line(setup: dict[str, Path], tmp_path: Path) -> None:
+    config = tmp_path / "ds.json"
+    config.write_text("[1]")
+    result = runner.invoke(app, _args(setup, tmp_path / "out", "--deepspeed", str(config)))
+    assert_one_line_error(result, 2, f"deepspeed config {config}: must hold a JSON object, not a list")
+    assert not (tmp_path / "out").exists()
