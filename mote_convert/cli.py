@@ -77,14 +77,33 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def _drop_deepspeed_probe_warning() -> None:
+    """Where DeepSpeed is installed, building any transformers model imports it, and its import
+    prints "Setting accelerator to CPU. If you have GPU ..." on stdout (into ``--json`` output,
+    too). Only ``train`` uses DeepSpeed; the other commands drop that one line. DeepSpeed's logger
+    is ``logging.getLogger("DeepSpeed")``: a filter set on it now stays when DeepSpeed configures it."""
+    import logging
+
+    logger = logging.getLogger("DeepSpeed")
+    if _no_accelerator_probe not in logger.filters:
+        logger.addFilter(_no_accelerator_probe)
+
+
+def _no_accelerator_probe(record: Any) -> bool:
+    return "Setting accelerator to CPU" not in record.getMessage()
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.", **FLAG)] = False,
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.", **FLAG)
     ] = False,
 ) -> None:
     _state["debug"] = debug
+    if ctx.invoked_subcommand != "train":
+        _drop_deepspeed_probe_warning()
 
 
 def _fail(exc: MoteError) -> None:

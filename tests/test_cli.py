@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mote_convert.cli import app
@@ -83,3 +84,21 @@ def test_architecture_errors(tmp_path: Path) -> None:
         UnsupportedArchitectureError.exit_code,
         "key model.text_model.layers.0.mlp.gate_proj.weight not found",
     )
+
+
+def test_deepspeed_import_warning_stays_out_of_command_output(tmp_path: Path) -> None:
+    """Building a transformers model imports DeepSpeed where it is installed, which prints an
+    accelerator warning on stdout; the commands that do not train drop that line."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}  # the warning comes with auto-detection
+    plain = subprocess.run([sys.executable, "-c", f"from mote_convert.tiny import build_tiny_llava; build_tiny_llava({str(tmp_path / 'm')!r})"],
+                           env=env, capture_output=True, text=True, check=True)
+    if "Setting accelerator to CPU" not in plain.stdout:
+        pytest.skip("DeepSpeed found an accelerator here: it prints no warning to drop")
+    demo = subprocess.run([sys.executable, "-m", "mote_convert.cli", "demo"], env=env, capture_output=True, text=True, check=True)
+    assert "demo: tiny-llava -> tiny-llava-mote" in demo.stdout
+    assert "Setting accelerator" not in demo.stdout + demo.stderr
