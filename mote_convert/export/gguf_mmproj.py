@@ -17,6 +17,7 @@ from mote_convert.errors import CorruptCheckpointError, FormatError, Unsupported
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.gguf_text import _copy
 from mote_convert.export.tensors import TYPES, TensorType
+from mote_convert.format.config import is_number
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, load_json
 
@@ -41,8 +42,9 @@ def _check(config: dict[str, Any]) -> Mapping[str, Any]:
         problems.append(f"the projector's activation is {config.get('projector_hidden_act')!r}")
     if config.get("vision_feature_select_strategy", "default") != "default":
         problems.append("vision_feature_select_strategy is not 'default'")
-    if isinstance(config.get("vision_feature_layer", -2), bool) or not isinstance(config.get("vision_feature_layer", -2), int):
-        problems.append(f"vision_feature_layer is {str(config.get('vision_feature_layer'))[:40]} (one layer index needed)")
+    feature = config.get("vision_feature_layer", -2)
+    if isinstance(feature, bool) or not isinstance(feature, int):
+        problems.append(f"vision_feature_layer is {str(feature)[:40]} (one layer index needed)")
     if problems:
         raise UnsupportedArchitectureError(f"--mmproj supports {SUPPORTED}; here {'; '.join(problems)}")
     return vision
@@ -65,8 +67,8 @@ def _image_stats(root: Path) -> tuple[list[float], list[float]]:
 
 def _channels(path: Path, values: object) -> list[float]:
     """Three per-channel numbers (image_mean or image_std), or a CorruptCheckpointError naming the file."""
-    if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-        raise CorruptCheckpointError(f"{path}: image_mean and image_std must be lists of 3 numbers, got {str(values)[:80]}")
+    if not (isinstance(values, list) and len(values) == 3 and all(is_number(v) for v in values)):
+        raise CorruptCheckpointError(f"{path}: image_mean and image_std must be lists of 3 finite numbers, got {str(values)[:80]}")
     return [float(v) for v in values]
 
 

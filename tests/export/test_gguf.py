@@ -162,7 +162,7 @@ def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
     ("tokenizer.json", "{}", 5, "GGUF export supports Llama-style tokenizers"),
     ("tokenizer_config.json", '{"added_tokens_decoder": 3}', 4, "transformers cannot load the tokenizer (AttributeError"),
     ("processor_config.json", '{"image_mean": [1, "a", 2], "image_std": [1, 2, 3]}', 4,
-     "processor_config.json: image_mean and image_std must be lists of 3 numbers"),
+     "processor_config.json: image_mean and image_std must be lists of 3 finite numbers"),
 ])
 def test_broken_tokenizer_and_processor_files_are_one_line_errors(models: dict[str, Path], tmp_path: Path, name: str,
                                                                   content: str, code: int, needle: str) -> None:
