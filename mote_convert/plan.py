@@ -211,8 +211,7 @@ def router_seed(seed: int, layer: int) -> int:
 
 
 def _config_int(text_config: Mapping[str, Any], key: str, arch: Architecture, high: int = 2**31) -> int:
-    where = f"{arch.text_config}.{key}" if arch.text_config else key
-    return config_int(text_config, key, where, high=high, purpose=arch.name)
+    return config_int(text_config, key, arch.text_key(key), high=high, purpose=arch.name)
 
 
 def router_std_of(config: Mapping[str, Any], text_config: Mapping[str, Any]) -> float:

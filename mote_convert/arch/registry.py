@@ -73,6 +73,10 @@ class Architecture:
         """Key prefixes of everything that is not the language model (vision tower, projector)."""
         return tuple(self.vision_prefixes) + tuple(self.projector_prefixes)
 
+    def text_key(self, key: str) -> str:
+        """Where a language-model config key sits in config.json, for messages (``text_config.hidden_size``)."""
+        return f"{self.text_config}.{key}" if self.text_config else key
+
     def prefixes_for(self, layer: int) -> tuple[str, ...]:
         """Every key style's FFN prefix for one decoder layer."""
         return tuple(p.replace(LAYER_FIELD, str(layer)) for p in self.ffn_prefixes)

@@ -117,10 +117,10 @@ def write_export(plan: GgufExportPlan, out: str | Path, *, mmproj: str | Path | 
         raise OptionsError("--mmproj must be another file than the output")
     if (mmproj is not None) != (plan.vision is not None):
         raise OptionsError("internal: the plan's mmproj does not match --mmproj")
-    files = [_summary(out, plan.text)] + ([_summary(Path(mmproj), plan.vision)] if plan.vision is not None and mmproj is not None else [])
+    files = [_summary(out, plan.text)] + ([_summary(Path(mmproj), plan.vision)] if plan.vision is not None else [])
     if not dry_run:
         reader = TensorReader(plan.index)
         write_gguf(plan.text, reader, out, overwrite=overwrite, protect=(plan.root,), progress=progress)
-        if plan.vision is not None and mmproj is not None:
+        if plan.vision is not None:
             write_gguf(plan.vision, reader, Path(mmproj), overwrite=overwrite, protect=(plan.root,), progress=progress)
     return GgufExport(tuple(files), tuple(plan.text.notes))

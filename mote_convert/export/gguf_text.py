@@ -57,18 +57,14 @@ def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
         )
     if text.get("hidden_act", "silu") != "silu":
         raise UnsupportedArchitectureError(f"GGUF export needs SiLU-gated FFNs; this model's act is {text.get('hidden_act')!r}")
-    scaling = config_mapping(text, "rope_scaling", _where(arch, "rope_scaling"))
-    rope = config_mapping(text, "rope_parameters", _where(arch, "rope_parameters"))
+    scaling = config_mapping(text, "rope_scaling", arch.text_key("rope_scaling"))
+    rope = config_mapping(text, "rope_parameters", arch.text_key("rope_parameters"))
     kind_of_rope = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
     if kind_of_rope not in ("default", None):
         raise UnsupportedArchitectureError(f"GGUF export does not carry RoPE scaling ({kind_of_rope!r}) yet")
     if kind == "mistral" and text.get("sliding_window"):
         raise UnsupportedArchitectureError("GGUF export does not carry Mistral's sliding-window attention")
     return text
-
-
-def _where(arch: Architecture, key: str) -> str:
-    return f"{arch.text_config}.{key}" if arch.text_config else key
 
 
 def _check_shapes(index: CheckpointIndex, lm_root: str, *, hidden: int, q: int, kv: int, inter: int) -> None:
@@ -183,8 +179,9 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
     text = _text_config(config, arch)
     mote = read_mote_config(root)[2] if config.get("mote") is not None else None
     lm_root, lm_head = _find_lm(index, arch), lm_head_name(index, arch)
+
     def number(key: str, **kw: Any) -> int:
-        return config_int(text, key, _where(arch, key), purpose="GGUF export", **kw)
+        return config_int(text, key, arch.text_key(key), purpose="GGUF export", **kw)
 
     n_layers = number("num_hidden_layers")
     hidden = number("hidden_size")
@@ -193,10 +190,10 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
     head_dim = number("head_dim", default=hidden // n_head)
     inter = number("intermediate_size")
     context = number("max_position_embeddings", default=4096)
-    rope = config_mapping(text, "rope_parameters", _where(arch, "rope_parameters"))
-    theta = config_float(rope, "rope_theta", _where(arch, "rope_parameters.rope_theta"),
-                         default=config_float(text, "rope_theta", _where(arch, "rope_theta"), default=10000.0))
-    eps = config_float(text, "rms_norm_eps", _where(arch, "rms_norm_eps"), default=1e-6)
+    rope = config_mapping(text, "rope_parameters", arch.text_key("rope_parameters"))
+    theta = config_float(rope, "rope_theta", arch.text_key("rope_parameters.rope_theta"),
+                         default=config_float(text, "rope_theta", arch.text_key("rope_theta"), default=10000.0))
+    eps = config_float(text, "rms_norm_eps", arch.text_key("rms_norm_eps"), default=1e-6)
     embed = f"{lm_root}embed_tokens.weight"
     if embed not in index.tensors:
         raise FormatError(f"{root}: no {embed}")
