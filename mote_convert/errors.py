@@ -88,18 +88,30 @@ class DataError(MoteError):
     exit_code = 14
 
 
+class TrainingError(MoteError):
+    """Training cannot go on usefully: a non-finite loss or gradient (the weights would become NaN)."""
+
+    exit_code = 15
+
+
 class Interrupted(MoteError):
     """The run was stopped by a signal (SIGINT, SIGTERM, SIGHUP); its staging output was removed.
 
     The exit code is the shell's convention, 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
+    ``left`` says what the run leaves (by default: nothing).
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, left: str = "nothing was left behind") -> None:
         import signal
 
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; nothing was left behind")
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; {left}")
+
+
+class InternalError(RuntimeError):
+    """A broken invariant of mote-convert itself: a bug, not a user error. Deliberately not a
+    :class:`MoteError`, so that the CLI shows it with its traceback, to be reported."""
 
 
 def describe_os_error(exc: OSError) -> str:

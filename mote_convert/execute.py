@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from mote_convert.errors import MoteError, PlanError
-from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, get_codec
+from mote_convert.errors import CheckFailedError, MoteError, PlanError
+from mote_convert.format import SAFETENSORS_METADATA, ExpertCodec, ExpertFormat, get_codec
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
 from mote_convert.kernels import one_thread
@@ -56,8 +56,10 @@ class EncodeAhead:
                 if self._stop.is_set():
                     return
                 weight = reader.read_into(source, buffer)
+                codec = get_codec(fmt)
                 with one_thread():  # the writer's copies need the other core
-                    parts = get_codec(fmt).encode(weight, workspace=workspace)
+                    parts = codec.encode(weight, workspace=workspace)
+                _check_finite(source, codec, parts)
                 # the buffer is read into again next: nothing handed out may be a view of it
                 storage = buffer.untyped_storage().data_ptr()
                 parts = {k: v.clone() if v.untyped_storage().data_ptr() == storage else v for k, v in parts.items()}
@@ -89,6 +91,14 @@ class EncodeAhead:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+
+def _check_finite(source: str, codec: ExpertCodec, parts: dict[str, torch.Tensor]) -> None:
+    """Refuse a weight holding NaN or infinity, naming it: its absmean gamma (a float64 sum of |W|,
+    which no finite weight overflows) is then not finite, so the check costs nothing."""
+    if codec.scale is not None and not bool(torch.isfinite(parts[codec.scale]).all()):
+        raise CheckFailedError(f"{source}: holds NaN or infinite values (its scale gamma would be "
+                               f"{float(parts[codec.scale].reshape(-1)[0])}); a sound weight is finite")
 
 
 class TransformContext:

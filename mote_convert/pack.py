@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mote_convert.arch import get_architecture
+from mote_convert.check import require_sound
 from mote_convert.errors import FormatError
-from mote_convert.format import (
-    BIAS,
-    EXPERT_NAME,
-    ExpertFormat,
-    check_file_metadata,
-    expert_base,
-    get_codec,
-    router_name,
-)
+from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import load_index
 from mote_convert.io.writer import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import COPY, UPCAST, ConversionPlan, PlanEntry, encode_entries, read_mote_config, validate
+from mote_convert.plan import (
+    COPY,
+    UPCAST,
+    ConversionPlan,
+    PlanEntry,
+    encode_entries,
+    model_type_of,
+    read_mote_config,
+    validate,
+)
 from mote_convert.upcycle import ConversionResult, write_plan
+
+# A training engine that holds every parameter in bf16 (DeepSpeed) saves its bf16 copy of the
+# routers; pack widens them to the format's float32 (exactly).
+ENGINE_ROUTER_DTYPES = ("F32", "BF16", "F16")
 
 
 def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> ConversionPlan:
@@ -30,10 +37,10 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
         raise FormatError(f"{root} is already packed (expert_format {mote.expert_format.value!r}); pack needs a latent checkpoint")
     max_shard_size = parse_size(max_shard_size)
     index = load_index(root)
-    for file, metadata in index.metadata.items():
-        problem = check_file_metadata(file, metadata)
-        if problem is not None:
-            raise FormatError(f"{root}: {problem}")
+    # what inspect reports is refused before any write; the latent values are checked as they stream
+    # (a non-finite weight would pack to a non-finite gamma), naming the tensor
+    arch = get_architecture(model_type_of(config, root))
+    require_sound(root, index, config, arch, mote, router_dtypes=ENGINE_ROUTER_DTYPES)
     latent = get_codec(ExpertFormat.LATENT)
     weights = {
         f"{expert_base(prefix, i, proj)}.{latent.primary}": layer
@@ -41,16 +48,7 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
         for i in range(mote.num_experts)
         for proj in mote.projections
     }
-    missing = sorted(set(weights) - set(index.tensors))
-    if missing:
-        raise FormatError(f"{root}: latent expert weight {missing[0]} is missing ({len(missing)} missing in all)")
     prefixes = set(mote.layer_prefixes.values())
-    for name in index.tensors:
-        m = EXPERT_NAME.match(name)
-        if m and m["prefix"] in prefixes and m["suffix"] != BIAS and name not in weights:
-            raise FormatError(f"{root}: unexpected expert tensor {name} (config.json['mote'] does not account for it)")
-    # An engine that trains in bf16 with float32 master weights (DeepSpeed) saves its bf16 copy of
-    # the routers; the format's routers are float32, and widening is exact.
     routers = {router_name(prefix) for prefix in prefixes}
     entries: list[PlanEntry] = []
     for info in index:
@@ -61,8 +59,6 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
         if layer is None:
             entries.append(PlanEntry(TensorSpec(info.name, info.dtype, info.shape), COPY, info.name))
             continue
-        if len(info.shape) != 2:
-            raise FormatError(f"{root}: latent expert {info.name} is not 2-D ({list(info.shape)})")
         entries += encode_entries(info.name.removesuffix(f".{latent.primary}"), info, ExpertFormat.PACKED_2BIT, layer)
     entries.sort(key=lambda e: e.out.name)
     plan = ConversionPlan(index, config, mote.with_format(ExpertFormat.PACKED_2BIT), tuple(entries), (), max_shard_size)

@@ -27,6 +27,7 @@ import mote_convert
 from mote_convert import config_patch
 from mote_convert.cli import app
 from mote_convert.errors import (
+    CheckFailedError,
     FormatError,
     InputNotFoundError,
     InputReadError,
@@ -402,7 +403,7 @@ def test_trainer_style_checkpoint_is_accepted_by_every_tool(tiny_llava: Path, tm
         save_file(load_file(f), f, metadata={"format": "pt", "mote_format": "2"})
     assert any("mote_format" in str(p) for p in mote_convert.inspect_checkpoint(ckpt).problems)
     for run in (lambda: mote_convert.load_model(ckpt), lambda: mote_convert.pack(ckpt, tmp_path / "p2")):
-        with pytest.raises(FormatError, match="mote_format"):
+        with pytest.raises(CheckFailedError, match="mote_format"):
             run()
 
 

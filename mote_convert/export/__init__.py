@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mote_convert.errors import OptionsError
+from mote_convert.errors import InternalError, OptionsError
 from mote_convert.export.gguf_file import GgufPlan, write_gguf
 from mote_convert.export.tensors import EXPERT_TYPES, SHARED_TYPES, get_type
 from mote_convert.io.index import CheckpointIndex, load_index
 from mote_convert.io.reader import TensorReader
-from mote_convert.io.writer import ProgressFn
+from mote_convert.io.writer import ProgressFn, check_output_path
 
 __all__ = ["EXPERT_TYPES", "SHARED_TYPES", "GgufExport", "GgufExportPlan", "export_gguf", "plan_gguf", "write_export"]
 
@@ -113,10 +113,12 @@ def write_export(plan: GgufExportPlan, out: str | Path, *, mmproj: str | Path | 
                  dry_run: bool = False, progress: ProgressFn | None = None) -> GgufExport:
     """Write a planned export (:func:`plan_gguf`, with ``mmproj`` asked for when it is given here)."""
     out = Path(out)
-    if mmproj is not None and Path(mmproj).absolute() == out.absolute():
-        raise OptionsError("--mmproj must be another file than the output")
     if (mmproj is not None) != (plan.vision is not None):
-        raise OptionsError("internal: the plan's mmproj does not match --mmproj")
+        raise InternalError("the plan's mmproj does not match --mmproj")
+    if mmproj is not None and Path(mmproj).resolve() == out.resolve():
+        raise OptionsError(f"--mmproj {mmproj} names the same file as the output {out}")
+    for path in (out, *((Path(mmproj),) if mmproj is not None else ())):  # both refused before either is written
+        check_output_path(path, overwrite=overwrite, protect=(plan.root,), directory=False)
     files = [_summary(out, plan.text)] + ([_summary(Path(mmproj), plan.vision)] if plan.vision is not None else [])
     if not dry_run:
         reader = TensorReader(plan.index)

@@ -24,6 +24,7 @@ from typing import Any
 from mote_convert.arch import get_architecture
 from mote_convert.arch.registry import Architecture
 from mote_convert.arch.values import config_float, config_int, config_mapping
+from mote_convert.check import check_expert_values, require_sound
 from mote_convert.errors import CorruptCheckpointError, FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
@@ -122,12 +123,15 @@ def _experts(experts: list[tuple[str, int]], fmt: ExpertFormat, ttype: TensorTyp
         from mote_convert.kernels import quantize_pack
         from mote_convert.quant.packing import unpack_ternary
 
+        codec = get_codec(fmt)
         parts = []
         for base, out_features in experts:
+            stored = reader.read(f"{base}.{codec.primary}")
+            check_expert_values(f"{base}.{codec.primary}", codec, codec.primary, stored)
             if fmt is ExpertFormat.PACKED_2BIT:
-                packed, gamma = reader.read(f"{base}.weight_packed"), reader.read(f"{base}.weight_scale")
+                packed, gamma = stored, reader.read(f"{base}.weight_scale")
             else:
-                packed, gamma = quantize_pack(reader.read(f"{base}.weight"))
+                packed, gamma = quantize_pack(stored)
             weight = ternary_weight(unpack_ternary(packed, out_features), gamma)
             parts.append(encode(weight, ttype).data)
             del weight
@@ -188,6 +192,9 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
     n_head = number("num_attention_heads")
     n_kv = number("num_key_value_heads", default=n_head)
     head_dim = number("head_dim", default=hidden // n_head)
+    if head_dim % 2:
+        raise UnsupportedArchitectureError(f"{root}: head dimension {head_dim} is odd; llama.cpp's rotary embedding "
+                                           "rotates pairs of dimensions")
     inter = number("intermediate_size")
     context = number("max_position_embeddings", default=4096)
     rope = config_mapping(text, "rope_parameters", arch.text_key("rope_parameters"))
@@ -199,6 +206,8 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
         raise FormatError(f"{root}: no {embed}")
     n_vocab = index.tensors[embed].shape[0]
     _check_shapes(index, lm_root, hidden=hidden, q=n_head * head_dim, kv=n_kv * head_dim, inter=inter)
+    if mote is not None:
+        require_sound(root, index, config, arch, mote)  # what inspect reports is refused before any write
 
     moe_layers: dict[int, str] = dict(mote.layer_prefixes) if mote is not None else {}
     arch_name = "deepseek" if mote is not None else "llama"

@@ -192,10 +192,16 @@ class LatentCodec(ExpertCodec):
         return math.prod(shape) if suffix == self.primary else 0
 
     def code_stats(self, parts: Mapping[str, Any], out_features: int) -> CodeStats:
+        import torch
+
         from mote_convert.quant.ternary import ternarize
 
-        codes, gamma = ternarize(parts[self.primary])
-        minus, zero, plus = (int((codes == t).sum()) for t in (-1, 0, 1))
-        return CodeStats(minus, zero, plus, 0, 0, float(gamma))
+        weight = parts[self.primary]
+        finite = torch.isfinite(weight)
+        codes, gamma = ternarize(torch.where(finite, weight, 0))
+        # a non-finite value has no code: it counts as invalid (a sound latent weight has none)
+        minus, zero, plus = (int(((codes == t) & finite).sum()) for t in (-1, 0, 1))
+        invalid = int(weight.numel() - int(finite.sum()))
+        return CodeStats(minus, zero, plus, invalid, 0, None if invalid else float(gamma))
 
 

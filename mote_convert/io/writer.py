@@ -257,7 +257,7 @@ class StagedOutput:
         self.overwrite = overwrite
         self.protect = tuple(protect)
         self.mode = mode
-        check_output_path(self.final, overwrite=overwrite, protect=protect)
+        check_output_path(self.final, overwrite=overwrite, protect=protect, directory=directory)
         self.lock_path = self.final.parent / f".{self.final.name}.mote-lock"
         self.path = self.final.parent / f".{self.final.name}.partial-{uuid.uuid4().hex[:8]}"
         self._lock: int | None = None
@@ -271,7 +271,7 @@ class StagedOutput:
         self._lock = _acquire_lock(self.lock_path, self.final)
         try:
             self._remove_stale()
-            check_output_path(self.final, overwrite=self.overwrite, protect=self.protect)  # again, under the lock
+            check_output_path(self.final, overwrite=self.overwrite, protect=self.protect, directory=self.directory)  # again, under the lock
             if self.directory:
                 try:
                     self.path.mkdir(mode=self.mode)
@@ -462,9 +462,11 @@ def check_interrupted() -> None:
         active.check()
 
 
-def check_output_path(final: Path, *, overwrite: bool, protect: Sequence[Path] = ()) -> None:
-    """Refuse an existing output (a dangling symlink included) without ``overwrite``, and any output
-    that overlaps an input."""
+def check_output_path(final: Path, *, overwrite: bool, protect: Sequence[Path] = (), directory: bool = True) -> None:
+    """Refuse an existing output (a dangling symlink included) without ``overwrite``, any output that
+    overlaps an input, a file output where a directory is (``--overwrite`` would delete the
+    directory), and a place that cannot be written (a parent that is a file, a read-only directory)."""
+    final = Path(final)
     resolved = final.resolve()
     for src in protect:
         src = Path(src).resolve()
@@ -473,3 +475,26 @@ def check_output_path(final: Path, *, overwrite: bool, protect: Sequence[Path] =
     if os.path.lexists(final) and not overwrite:
         kind = " (a symbolic link)" if os.path.islink(final) else ""
         raise OutputExistsError(f"{final} already exists{kind}; use --overwrite to replace it")
+    if not directory and final.is_dir() and not final.is_symlink():
+        raise OutputExistsError(f"{final} is a directory; the output is a file (choose a file name)")
+    check_writable(final.parent)
+
+
+def check_writable(directory: Path) -> None:
+    """Refuse, before any work, a directory that cannot take a new entry: the nearest existing
+    ancestor must be a directory in which a file can be created (tried, then removed: permission
+    bits do not tell for root or read-only mounts)."""
+    place = Path(directory).absolute()
+    while not os.path.lexists(place) and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise OutputWriteError(f"{place}: cannot write output there (not a directory)")
+    probe = place / f".mote-write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise write_error(place, exc, "create entries in the directory of the") from None
+    try:
+        os.unlink(probe)
+    except OSError as exc:
+        raise write_error(probe, exc, "remove the write probe in the directory of the") from None

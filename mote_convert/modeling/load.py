@@ -11,14 +11,16 @@ mismatched is an error here, naming the tensors: nothing is ever initialised at 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from mote_convert.errors import FormatError
 from mote_convert.format import BIAS, ExpertCodec, ExpertFormat, MoteConfig, expert_base, get_codec
+from mote_convert.io.index import load_index
 from mote_convert.io.writer import StagedOutput
 from mote_convert.modeling.aux_loss import AuxGradCell, probe_loss
 from mote_convert.modeling.bitlinear import MODES, PACKED, TernaryLinear
@@ -77,6 +79,7 @@ def load_model(
         raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     root = Path(path)
     config, _, _ = read_mote_config(root)  # a dense or malformed checkpoint fails here, by name
+    load_index(root)  # and files that do not agree with their index (one inside the directory, every tensor listed)
     cls = _model_class(config)
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype, None)
@@ -84,18 +87,33 @@ def load_model(
             raise FormatError(f"unknown dtype {dtype!r}")
     # Mismatched shapes are reported (then refused below, by name) rather than raised as a bare RuntimeError.
     from_pretrained_kwargs.setdefault("ignore_mismatched_sizes", True)
-    model, info = cls.from_pretrained(
-        root,
-        quantization_config=MoteQuantizationConfig(mode),
-        dtype=dtype if dtype is not None else "auto",
-        device_map=device_map,
-        output_loading_info=True,
-        **from_pretrained_kwargs,
-    )
+    with quiet_progress():
+        model, info = cls.from_pretrained(
+            root,
+            quantization_config=MoteQuantizationConfig(mode),
+            dtype=dtype if dtype is not None else "auto",
+            device_map=device_map,
+            output_loading_info=True,
+            **from_pretrained_kwargs,
+        )
     _raise_on_loading_problems(root, info)
     if device is not None:
         model.to(device)
     return model
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """transformers' loading and saving progress bars off for the block (the library never prints)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _raise_on_loading_problems(root: Path, info: dict[str, Any]) -> None:
@@ -194,10 +212,13 @@ def save_model(
     raw = model.config.mote
     mote = MoteConfig.parse(raw, "model.config.mote")
     size = parse_size(max_shard_size)
-    with StagedOutput(Path(out_path), overwrite=overwrite) as staging:
+    source = getattr(model, "name_or_path", "") or ""
+    protect = (Path(source),) if source and Path(source).exists() else ()  # never written into the checkpoint it came from
+    with StagedOutput(Path(out_path), overwrite=overwrite, protect=protect) as staging:
         model.config.mote = mote.with_format(codec.format).to_dict()
         try:
-            model.save_pretrained(staging, max_shard_size=size)
+            with quiet_progress():
+                model.save_pretrained(staging, max_shard_size=size)
         finally:
             model.config.mote = raw
     return Path(out_path)

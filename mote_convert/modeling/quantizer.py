@@ -33,6 +33,7 @@ from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from mote_convert.arch import get_architecture
+from mote_convert.check import check_expert_values, require_sound
 from mote_convert.errors import FormatError
 from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, MoteConfig, get_codec
 from mote_convert.io.index import load_index
@@ -79,17 +80,14 @@ class MoteHfQuantizer(HfQuantizer):
         mote = MoteConfig.parse(getattr(config, "mote", None), where, arch=arch, num_layers=num_layers if isinstance(num_layers, int) else None)
         files = kwargs.get("checkpoint_files") or []
         if files:  # refuse, naming them, what inspect would report, before anything loads
-            from mote_convert.inspection import check_mote_checkpoint
-
-            index = load_index(Path(files[0]).parent)
-            problems = check_mote_checkpoint(index, config_dict, arch, mote)
-            if problems:
-                listed = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-                raise FormatError(f"{where}: not a loadable MoTE checkpoint: {listed}")
+            root = Path(files[0]).parent
+            require_sound(root, load_index(root), config_dict, arch, mote)
         self.mote = mote
+        self.checkpoint_prefixes: dict[str, str] = {}  # in-memory block path -> P, as the checkpoint names it
         stored = FORMAT_MODE[mote.expert_format]
-        for layer in mote.layer_prefixes:
+        for layer, prefix in mote.layer_prefixes.items():
             path = arch.module_path.replace("{layer}", str(layer))
+            self.checkpoint_prefixes[path] = prefix
             ffn = model.get_submodule(path)
             block = _make_block(ffn, mote, stored, kwargs.get("dtype"))
             parent, _, child = path.rpartition(".")
@@ -105,7 +103,7 @@ class MoteHfQuantizer(HfQuantizer):
             if not isinstance(block, MoTEBlock):
                 continue
             block.router.float()  # device moves only; float32 already, by the load's dtype plan
-            _check_codes(name, block)
+            _check_values(self.checkpoint_prefixes.get(name, name), block, self.mote)
             block.set_mode(mode, dtype)
         _set_trainable(model, mode)
         attach_aux_loss(model, self.mote.router_aux_loss_coef)
@@ -146,24 +144,17 @@ class MoteHfQuantizer(HfQuantizer):
         return True
 
 
-def _check_codes(block_name: str, block: MoTEBlock) -> None:
-    """Refuse packed codes holding the never-written 0b11: the kernels would compute with it (as
-    +2) where the reference refuses it. One pass of bit operations over the packed bytes."""
+def _check_values(block_name: str, block: MoTEBlock, mote: MoteConfig) -> None:
+    """Refuse, naming the tensor, expert values no sound checkpoint holds (the checks of ``pack`` and
+    ``export gguf`` as they stream): non-finite latent weights, packed codes holding 0b11. One pass
+    over what was just loaded, before any conversion computes with it."""
+    codec = get_codec(mote.expert_format)
     for name, module in block.experts.named_modules():
-        packed = getattr(module, "weight_packed", None) if isinstance(module, TernaryLinear) else None
-        if packed is not None and _has_invalid_codes(packed):
-            raise FormatError(f"{block_name}.experts.{name}.weight_packed holds the invalid 2-bit code 0b11 (run inspect --stats)")
-
-
-def _has_invalid_codes(packed: torch.Tensor, chunk: int = 1 << 16) -> bool:
-    """Whether any 2-bit field is 0b11, in chunks: the check's temporaries stay small whatever the
-    tensor's size."""
-    flat = packed.reshape(-1)
-    for start in range(0, flat.numel(), chunk):
-        part = flat[start : start + chunk]
-        if bool(((part & (part >> 1)) & 0x55).any()):
-            return True
-    return False
+        if not isinstance(module, TernaryLinear):
+            continue
+        tensor = getattr(module, "weight_packed", None) if codec.scale is not None else getattr(module, "weight", None)
+        if tensor is not None:
+            check_expert_values(f"{block_name}.experts.{name}.{codec.primary}", codec, codec.primary, tensor.detach())
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:
