@@ -7,6 +7,7 @@ red line on stderr and the error kind's exit code; ``--debug`` shows the traceba
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,8 +48,28 @@ class Command(_HelpFlag, TyperCommand):
         return pieces
 
 
+# click's base of usage errors, wherever this typer takes click from (newer typers vendor it)
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 class Group(_HelpFlag, TyperGroup):
-    """The top-level command group."""
+    """The top-level command group. A command line that does not parse (an unknown option, a value
+    of the wrong kind, a missing argument) is one ``error:`` line and exit 2, like every other
+    failure, not click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _CLICK_EXCEPTION as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True, markup=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _given(ctx: Any, **values: Any) -> dict[str, Any]:
@@ -102,6 +123,10 @@ def _main(
     ] = False,
 ) -> None:
     _state["debug"] = debug
+    if debug:  # third-party libraries' log messages (gguf's, transformers') are shown with --debug only
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if ctx.invoked_subcommand != "train":
         _drop_deepspeed_probe_warning()
 
@@ -242,6 +267,10 @@ def architectures(
     """List the supported model families, their FFN kinds and checkpoint key styles."""
     with _errors():
         _show_architectures(as_json)
+
+
+def _note(message: str) -> None:
+    err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _skipped_warnings(result: Any) -> None:
@@ -560,7 +589,8 @@ def train(
     deepspeed: Annotated[Optional[str], typer.Option(metavar="FILE.json", help="DeepSpeed config (configs/launch/zero2.json, zero3.json).")] = None,
     expert_format: Annotated[Optional[str], typer.Option(help="Experts of the output: packed-2bit (default) or latent.")] = None,
     checkpoints: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Where the Trainer's checkpoints go (default OUT.checkpoints).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in the checkpoints directory.", **FLAG)] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest complete checkpoint in the checkpoints directory.", **FLAG)] = False,
+    allow_images_outside: Annotated[bool, typer.Option("--allow-images-outside", help="Read images whose paths lead outside --image-folder.", **FLAG)] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train the routers and routed experts of a MoTE checkpoint (stage-3 QAT) on LLaVA-format data."""
@@ -577,7 +607,8 @@ def train(
                      per_device_batch_size=per_device_batch_size, deepspeed=deepspeed, expert_format=expert_format)
         )
         result = run_training(model, data, output, image_folder=image_folder, recipe=options, checkpoints=checkpoints,
-                              resume=resume, overwrite=overwrite, callbacks=[_train_progress()])
+                              resume=resume, overwrite=overwrite, allow_images_outside=allow_images_outside,
+                              callbacks=[_train_progress()], notify=_note)
     if not result.main_process:
         return
     table = Table(title=f"trained {output}", show_header=False)
