@@ -18,6 +18,7 @@ block of each row (Q8_K) rather than once per token; docs/deploy.md gives their 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ from mote_convert.io.reader import TensorReader
 from mote_convert.plan import read_mote_config
 
 TEXT_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+# gguf logs what it notices in a tokenizer (an unknown separator token of a pair template) with no
+# handler of its own, so Python printed it on stderr beside every export: the library never prints.
+# An application that configures logging (the CLI's --debug does) still sees it.
+logging.getLogger("gguf").addHandler(logging.NullHandler())
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 GGUF_FFN = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
