@@ -268,7 +268,7 @@ class StagedOutput:
             self.final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise write_error(self.final.parent, exc, "create the directory of the") from None
-        self._lock = _acquire_lock(self.lock_path, self.final)
+        self._lock = acquire_lock(self.lock_path, self.final)
         try:
             self._remove_stale()
             check_output_path(self.final, overwrite=self.overwrite, protect=self.protect, directory=self.directory)  # again, under the lock
@@ -365,7 +365,7 @@ class StagedOutput:
 
     def _unlock(self) -> None:
         if self._lock is not None:
-            _release_lock(self._lock, self.lock_path)
+            release_lock(self._lock, self.lock_path)
             self._lock = None
 
 
@@ -377,7 +377,7 @@ def _remove_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _acquire_lock(path: Path, final: Path) -> int:
+def acquire_lock(path: Path, final: Path) -> int:
     """Hold an exclusive flock on ``path``; another holder means another run is writing ``final``."""
     while True:
         try:
@@ -402,7 +402,7 @@ def _acquire_lock(path: Path, final: Path) -> int:
         os.close(fd)
 
 
-def _release_lock(fd: int, path: Path) -> None:
+def release_lock(fd: int, path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
     finally:
