@@ -222,3 +222,35 @@ def save_model(
         finally:
             model.config.mote = raw
     return Path(out_path)
+
+
+def load_trainable(model: nn.Module, root: str | Path) -> int:
+    """Load the trainable tensors (routers, latent experts) of the checkpoint at ``root`` into
+    ``model``, strictly: each is found under the name ``save_pretrained`` gives it (transformers'
+    own key conversion, reversed, as the save applied it) with the model's shape, or nothing is
+    loaded and the error names it. Returns the number of tensors loaded."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    from mote_convert.io.reader import TensorReader
+
+    root = Path(root)
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise FormatError("the model has no trainable tensors to load (load it with mode='train')")
+    on_disk: dict[str, str] = {}
+    for name, param in params.items():
+        (key,) = revert_weight_conversion(model, {name: param.detach()}).keys()
+        on_disk[key] = name
+    index = load_index(root)
+    for key, name in on_disk.items():
+        info = index.tensors.get(key)
+        if info is None:
+            raise FormatError(f"{root}: not a checkpoint of this model: it has no {key}")
+        if tuple(info.shape) != tuple(params[name].shape):
+            raise FormatError(f"{root}: not a checkpoint of this model: {key} is {list(info.shape)}, "
+                              f"the model's is {list(params[name].shape)}")
+    reader = TensorReader(index)
+    with torch.no_grad():
+        for key, name in on_disk.items():
+            params[name].copy_(reader.read(key))
+    return len(on_disk)
