@@ -16,6 +16,7 @@ so any chat template works that renders a conversation's prefix as a prefix of t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +30,7 @@ IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
 ROLES = {"human": "user", "gpt": "assistant"}
 MAX_DATA_BYTES = 4 << 30  # a data file is read whole: 4 GiB is far beyond mix665k's 1 GB
+MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit, where PIL has none set
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,18 @@ class Record:
     turns: tuple[tuple[str, str], ...]
 
 
-def read_records(data_path: str | Path, image_folder: str | Path | None) -> list[Record]:
-    """Parse and check a LLaVA-format JSON file; every image must exist under ``image_folder``."""
+def _short(path: object, limit: int = 120) -> str:
+    """A path as an error shows it: cut in the middle past ``limit`` characters."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+
+
+def read_records(data_path: str | Path, image_folder: str | Path | None, *, allow_outside: bool = False) -> list[Record]:
+    """Parse and check a LLaVA-format JSON file; every image must exist under ``image_folder``.
+
+    An image path that leads outside ``image_folder`` (``../``, an absolute path, a symbolic link
+    out) is refused unless ``allow_outside``: a downloaded data file must not make training read
+    any image-shaped file on the machine."""
     path = Path(data_path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: no such data file")
@@ -52,6 +64,7 @@ def read_records(data_path: str | Path, image_folder: str | Path | None) -> list
     if not raw:
         raise DataError(f"{path}: an empty list; expected LLaVA-format records")
     folder = Path(image_folder) if image_folder is not None else None
+    root = folder.resolve() if folder is not None else None
     records = []
     for i, item in enumerate(raw):
         where = f"{path}: record {i}"
@@ -76,8 +89,16 @@ def read_records(data_path: str | Path, image_folder: str | Path | None) -> list
             if folder is None:
                 raise DataError(f"{where} has an image: give --image-folder")
             image_path = folder / image
-            if not image_path.is_file():
-                raise InputNotFoundError(f"{where}: image {image_path} not found")
+            try:
+                found = image_path.is_file()
+                inside = root is not None and image_path.resolve().is_relative_to(root)
+            except OSError as exc:  # a name too long, a loop of links, ...
+                raise DataError(f"{where}: image {_short(image_path)}: {exc.strerror or exc}") from None
+            if not found:
+                raise InputNotFoundError(f"{where}: image {_short(image_path)} not found")
+            if not inside and not allow_outside:
+                raise DataError(f"{where}: image {_short(image)} is outside --image-folder {_short(folder)} "
+                                "(allow it with --allow-images-outside)")
             if sum(text.count(IMAGE_PLACEHOLDER) for role, text in turns if role == "user") > 1:
                 raise DataError(f"{where}: more than one {IMAGE_PLACEHOLDER} placeholder for one image")
             if not any(IMAGE_PLACEHOLDER in text for role, text in turns if role == "user"):
@@ -104,14 +125,33 @@ def to_messages(turns: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
 
 
 class ConversationDataset(torch.utils.data.Dataset):
-    """Token ids, answer-only labels and pixel values of LLaVA-format records, made on access."""
+    """Token ids, answer-only labels and pixel values of LLaVA-format records, made on access.
 
-    def __init__(self, records: Sequence[Record], processor: Any, max_length: int) -> None:
+    A turn's text is cut before it is tokenized to what ``max_length`` tokens can hold (the longest
+    token's characters each): a huge answer costs no more than one of that size, and the cut never
+    reaches the tokens kept. Images over ``max_pixels`` are refused by name before they are decoded.
+    """
+
+    def __init__(self, records: Sequence[Record], processor: Any, max_length: int, max_pixels: int | None = None) -> None:
+        from PIL import Image
+
         if getattr(processor, "chat_template", None) is None:
             raise DataError("the model's processor has no chat template (chat_template.jinja or processor_config.json)")
         self.records = list(records)
         self.processor = processor
         self.max_length = max_length
+        self.max_pixels = max_pixels if max_pixels is not None else (Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
+        vocab = processor.tokenizer.get_vocab()
+        self.max_chars = max_length * max((len(token) for token in vocab), default=1)
+
+    def first_supervised(self) -> int:
+        """The index of the first record that keeps answer tokens within ``max_length``; a data set
+        with none (every answer cut away) is refused: it would train on nothing, at a loss of 0."""
+        for i in range(len(self)):
+            if bool((self[i]["labels"] != IGNORE_INDEX).any()):
+                return i
+        raise DataError(f"no record keeps any answer token within max_length {self.max_length}: nothing to learn "
+                        "(raise max_length)")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -132,15 +172,21 @@ class ConversationDataset(torch.utils.data.Dataset):
     def _encode(self, record: Record) -> dict[str, torch.Tensor]:
         from PIL import Image
 
-        messages = to_messages(record.turns)
+        messages = to_messages([(role, text[: self.max_chars]) for role, text in record.turns])
         text = self._render(messages, False)
         images = None
         if record.image is not None:
             try:
-                with Image.open(record.image) as img:
-                    images = [img.convert("RGB")]
-            except OSError as exc:  # unreadable, or not an image PIL knows (UnidentifiedImageError)
-                raise DataError(f"record {record.id!r}: image {record.image}: {exc}") from None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not printed
+                    with Image.open(record.image) as img:
+                        if img.width * img.height > self.max_pixels:
+                            raise DataError(f"record {record.id!r}: image {_short(record.image)} has "
+                                            f"{img.width} x {img.height} pixels, over the limit of {self.max_pixels}")
+                        images = [img.convert("RGB")]
+            except (OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+                # unreadable, not an image PIL knows (UnidentifiedImageError), or too large to decode
+                raise DataError(f"record {record.id!r}: image {_short(record.image)}: {exc}") from None
         encoded = self.processor(text=[text], images=images, return_tensors="pt")
         ids = encoded["input_ids"][0]
         image_token = getattr(self.processor, "image_token", IMAGE_PLACEHOLDER)

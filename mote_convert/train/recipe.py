@@ -19,6 +19,7 @@ from mote_convert.resources import train_recipe_dir
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 EXPERT_FORMATS = ("packed-2bit", "latent")
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class TrainRecipe:
                 raise OptionsError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.max_steps == 0:
             raise OptionsError("max_steps must be positive (or -1: train for `epochs`)")
+        if self.epochs == 0 and self.max_steps == -1:
+            raise OptionsError("epochs must be above 0 (or give max_steps): a run of 0 epochs trains nothing")
+        if self.seed > MAX_SEED:
+            raise OptionsError(f"seed must be at most {MAX_SEED} (numpy's seeds are 32-bit), got {self.seed}")
         for name in ("bf16", "gradient_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionsError(f"{name} must be true or false, got {getattr(self, name)!r}")

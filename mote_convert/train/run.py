@@ -13,13 +13,21 @@ call; the final checkpoint is written by the main process only.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, MoteError, OptionsError
+from mote_convert.errors import (
+    CorruptCheckpointError,
+    InputNotFoundError,
+    Interrupted,
+    MoteError,
+    OptionsError,
+    write_error,
+)
 from mote_convert.io.writer import check_output_path
 from mote_convert.train.recipe import TrainRecipe
 
@@ -38,6 +46,7 @@ class TrainResult:
     world_size: int
     accumulation_steps: int
     main_process: bool  # this process wrote the output (the others of a launch only trained)
+    resumed_from: Path | None = None  # the checkpoint the run continued from
 
 
 def world_size() -> int:
@@ -124,23 +133,32 @@ def train(
     checkpoints: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    allow_images_outside: bool = False,
     callbacks: Sequence[Any] = (),
+    notify: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train the routers and routed experts of the MoTE checkpoint ``model`` on LLaVA-format ``data``
-    (images under ``image_folder``) and write the trained MoTE checkpoint to ``out``.
+    (images under ``image_folder``; one elsewhere only with ``allow_images_outside``) and write the
+    trained MoTE checkpoint to ``out``.
 
     ``callbacks`` are ``transformers.TrainerCallback`` objects (the CLI's progress display). With
-    ``resume=True`` the run continues from the latest checkpoint in ``checkpoints``.
+    ``resume=True`` the run continues from the latest complete checkpoint in ``checkpoints``;
+    ``notify`` is told which (and which later ones were skipped). Everything that can be refused is
+    refused before the model loads; a stopping signal ends the run at the next micro-step with
+    every complete checkpoint kept, and a non-finite gradient stops it before the optimizer step.
     """
     import torch
     from transformers import AutoProcessor, PrinterCallback
 
     import mote_convert
     from mote_convert.io.jsonfile import JsonFileError, check_side_files, load_json
+    from mote_convert.io.writer import InterruptSignals
     from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss
     from mote_convert.plan import read_mote_config
+    from mote_convert.train.checkpoints import check_fits, resume_point
     from mote_convert.train.data import Collator, ConversationDataset, read_records
+    from mote_convert.train.trainer import MoteTrainer, StopOnSignal
 
     recipe = recipe or TrainRecipe()
     model_path, out = Path(model), Path(out)
@@ -157,87 +175,166 @@ def train(
     read_mote_config(model_path)  # a dense or malformed checkpoint is refused here, by name
     check_side_files(model_path)  # and a malformed tokenizer or processor file, before transformers parses it
     check_output_path(out, overwrite=overwrite, protect=(model_path,))
-    if resume and not any(checkpoints.glob("checkpoint-*")):
-        raise InputNotFoundError(f"--resume: no checkpoint-* in {checkpoints} to resume from")
-    if not resume and checkpoints.exists() and any(checkpoints.glob("checkpoint-*")) and not overwrite:
-        raise OptionsError(f"{checkpoints} holds checkpoints of an earlier run: give --resume to continue it, or --overwrite")
+    check_checkpoints_path(checkpoints, out, model_path)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with CheckpointsLock(checkpoints, hold=main_rank):
+        point = None
+        if resume:
+            point = resume_point(checkpoints)
+            check_fits(model_path, point.path)  # a checkpoint of another model is refused before the model loads
+            if notify is not None and main_rank:
+                notify(point.describe())
+        elif checkpoints_in_use(checkpoints) and not overwrite:
+            raise OptionsError(f"{checkpoints} holds checkpoints of an earlier run: give --resume to continue it, or --overwrite")
 
-    records = read_records(data, image_folder)
-    try:
-        processor = AutoProcessor.from_pretrained(model_path)
-    except (OSError, ValueError, TypeError) as exc:
-        raise InputNotFoundError(f"{model_path}: no processor to render the data with ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - tokenizers refuses a malformed file with any kind (KeyError, ...)
-        raise CorruptCheckpointError(f"{model_path}: transformers cannot load the processor ({type(exc).__name__}: {exc})") from exc
-    dataset = ConversationDataset(records, processor, recipe.max_length)
-    dataset[0]  # a chat template or processor that cannot encode the data fails here, before the model loads
-    pad_id = processor.tokenizer.pad_token_id
-    pad_id = pad_id if pad_id is not None else processor.tokenizer.eos_token_id or 0
+        records = read_records(data, image_folder, allow_outside=allow_images_outside)
+        try:
+            processor = AutoProcessor.from_pretrained(model_path)
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputNotFoundError(f"{model_path}: no processor to render the data with ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - tokenizers refuses a malformed file with any kind (KeyError, ...)
+            raise CorruptCheckpointError(f"{model_path}: transformers cannot load the processor ({type(exc).__name__}: {exc})") from exc
+        dataset = ConversationDataset(records, processor, recipe.max_length)
+        dataset.first_supervised()  # no record with an answer left after max_length: refused before the model loads
+        check_first_step_learns(recipe, len(dataset), world)
+        pad_id = processor.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else processor.tokenizer.eos_token_id or 0
 
-    # The frozen weights (dense model, shared experts) stay in the checkpoint's dtype (bf16 / fp16 for
-    # real models), so that the output holds them unchanged. What trains must not be low precision:
-    # a latent weight's small updates would round away in bf16. DeepSpeed's bf16 holds one dtype for
-    # every parameter, with float32 master weights of its own; without it the routers and latent
-    # experts are float32 parameters (autocast runs the products in bf16 where the recipe says bf16).
-    try:
-        net = mote_convert.load_model(model_path, mode="train")
-    except (MoteError, OSError, MemoryError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - config values transformers' model classes accept, then fail to build with
-        raise CorruptCheckpointError(f"{model_path}: transformers cannot build the model ({type(exc).__name__}: {exc})") from exc
-    attach_aux_loss(net, recipe.router_aux_loss_coef)
-    net.config.use_cache = False
-    if recipe.deepspeed is not None and recipe.bf16:
-        release_float32(net)
-    else:
-        for param in net.parameters():
-            if param.requires_grad:
-                param.data = param.data.to(torch.float32)
-    if recipe.deepspeed is not None:
-        one_process_launch()
-    args = training_arguments(recipe, checkpoints, world)
-    if fsdp2_launch(args):
-        _ = args.device  # sets up the process group, as the Trainer would
-        shard_routers(net)  # float32 FSDP units that accelerate's bf16 policy then leaves alone
-    trainer = _trainer_class()(model=net, args=args, train_dataset=dataset, data_collator=Collator(pad_id),
-                      processing_class=processor, callbacks=list(callbacks))
-    trainer.remove_callback(PrinterCallback)  # the library never prints
-    trainer.train(resume_from_checkpoint=True if resume else None)
-
-    final = checkpoints / FINAL_LATENT
-    trainer.save_model(str(final))  # gathers sharded parameters (ZeRO-3, FSDP) as the engine does
-    main = trainer.is_world_process_zero()
-    if main:
-        if recipe.expert_format == "packed-2bit":
-            mote_convert.pack(final, out, overwrite=overwrite)
+        # The frozen weights (dense model, shared experts) stay in the checkpoint's dtype (bf16 / fp16 for
+        # real models), so that the output holds them unchanged. What trains must not be low precision:
+        # a latent weight's small updates would round away in bf16. DeepSpeed's bf16 holds one dtype for
+        # every parameter, with float32 master weights of its own; without it the routers and latent
+        # experts are float32 parameters (autocast runs the products in bf16 where the recipe says bf16).
+        try:
+            net = mote_convert.load_model(model_path, mode="train")
+        except (MoteError, OSError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - config values transformers' model classes accept, then fail to build with
+            raise CorruptCheckpointError(f"{model_path}: transformers cannot build the model ({type(exc).__name__}: {exc})") from exc
+        attach_aux_loss(net, recipe.router_aux_loss_coef)
+        net.config.use_cache = False
+        if recipe.deepspeed is not None and recipe.bf16:
+            release_float32(net)
         else:
-            _publish_copy(final, out, overwrite)
-    trainer.accelerator.wait_for_everyone()
-    losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
-    return TrainResult(out, checkpoints, trainer.state.global_step, losses, world, args.gradient_accumulation_steps, main)
-
-
-def _trainer_class() -> type:
-    """The Trainer, saving the state dict it gathered when it gathered one (ZeRO-3, FSDP)."""
-    from transformers import Trainer
-
-    class MoteTrainer(Trainer):
-        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-            # save_pretrained asks the model's quantizer for the state dict to write, and a train-mode
-            # MoTE model answers "the model's own": under ZeRO-3 that is the empty partitioned
-            # parameters, and the whole tensors the Trainer gathered would be dropped. With a
-            # gathered state dict (the latent experts under their on-disk names), write it as given.
-            if state_dict is None:
-                return super()._save(output_dir, state_dict=state_dict)
-            model = self.accelerator.unwrap_model(self.model)
-            quantizer = getattr(model, "hf_quantizer", None)
-            model.hf_quantizer = None
+            for param in net.parameters():
+                if param.requires_grad:
+                    param.data = param.data.to(torch.float32)
+        if recipe.deepspeed is not None:
+            one_process_launch()
+        args = training_arguments(recipe, checkpoints, world)
+        if fsdp2_launch(args):
+            _ = args.device  # sets up the process group, as the Trainer would
+            shard_routers(net)  # float32 FSDP units that accelerate's bf16 policy then leaves alone
+        trainer = MoteTrainer(model=net, args=args, train_dataset=dataset, data_collator=Collator(pad_id),
+                              processing_class=processor, callbacks=[StopOnSignal(), *callbacks])
+        trainer.remove_callback(PrinterCallback)  # the library never prints
+        with InterruptSignals():
             try:
-                return super()._save(output_dir, state_dict=state_dict)
-            finally:
-                model.hf_quantizer = quantizer
+                trainer.train(resume_from_checkpoint=str(point.path) if point is not None else None)
+            except Interrupted as exc:
+                raise Interrupted(exc.signum, _what_is_left(checkpoints)) from None
 
-    return MoteTrainer
+            final = checkpoints / FINAL_LATENT
+            trainer.save_model(str(final))  # gathers sharded parameters (ZeRO-3, FSDP) as the engine does
+        main = trainer.is_world_process_zero()
+        if main:
+            if recipe.expert_format == "packed-2bit":
+                mote_convert.pack(final, out, overwrite=overwrite)
+            else:
+                _publish_copy(final, out, overwrite)
+        trainer.accelerator.wait_for_everyone()
+    losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+    return TrainResult(out, checkpoints, trainer.state.global_step, losses, world, args.gradient_accumulation_steps, main,
+                       point.path if point is not None else None)
+
+
+def check_checkpoints_path(checkpoints: Path, out: Path, model: Path) -> None:
+    """The checkpoints directory must be a directory (or not exist yet), writable, apart from the
+    input model and the output."""
+    from mote_convert.errors import OutputExistsError, OutputWriteError
+    from mote_convert.io.writer import check_writable
+
+    resolved = checkpoints.resolve()
+    for other, what in ((model, "the input"), (out, "the output")):
+        other = other.resolve()
+        if resolved == other or resolved.is_relative_to(other) or other.is_relative_to(resolved):
+            raise OutputExistsError(f"--checkpoints {checkpoints} overlaps {what} {other}; choose another directory")
+    if os.path.lexists(checkpoints) and not checkpoints.is_dir():
+        raise OutputWriteError(f"--checkpoints {checkpoints}: not a directory")
+    check_writable(checkpoints)
+
+
+def checkpoints_in_use(checkpoints: Path) -> bool:
+    """Whether the directory holds an earlier run's checkpoints (complete or not)."""
+    from mote_convert.train.checkpoints import checkpoints_in
+
+    return bool(checkpoints_in(checkpoints))
+
+
+def check_first_step_learns(recipe: TrainRecipe, records: int, world: int) -> None:
+    """Refuse a run whose every optimizer step has a learning rate of 0: one step, under warm-up
+    (the schedule's first step is at 0 while it warms up)."""
+    if recipe.max_steps > 0:
+        steps = recipe.max_steps
+    else:
+        batches = math.ceil(records / (recipe.per_device_batch_size * world))
+        steps = math.ceil(recipe.epochs * max(batches // recipe.accumulation_steps(world), 1))
+    if steps == 1 and recipe.warmup_ratio > 0 and recipe.lr_scheduler != "constant":
+        raise OptionsError(
+            f"this run makes 1 optimizer step ({records} records, global_batch_size {recipe.global_batch_size}), and "
+            f"warm-up (warmup_ratio {recipe.warmup_ratio}) gives that step a learning rate of 0: nothing would learn. "
+            "Lower global_batch_size, raise epochs or max_steps, or set warmup_ratio: 0"
+        )
+
+
+def _what_is_left(checkpoints: Path) -> str:
+    from mote_convert.train.checkpoints import checkpoints_in
+
+    found = checkpoints_in(checkpoints)
+    if not found:
+        return "no checkpoint was written yet"
+    return f"the checkpoints in {checkpoints} are complete; --resume continues from {found[0][1].name}"
+
+
+class CheckpointsLock:
+    """While training, a lock beside the checkpoints directory (``.NAME.mote-lock``): a second run
+    into the same directory is refused at once. Leftovers of a killed run's saves (``.checkpoint-N.partial``,
+    ``.*.old-*``) are removed under it. Only the launch's main process holds it."""
+
+    def __init__(self, checkpoints: Path, hold: bool = True) -> None:
+        self.directory = checkpoints.absolute()
+        self.path = self.directory.parent / f".{self.directory.name}.mote-lock"
+        self.hold = hold
+        self._fd: int | None = None
+
+    def __enter__(self) -> CheckpointsLock:
+        from mote_convert.io.writer import acquire_lock
+
+        if self.hold:
+            try:
+                self.directory.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise write_error(self.directory.parent, exc, "create the directory of the") from None
+            self._fd = acquire_lock(self.path, self.directory)
+            self._remove_leftovers()
+        return self
+
+    def _remove_leftovers(self) -> None:
+        if not self.directory.is_dir():
+            return
+        for entry in self.directory.iterdir():
+            if entry.name.startswith(".checkpoint-") and (entry.name.endswith(".partial") or ".old-" in entry.name):
+                try:
+                    shutil.rmtree(entry)
+                except OSError as exc:
+                    raise write_error(entry, exc, "remove a killed run's leftover in the") from None
+
+    def __exit__(self, *exc: object) -> None:
+        from mote_convert.io.writer import release_lock
+
+        if self._fd is not None:
+            release_lock(self._fd, self.path)
+            self._fd = None
 
 
 def _publish_copy(source: Path, out: Path, overwrite: bool) -> None:
