@@ -58,7 +58,8 @@ def assert_one_line_error(result, code: int, needle: str = "") -> str:  # noqa: 
     other = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("error:", "warning:", "problem:"))]
     assert all("━" in line for line in other), result.stderr  # only a progress bar besides
     assert needle in lines[0], (needle, lines[0])
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     return lines[0]
 
 

@@ -258,3 +258,46 @@ def test_a_tensor_the_export_does_not_place_is_refused_by_name(models: dict[str,
         (extra / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(FormatError, match=r"does not know where language_model\.model\.layers\.0\.mlp\.mystery\.weight goes"):
         export_gguf(extra, tmp_path / "x.gguf", dry_run=True)
+
+
+def test_output_paths_are_refused_before_either_file_is_written(models: dict[str, Path], tmp_path: Path) -> None:
+    out, vision = tmp_path / "m.gguf", tmp_path / "v.gguf"
+    vision.write_bytes(b"keep")
+    args = ["export", "gguf", str(models["mote"]), "-o", str(out)]
+    assert_one_line_error(runner.invoke(app, [*args, "--mmproj", str(vision)]), 7, "already exists")
+    assert not out.exists() and vision.read_bytes() == b"keep"  # the text GGUF was not written first
+    (tmp_path / "sub").mkdir()
+    through = tmp_path / "sub" / ".." / "m.gguf"  # the output's own path, spelled another way
+    assert_one_line_error(runner.invoke(app, [*args, "--mmproj", str(through)]), 2, "names the same file as the output")
+    directory = tmp_path / "a-directory"
+    (directory / "inside").mkdir(parents=True)
+    result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(directory), "--overwrite"])
+    assert_one_line_error(result, 7, "is a directory; the output is a file")
+    assert (directory / "inside").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory", "sub", "v.gguf"]
+
+
+def test_an_export_prints_nothing_but_its_table(models: dict[str, Path], tmp_path: Path) -> None:
+    """gguf logs a notice about the tokenizer's pair template with no handler of its own; it stays off stderr."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mote_convert.cli", "export", "gguf", str(models["mote"]), "-o",
+                             str(tmp_path / "m.gguf")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.strip() and "━" not in line and "exporting" not in line]
+
+
+def test_an_odd_head_dimension_is_refused_by_name(models: dict[str, Path], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    root = tmp_path / "mote"
+    shutil.copytree(models["mote"], root)
+    config = json.loads((root / "config.json").read_text())
+    config["text_config"]["head_dim"] = 1
+    config["text_config"]["num_attention_heads"] = 256
+    config["text_config"]["num_key_value_heads"] = 256
+    (root / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(runner.invoke(app, ["export", "gguf", str(root), "-o", str(tmp_path / "m.gguf")]), 5,
+                          "head dimension 1 is odd")

@@ -212,3 +212,34 @@ def test_invalid_codes_are_refused_at_load(packed: Path, tmp_path: Path) -> None
     for mode in ("packed", "train"):
         with pytest.raises(mote_convert.MoteError, match=rf"^{name}: 1 invalid 2-bit codes \(0b11\)$"):
             mote_convert.load_model(root, mode=mode)
+
+
+def test_load_and_save_print_nothing(packed: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The library never prints: transformers' loading and saving progress bars stay off."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    model = mote_convert.load_model(packed, mode="train")
+    mote_convert.save_model(model, tmp_path / "saved", expert_format="latent")
+    captured = capfd.readouterr()
+    assert captured.out == "" and "Loading weights" not in captured.err and "%|" not in captured.err, captured.err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is left as it was
+
+
+def test_an_index_pointing_outside_the_directory_is_one_error(packed: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from mote_convert.errors import CorruptCheckpointError
+
+    root = tmp_path / "outside"
+    shutil.copytree(packed, root)
+    from safetensors import safe_open
+
+    with safe_open(str(root / "model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    index = {"metadata": {}, "weight_map": {k: "../elsewhere/model.safetensors" for k in keys}}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CorruptCheckpointError, match="is not inside the checkpoint"):
+        mote_convert.load_model(root)
