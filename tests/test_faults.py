@@ -28,7 +28,6 @@ from mote_convert import config_patch
 from mote_convert.cli import app
 from mote_convert.errors import (
     CheckFailedError,
-    FormatError,
     InputNotFoundError,
     InputReadError,
     OptionsError,
