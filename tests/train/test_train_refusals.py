@@ -202,24 +202,35 @@ def test_a_huge_answer_is_cut_before_tokenizing_and_the_tokens_kept_are_the_same
     assert torch.equal(item["input_ids"], whole["input_ids"]) and item["input_ids"].numel() == 64
 
 
+@pytest.mark.parametrize("failing", ["optimizer.pt", "model.safetensors"])
 def test_disk_full_during_a_checkpoint_save_is_an_output_error(setup: dict[str, Path], tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """torch.save fails with ENOSPC; safetensors with its own SafetensorError: both are one output error."""
     import errno
 
-    import torch as torch_module
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
 
-    real_save = torch_module.save
+    real_save, real_save_file = torch.save, transformers.modeling_utils.safe_save_file
 
-    def full_disk(obj, f, *args, **kwargs):  # noqa: ANN001, ANN202
-        if str(f).endswith("optimizer.pt"):
+    def full_torch(obj, f, *args, **kwargs):  # noqa: ANN001, ANN202
+        if str(f).endswith(failing):
             Path(f).write_bytes(b"PK")  # a few bytes made it, then the disk was full
             raise OSError(errno.ENOSPC, "No space left on device", str(f))
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(torch_module, "save", full_disk)
+    def full_safetensors(tensors, filename, *args, **kwargs):  # noqa: ANN001, ANN202
+        if str(filename).endswith(failing):
+            Path(filename).write_bytes(b"\x08")
+            raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+        return real_save_file(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_torch)
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full_safetensors)
     out = tmp_path / "out"
     result = runner.invoke(app, _args(setup, out, _recipe(tmp_path)))
-    assert_one_line_error(result, 12, "checkpoint-1: cannot write the checkpoint (No space left on device)")
+    assert_one_line_error(result, 12, "checkpoint-1: cannot write the checkpoint (")
+    assert "No space left on device" in result.stderr
     checkpoints = tmp_path / "out.checkpoints"
     assert not out.exists() and not list(checkpoints.iterdir()) and not leftovers(tmp_path)
 
