@@ -6,19 +6,31 @@ any point leaves either a complete checkpoint or none under that name. A checkpo
 damaged afterwards (a disk error, a truncating copy, an edit): :func:`resume_point` takes the latest
 checkpoint that reads as complete, says which ones it skipped and why, and :func:`check_fits` refuses
 one of another model (another hidden size, expert count, MoE layers) before any step runs.
+:func:`check_checkpoints_path` and :class:`CheckpointsLock` keep the directory apart from the input
+and the output, and to one run at a time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mote_convert.errors import FormatError, InputNotFoundError, MoteError
+from mote_convert.errors import (
+    FormatError,
+    InputNotFoundError,
+    MoteError,
+    OutputExistsError,
+    OutputWriteError,
+    write_error,
+)
 from mote_convert.format import expert_base, router_name
 from mote_convert.io.index import load_index
+from mote_convert.io.writer import acquire_lock, check_writable, release_lock
 
 PREFIX = "checkpoint-"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -128,3 +140,53 @@ def _show(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
     return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def check_checkpoints_path(checkpoints: Path, out: Path, model: Path) -> None:
+    """The checkpoints directory must be a directory (or not exist yet), writable, apart from the
+    input model and the output."""
+    resolved = checkpoints.resolve()
+    for other, what in ((model, "the input"), (out, "the output")):
+        other = other.resolve()
+        if resolved == other or resolved.is_relative_to(other) or other.is_relative_to(resolved):
+            raise OutputExistsError(f"--checkpoints {checkpoints} overlaps {what} {other}; choose another directory")
+    if os.path.lexists(checkpoints) and not checkpoints.is_dir():
+        raise OutputWriteError(f"--checkpoints {checkpoints}: not a directory")
+    check_writable(checkpoints)
+
+
+class CheckpointsLock:
+    """While training, a lock beside the checkpoints directory (``.NAME.mote-lock``): a second run
+    into the same directory is refused at once. Leftovers of a killed run's saves (``.checkpoint-N.partial``,
+    ``.*.old-*``) are removed under it. Only the launch's main process holds it."""
+
+    def __init__(self, checkpoints: Path, hold: bool = True) -> None:
+        self.directory = checkpoints.absolute()
+        self.path = self.directory.parent / f".{self.directory.name}.mote-lock"
+        self.hold = hold
+        self._fd: int | None = None
+
+    def __enter__(self) -> CheckpointsLock:
+        if self.hold:
+            try:
+                self.directory.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise write_error(self.directory.parent, exc, "create the directory of the") from None
+            self._fd = acquire_lock(self.path, self.directory)
+            self._remove_leftovers()
+        return self
+
+    def _remove_leftovers(self) -> None:
+        if not self.directory.is_dir():
+            return
+        for entry in self.directory.iterdir():
+            if entry.name.startswith(".checkpoint-") and (entry.name.endswith(".partial") or ".old-" in entry.name):
+                try:
+                    shutil.rmtree(entry)
+                except OSError as exc:
+                    raise write_error(entry, exc, "remove a killed run's leftover in the") from None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            release_lock(self._fd, self.path)
+            self._fd = None

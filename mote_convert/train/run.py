@@ -26,9 +26,15 @@ from mote_convert.errors import (
     Interrupted,
     MoteError,
     OptionsError,
-    write_error,
 )
 from mote_convert.io.writer import check_output_path
+from mote_convert.train.checkpoints import (
+    CheckpointsLock,
+    check_checkpoints_path,
+    check_fits,
+    checkpoints_in,
+    resume_point,
+)
 from mote_convert.train.recipe import TrainRecipe
 
 FINAL_LATENT = "final-latent"
@@ -156,7 +162,6 @@ def train(
     from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss
     from mote_convert.plan import read_mote_config
-    from mote_convert.train.checkpoints import check_fits, resume_point
     from mote_convert.train.data import Collator, ConversationDataset, read_records
     from mote_convert.train.trainer import MoteTrainer, StopOnSignal
 
@@ -184,7 +189,7 @@ def train(
             check_fits(model_path, point.path)  # a checkpoint of another model is refused before the model loads
             if notify is not None and main_rank:
                 notify(point.describe())
-        elif checkpoints_in_use(checkpoints) and not overwrite:
+        elif checkpoints_in(checkpoints) and not overwrite:
             raise OptionsError(f"{checkpoints} holds checkpoints of an earlier run: give --resume to continue it, or --overwrite")
 
         records = read_records(data, image_folder, allow_outside=allow_images_outside)
@@ -248,29 +253,6 @@ def train(
                        point.path if point is not None else None)
 
 
-def check_checkpoints_path(checkpoints: Path, out: Path, model: Path) -> None:
-    """The checkpoints directory must be a directory (or not exist yet), writable, apart from the
-    input model and the output."""
-    from mote_convert.errors import OutputExistsError, OutputWriteError
-    from mote_convert.io.writer import check_writable
-
-    resolved = checkpoints.resolve()
-    for other, what in ((model, "the input"), (out, "the output")):
-        other = other.resolve()
-        if resolved == other or resolved.is_relative_to(other) or other.is_relative_to(resolved):
-            raise OutputExistsError(f"--checkpoints {checkpoints} overlaps {what} {other}; choose another directory")
-    if os.path.lexists(checkpoints) and not checkpoints.is_dir():
-        raise OutputWriteError(f"--checkpoints {checkpoints}: not a directory")
-    check_writable(checkpoints)
-
-
-def checkpoints_in_use(checkpoints: Path) -> bool:
-    """Whether the directory holds an earlier run's checkpoints (complete or not)."""
-    from mote_convert.train.checkpoints import checkpoints_in
-
-    return bool(checkpoints_in(checkpoints))
-
-
 def check_first_step_learns(recipe: TrainRecipe, records: int, world: int) -> None:
     """Refuse a run whose every optimizer step has a learning rate of 0: one step, under warm-up
     (the schedule's first step is at 0 while it warms up)."""
@@ -288,53 +270,10 @@ def check_first_step_learns(recipe: TrainRecipe, records: int, world: int) -> No
 
 
 def _what_is_left(checkpoints: Path) -> str:
-    from mote_convert.train.checkpoints import checkpoints_in
-
     found = checkpoints_in(checkpoints)
     if not found:
         return "no checkpoint was written yet"
     return f"the checkpoints in {checkpoints} are complete; --resume continues from {found[0][1].name}"
-
-
-class CheckpointsLock:
-    """While training, a lock beside the checkpoints directory (``.NAME.mote-lock``): a second run
-    into the same directory is refused at once. Leftovers of a killed run's saves (``.checkpoint-N.partial``,
-    ``.*.old-*``) are removed under it. Only the launch's main process holds it."""
-
-    def __init__(self, checkpoints: Path, hold: bool = True) -> None:
-        self.directory = checkpoints.absolute()
-        self.path = self.directory.parent / f".{self.directory.name}.mote-lock"
-        self.hold = hold
-        self._fd: int | None = None
-
-    def __enter__(self) -> CheckpointsLock:
-        from mote_convert.io.writer import acquire_lock
-
-        if self.hold:
-            try:
-                self.directory.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise write_error(self.directory.parent, exc, "create the directory of the") from None
-            self._fd = acquire_lock(self.path, self.directory)
-            self._remove_leftovers()
-        return self
-
-    def _remove_leftovers(self) -> None:
-        if not self.directory.is_dir():
-            return
-        for entry in self.directory.iterdir():
-            if entry.name.startswith(".checkpoint-") and (entry.name.endswith(".partial") or ".old-" in entry.name):
-                try:
-                    shutil.rmtree(entry)
-                except OSError as exc:
-                    raise write_error(entry, exc, "remove a killed run's leftover in the") from None
-
-    def __exit__(self, *exc: object) -> None:
-        from mote_convert.io.writer import release_lock
-
-        if self._fd is not None:
-            release_lock(self._fd, self.path)
-            self._fd = None
 
 
 def _publish_copy(source: Path, out: Path, overwrite: bool) -> None:

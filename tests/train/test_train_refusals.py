@@ -20,8 +20,7 @@ from typer.testing import CliRunner
 import mote_convert
 from mote_convert.cli import app
 from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
-from mote_convert.train.checkpoints import damage
-from mote_convert.train.run import CheckpointsLock
+from mote_convert.train.checkpoints import CheckpointsLock, damage
 from tests.conftest import tree_digest
 from tests.helpers import assert_one_line_error, leftovers
 
