@@ -184,7 +184,7 @@ def _as_float32(data: bytes, dtype: str) -> Any:
     return np.frombuffer(data, dtype="<f2" if dtype == "F16" else "<f4").astype(np.float32)
 
 
-def read_small(index: CheckpointIndex, names: list[str], reduce: Callable[[Any], Any]) -> dict[str, Any]:
+def _read_small(index: CheckpointIndex, names: list[str], reduce: Callable[[Any], Any]) -> dict[str, Any]:
     """``reduce`` of each of a few small float tensors (scales, routers) as float32 numpy arrays.
 
     Exact-size positioned reads, one open file each: a page fault on a memory map would make the
@@ -212,7 +212,7 @@ def read_small(index: CheckpointIndex, names: list[str], reduce: Callable[[Any],
 
 def _read_scales(index: CheckpointIndex, names: list[str]) -> dict[str, float]:
     """The 4-byte float32 scales."""
-    return read_small(index, names, lambda a: float(a.reshape(-1)[0]))
+    return _read_small(index, names, lambda a: float(a.reshape(-1)[0]))
 
 
 def _check_routers(index: CheckpointIndex, mote: MoteConfig) -> list[Problem]:
@@ -221,7 +221,7 @@ def _check_routers(index: CheckpointIndex, mote: MoteConfig) -> list[Problem]:
 
     names = [router_name(p) for p in mote.layer_prefixes.values()]
     names = [n for n in names if n in index and index[n].dtype in ("F32", "BF16", "F16")]
-    bad = read_small(index, names, lambda a: (int(a.size - np.isfinite(a).sum()), int(a.size)))
+    bad = _read_small(index, names, lambda a: (int(a.size - np.isfinite(a).sum()), int(a.size)))
     return [Problem(n, f"{k} of {size} router weights are not finite") for n, (k, size) in bad.items() if k]
 
 
@@ -269,31 +269,28 @@ def check_mote_checkpoint(
     return check_metadata(index) + check_mote_tensors(config, arch, mote, index, router_dtypes)[0]
 
 
-def refusal(where: object, problems: list[Problem], limit: int = 3) -> CheckFailedError:
-    """Problems as the one error a command raises: the first few named, the count of the rest."""
-    listed = "; ".join(str(p) for p in problems[:limit]) + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
-    return CheckFailedError(f"{where}: not a sound MoTE checkpoint: {listed} (mote-convert inspect lists every problem)")
-
-
 def require_sound(
     root: Path, index: CheckpointIndex, config: Mapping[str, Any], arch: Architecture, mote: MoteConfig,
     router_dtypes: tuple[str, ...] = ROUTER_DTYPES,
 ) -> None:
-    """Refuse, before a command acts, a checkpoint in which ``inspect`` finds a problem."""
+    """Refuse, before a command acts, a checkpoint in which ``inspect`` finds a problem: one error
+    naming the first few problems and counting the rest."""
     problems = check_mote_checkpoint(index, config, arch, mote, router_dtypes)
     if problems:
-        raise refusal(root, problems)
+        listed = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise CheckFailedError(f"{root}: not a sound MoTE checkpoint: {listed} (mote-convert inspect lists every problem)")
 
 
-def check_expert_values(name: str, codec: ExpertCodec, suffix: str, tensor: torch.Tensor) -> None:
-    """Refuse one routed-expert tensor whose values no sound checkpoint holds, naming it: a latent
+def check_expert_values(name: str, codec: ExpertCodec, tensor: torch.Tensor) -> None:
+    """Refuse the stored weight of one routed-expert projection (``name``: its on-disk name) holding
+    values no sound checkpoint holds: a latent
     weight with a NaN or infinite value (it would pack to a non-finite gamma), packed codes holding
     the never-written 0b11 (the kernels would compute it as +2)."""
-    if suffix == codec.primary and codec.scale is None and tensor.is_floating_point():
+    if codec.scale is None and tensor.is_floating_point():
         bad = int(tensor.numel() - finite_count(tensor))
         if bad:
             raise CheckFailedError(f"{name}: {bad} of {tensor.numel()} latent weights are not finite")
-    elif suffix == codec.primary and codec.scale is not None:
+    elif codec.scale is not None:
         invalid = invalid_code_count(tensor)
         if invalid:
             raise CheckFailedError(f"{name}: {invalid} invalid 2-bit codes (0b11)")

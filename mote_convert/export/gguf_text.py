@@ -133,7 +133,7 @@ def _experts(experts: list[tuple[str, int]], fmt: ExpertFormat, ttype: TensorTyp
         parts = []
         for base, out_features in experts:
             stored = reader.read(f"{base}.{codec.primary}")
-            check_expert_values(f"{base}.{codec.primary}", codec, codec.primary, stored)
+            check_expert_values(f"{base}.{codec.primary}", codec, stored)
             if fmt is ExpertFormat.PACKED_2BIT:
                 packed, gamma = stored, reader.read(f"{base}.weight_scale")
             else:
