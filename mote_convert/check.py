@@ -283,9 +283,9 @@ def require_sound(
 
 def check_expert_values(name: str, codec: ExpertCodec, tensor: torch.Tensor) -> None:
     """Refuse the stored weight of one routed-expert projection (``name``: its on-disk name) holding
-    values no sound checkpoint holds: a latent
-    weight with a NaN or infinite value (it would pack to a non-finite gamma), packed codes holding
-    the never-written 0b11 (the kernels would compute it as +2)."""
+    values no sound checkpoint holds: a latent weight with a NaN or infinite value (it would pack to
+    a non-finite gamma), packed codes holding the never-written 0b11 (the kernels would compute it
+    as +2)."""
     if codec.scale is None and tensor.is_floating_point():
         bad = int(tensor.numel() - finite_count(tensor))
         if bad:
