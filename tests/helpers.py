@@ -98,3 +98,45 @@ def save_llama(root: Path, *, layers: int, hidden: int, inter: int, seed: int = 
             tensors[f"{p}.{name}.weight"] = torch.randn(*shape, generator=g).to(dtype)
     save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
     return root
+
+
+def distinct_experts(latent: Path, out: Path, *, seed: int = 0, router_scale: float = 40.0) -> Path:
+    """A copy of a latent MoTE checkpoint whose routed experts differ (each latent weight plus its own
+    noise, half the weight's spread) and whose routers are decisive (scaled up, so tokens spread over
+    the experts with clear winners): routing or expert order that is wrong changes every result."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(latent, out)
+    tensors = read_all(out)
+    g = torch.Generator().manual_seed(seed)
+    for name in sorted(tensors):
+        t = tensors[name]
+        if ".experts." in name and name.endswith(".weight"):
+            noise = torch.randn(t.shape, generator=g) * t.float().std() * 0.5
+            tensors[name] = (t.float() + noise).to(t.dtype)
+        elif name.endswith(".router.weight"):
+            tensors[name] = t * router_scale
+    for f in out.glob("*.safetensors"):
+        f.unlink()
+    (out / "model.safetensors.index.json").unlink(missing_ok=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt", "mote_format": "1"})
+    return out
+
+
+def spec_unpack(packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """The SPEC's 2-bit layout decoded plainly: weight row j*R + r is in bits 2j..2j+1 of packed row r,
+    code = t + 1."""
+    rows = packed.shape[0]
+    codes = torch.empty(4 * rows, packed.shape[1], dtype=torch.int64)
+    for j in range(4):
+        codes[j * rows : (j + 1) * rows] = ((packed.to(torch.int64) >> (2 * j)) & 0b11) - 1
+    return codes[:out_features]
+
+
+def spec_bitlinear(x: torch.Tensor, codes: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """A BitNet b1.58 linear as the SPEC writes it: INT8 activations per token, codes T, scale gamma."""
+    s = 127.0 / torch.clamp(x.abs().amax(dim=-1, keepdim=True), min=1e-5)
+    x_q = torch.clamp(torch.round(x * s), -128, 127)
+    return (x_q @ codes.to(x_q.dtype).t()) * gamma.reshape(()) / s

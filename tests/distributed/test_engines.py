@@ -1,7 +1,7 @@
 """Data parallelism on the engines people train with, 2 CPU processes (torchrun, gloo).
 
 Routing is left to diverge across ranks (each rank has its own short batches, so some expert gets
-no token on some rank, checked below): after 3 AdamW steps every trainable parameter must equal a
+no token on some rank, checked below): after 3 SGD steps every trainable parameter must equal a
 single-process run on the union of the batches, agree across ranks, and only routers and experts
 may have changed. FSDP2 is applied with ``fully_shard`` itself: accelerate (and so the Trainer)
 silently uses DDP when asked for FSDP on the CPU, so its FSDP2 preparation (``fsdp2_prepare_model``,
@@ -74,10 +74,12 @@ def test_sharded_training_equals_one_process(engine: str, moe_model: Path, singl
             torch.testing.assert_close(rank["params"][name], value, rtol=1e-5, atol=1e-5, msg=f"{engine}: {name}")
     for name in names:
         assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name
-    # training moved every router (3 AdamW steps of lr 1e-3)
+    # training moved every router far beyond the tolerance (3 SGD steps of lr 1), so a gradient off by
+    # a constant factor (a sum across ranks for a mean) cannot pass
     initial = mote_convert.load_model(moe_model, mode="train", dtype=torch.float32)
     before = dict(initial.named_parameters())
-    assert all(not torch.equal(before[n].detach(), single["params"][n]) for n in names if ".router." in n)
+    moved = [float((before[n].detach() - single["params"][n]).abs().max()) for n in names if ".router." in n]
+    assert moved and min(moved) > 1e-3, moved
 
 
 @pytest.mark.parametrize("engine", ["fsdp2", "accelerate-fsdp2"])
