@@ -14,9 +14,8 @@ from mote_convert.cli import app
 from mote_convert.errors import OptionsError, OutputExistsError, UnsupportedArchitectureError
 from mote_convert.export import export_gguf
 from mote_convert.export.tensors import permute_rope
-from mote_convert.quant.packing import unpack_ternary
 from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_llava, build_tiny_processor
-from tests.helpers import assert_one_line_error, read_all
+from tests.helpers import assert_one_line_error, distinct_experts, read_all, spec_unpack
 
 gguf = pytest.importorskip("gguf")
 runner = CliRunner()
@@ -32,7 +31,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     mote_convert.upcycle(dense, root / "mote")
     mote_convert.upcycle(dense, root / "latent", latent=True)
     mote_convert.upcycle(dense, root / "even", layers="even")
-    return {"root": root, "dense": dense, "mote": root / "mote", "latent": root / "latent", "even": root / "even"}
+    # experts that differ: an expert written in another one's place changes the values
+    distinct = distinct_experts(root / "latent", root / "distinct-latent")
+    mote_convert.pack(distinct, root / "distinct-packed")
+    return {"root": root, "dense": dense, "mote": root / "mote", "latent": root / "latent", "even": root / "even",
+            "distinct-latent": distinct, "distinct-packed": root / "distinct-packed"}
 
 
 def _tensors(path: Path) -> dict[str, object]:
@@ -46,13 +49,14 @@ def _values(t: object) -> np.ndarray:
 
 
 @pytest.mark.parametrize("expert_type", ["tq2_0", "tq1_0"])
-@pytest.mark.parametrize("source", ["mote", "latent"])
+@pytest.mark.parametrize("source", ["distinct-packed", "distinct-latent"])
 def test_expert_blocks_decode_to_gamma_times_the_spec_codes(models: dict[str, Path], tmp_path: Path, expert_type: str,
                                                             source: str) -> None:
+    """Expert e of each stacked tensor is expert e's own gamma * T (the experts differ)."""
     out = tmp_path / "m.gguf"
     export_gguf(models[source], out, expert_type=expert_type)
     tensors = _tensors(out)
-    packed = read_all(models["mote"])  # the SPEC codes and gamma (upcycle's, from the same dense weights)
+    packed = read_all(models["distinct-packed"])  # the SPEC codes and gamma of each expert (pack's, from the same latents)
     prefix = "language_model.model.layers"
     for layer in (0, 1):
         for proj, short in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
@@ -62,7 +66,7 @@ def test_expert_blocks_decode_to_gamma_times_the_spec_codes(models: dict[str, Pa
             for e in range(4):
                 base = f"{prefix}.{layer}.mlp.experts.{e}.{proj}"
                 gamma = packed[f"{base}.weight_scale"].reshape(())
-                codes = unpack_ternary(packed[f"{base}.weight_packed"], got.shape[1]).numpy()
+                codes = spec_unpack(packed[f"{base}.weight_packed"], got.shape[1]).numpy()
                 scale = np.float32(np.float16(gamma.item()))  # TQ blocks hold gamma as fp16
                 assert np.array_equal(got[e], codes.astype(np.float32) * scale), (layer, proj, e)
 
@@ -301,3 +305,72 @@ def test_an_odd_head_dimension_is_refused_by_name(models: dict[str, Path], tmp_p
     (root / "config.json").write_text(json.dumps(config))
     assert_one_line_error(runner.invoke(app, ["export", "gguf", str(root), "-o", str(tmp_path / "m.gguf")]), 5,
                           "head dimension 1 is odd")
+
+
+def test_q8_0_shared_experts_and_the_vocabulary_are_values_not_only_types(models: dict[str, Path], tmp_path: Path) -> None:
+    """Each shared projection is llama.cpp's Q8_0 of its own weight (gguf's quantizer as the oracle);
+    the vocabulary is the HF tokenizer's, token by token."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "m.gguf"
+    export_gguf(models["mote"], out, shared_type="q8_0")
+    tensors = _tensors(out)
+    source = read_all(models["mote"])
+    for layer in (0, 1):
+        for proj, short in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
+            weight = source[f"language_model.model.layers.{layer}.mlp.{proj}.weight"].float().numpy()
+            expected = gguf.quants.dequantize(gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q8_0),
+                                              gguf.GGMLQuantizationType.Q8_0)
+            assert np.array_equal(_values(tensors[f"blk.{layer}.ffn_{short}_shexp.weight"]), expected), (layer, proj)
+    field = gguf.GGUFReader(out).fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+    tokenizer = AutoTokenizer.from_pretrained(models["mote"])
+    assert tokens == tokenizer.convert_ids_to_tokens(list(range(len(tokens))))
+
+
+def test_mmproj_tensors_are_the_vision_towers_values(models: dict[str, Path], tmp_path: Path) -> None:
+    """The source's values under llama.cpp's names: 1-D tensors as f32 bit for bit, matrices as their nearest f16."""
+    vision = tmp_path / "v.gguf"
+    export_gguf(models["mote"], tmp_path / "m.gguf", mmproj=vision)
+    tensors = _tensors(vision)
+    source = read_all(models["mote"])
+    v = "vision_tower."  # transformers 5 saves the CLIP tower without its vision_model level
+    mapping = {
+        "v.patch_embd.weight": f"{v}embeddings.patch_embedding.weight",
+        "v.class_embd": f"{v}embeddings.class_embedding",
+        "v.position_embd.weight": f"{v}embeddings.position_embedding.weight",
+        "v.pre_ln.weight": f"{v}pre_layrnorm.weight",
+        "v.blk.0.attn_q.weight": f"{v}encoder.layers.0.self_attn.q_proj.weight",
+        "v.blk.0.attn_q.bias": f"{v}encoder.layers.0.self_attn.q_proj.bias",
+        "v.blk.0.ffn_up.weight": f"{v}encoder.layers.0.mlp.fc1.weight",
+        "v.blk.0.ffn_down.weight": f"{v}encoder.layers.0.mlp.fc2.weight",
+        "mm.0.weight": "multi_modal_projector.linear_1.weight",
+        "mm.0.bias": "multi_modal_projector.linear_1.bias",
+        "mm.2.weight": "multi_modal_projector.linear_2.weight",
+    }
+    for name, src in mapping.items():
+        t = tensors[name]
+        stored = source[src].to(torch.float16) if t.tensor_type.name == "F16" else source[src]  # f16: the nearest f16
+        want = stored.float().numpy()
+        assert t.tensor_type.name == ("F32" if source[src].dim() == 1 else "F16"), name
+        assert np.array_equal(_values(t).reshape(want.shape), want), name
+
+
+def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0(tmp_path: Path) -> None:
+    """Hidden 64 (no 256-weight TQ blocks): each expert is llama.cpp's Q8_0 of its own gamma * T."""
+    dense = build_tiny_llava(tmp_path / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
+    build_tiny_processor(dense)
+    latent = distinct_experts(mote_convert.upcycle(dense, tmp_path / "latent", latent=True).output, tmp_path / "distinct")
+    packed = read_all(mote_convert.pack(latent, tmp_path / "packed").output)
+    result = export_gguf(latent, tmp_path / "m.gguf")
+    assert any("written as q8_0" in note for note in result.notes)
+    tensors = _tensors(tmp_path / "m.gguf")
+    for proj, short in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
+        t = tensors[f"blk.1.ffn_{short}_exps.weight"]
+        assert t.tensor_type.name == "Q8_0"
+        got = _values(t)
+        for e in range(4):
+            base = f"language_model.model.layers.1.mlp.experts.{e}.{proj}"
+            weight = (spec_unpack(packed[f"{base}.weight_packed"], got.shape[1]).float() * packed[f"{base}.weight_scale"]).numpy()
+            q8 = gguf.GGMLQuantizationType.Q8_0
+            assert np.array_equal(got[e], gguf.quants.dequantize(gguf.quants.quantize(weight, q8), q8)), (proj, e)
