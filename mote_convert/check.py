@@ -112,7 +112,12 @@ def _check_tensors(
                 for part in codec.parts(shared.dtype, shared.shape) if shared is not None else _nominal_parts(codec):
                     name = f"{base}.{part.suffix}"
                     expected.add(name)
-                    checked = _expect(index, name, part.dtype if shared is not None else None, part.shape if shared is not None else None, problems)
+                    # a latent weight may be of any float dtype: training keeps it float32 beside a bf16 model
+                    dtype = part.dtype if shared is not None and not codec.copies_source else None
+                    checked = _expect(index, name, dtype, part.shape if shared is not None else None, problems)
+                    if checked is not None and codec.copies_source and checked.dtype not in FLOAT_DTYPES:
+                        problems.append(Problem(name, f"latent expert weight must be float, is {checked.dtype}"))
+                        checked = None
                     if part.suffix == codec.primary:
                         info = checked
                 if info is not None and shared is not None:
