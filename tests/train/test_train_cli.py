@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 import mote_convert
 from mote_convert.cli import app
 from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
+from mote_convert.train.recipe import load_train_recipe
+from mote_convert.train.run import train
 from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
@@ -76,6 +78,12 @@ def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
     dense, trained = read_all(setup["dense"]), read_all(out)
     ffn = [n for n in dense if ".mlp." in n and "language_model" in n]
     assert ffn and all(torch.equal(dense[n], trained[n]) for n in ffn)
+    # what was published is the training's result: pack of the final latent weights, not the input
+    packed_final = mote_convert.pack(setup["root"] / "trained.checkpoints" / "final-latent", setup["root"] / "packed-final").output
+    expected, untrained = read_all(packed_final), read_all(setup["mote"])
+    assert trained.keys() == expected.keys() and all(torch.equal(trained[n], expected[n]) for n in trained)
+    routers = [n for n in trained if n.endswith(".router.weight")]
+    assert routers and all(float((trained[n] - untrained[n]).abs().max()) > 1e-3 for n in routers)
     # resume: continues from checkpoint-16 to step 20
     result = runner.invoke(app, _args(setup, out, "--resume", "--max-steps", "20", "--overwrite"))
     assert result.exit_code == 0, result.output
@@ -167,3 +175,47 @@ def test_a_deepspeed_config_that_is_not_a_json_object_is_refused_in_one_line(set
     result = runner.invoke(app, _args(setup, tmp_path / "out", "--deepspeed", str(config)))
     assert_one_line_error(result, 2, f"deepspeed config {config}: must hold a JSON object, not a list")
     assert not (tmp_path / "out").exists()
+
+
+def test_training_in_bf16_changes_only_routers_and_experts(tmp_path: Path) -> None:
+    """A bf16 checkpoint (as real ones are): every tensor outside the routers and routed experts (attention,
+    embeddings, norms, shared experts, vision tower, projector) comes out byte- and dtype-identical, and
+    the input directory is unchanged."""
+    from tests.conftest import tree_digest
+    from tests.helpers import read_all
+
+    dense = build_tiny_llava(tmp_path / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR, dtype=torch.bfloat16)
+    build_tiny_processor(dense)
+    mote = mote_convert.upcycle(dense, tmp_path / "mote").output
+    data = build_tiny_dataset(tmp_path / "data")
+    (tmp_path / "r.yaml").write_text("learning_rate: 3.0e-3\nmax_steps: 2\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
+                                     "warmup_ratio: 0\n")
+    before = tree_digest(mote)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["train", str(mote), "--data", str(data), "--image-folder", str(data.parent), "-o", str(out),
+                                 "--recipe", str(tmp_path / "r.yaml")])
+    assert result.exit_code == 0, result.output
+    assert tree_digest(mote) == before
+    source, trained = read_all(mote), read_all(out)
+    assert source.keys() == trained.keys()
+    moving = [n for n in source if n.endswith(".router.weight") or ".experts." in n]
+    frozen = [n for n in source if n not in moving]
+    assert {source[n].dtype for n in frozen} == {torch.bfloat16}
+    for name in frozen:
+        assert trained[name].dtype == source[name].dtype and torch.equal(trained[name], source[name]), name
+    assert any(not torch.equal(trained[n], source[n]) for n in moving if n.endswith(".router.weight"))
+
+
+def test_the_recipes_load_balancing_coefficient_reaches_the_loss(setup: dict[str, Path], tmp_path: Path) -> None:
+    """The logged loss of the same first step with coefficient 1000 and 0 differs by 1000 x the summed
+    L_aux of the two layers (each between 1 and N = 4 for top-1 routing), not by nothing."""
+    losses = {}
+    for coef in (0, 1000):
+        recipe = tmp_path / f"r{coef}.yaml"
+        recipe.write_text(f"learning_rate: 1.0e-3\nmax_steps: 2\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
+                          f"warmup_ratio: 0\nrouter_aux_loss_coef: {coef}\n")
+        result = train(setup["mote"], setup["data"], tmp_path / f"out{coef}", image_folder=setup["data"].parent,
+                                    recipe=load_train_recipe(recipe))
+        losses[coef] = result.losses[0]
+    aux = (losses[1000] - losses[0]) / 1000
+    assert 2 * 0.9 <= aux <= 2 * 4, losses
