@@ -33,10 +33,17 @@ def test_triton_kernel_in_the_interpreter() -> None:
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
-def test_triton_serves_cuda_only() -> None:
+def test_triton_serves_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry picks Triton for CUDA tensors exactly when a GPU and triton are there, and never
+    for CPU tensors: both answers of torch.cuda.is_available() are tried, whatever this machine has."""
     import torch
 
-    from mote_convert.kernels import KERNELS
+    from mote_convert.kernels import KERNELS, select_kernel
 
+    monkeypatch.delenv("MOTE_KERNEL", raising=False)
     assert KERNELS["triton"].devices == ("cuda",)
-    assert KERNELS["triton"].available() == torch.cuda.is_available()
+    for has_gpu in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda has_gpu=has_gpu: has_gpu)
+        assert KERNELS["triton"].available() is has_gpu
+        assert select_kernel(torch.device("cuda")).name == ("triton" if has_gpu else "reference")
+        assert select_kernel(torch.device("cpu")).name != "triton"
