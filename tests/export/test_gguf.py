@@ -374,3 +374,24 @@ def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0(tmp_path: Path) 
             weight = (spec_unpack(packed[f"{base}.weight_packed"], got.shape[1]).float() * packed[f"{base}.weight_scale"]).numpy()
             q8 = gguf.GGMLQuantizationType.Q8_0
             assert np.array_equal(got[e], gguf.quants.dequantize(gguf.quants.quantize(weight, q8), q8)), (proj, e)
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda c: c["mote"].__setitem__("norm_topk_prob", True), "norm_topk_prob must be false"),
+    (lambda c: c["text_config"].__setitem__("hidden_act", "gelu"), "needs SiLU-gated FFNs; this model's act is 'gelu'"),
+    (lambda c: c["text_config"]["rope_parameters"].__setitem__("rope_type", "linear"), "does not carry RoPE scaling ('linear')"),
+    (lambda c: c["text_config"].update(model_type="mistral", sliding_window=4096), "sliding-window attention"),
+])
+def test_what_llama_cpp_would_compute_otherwise_is_refused(models: dict[str, Path], tmp_path: Path, edit, needle: str) -> None:  # noqa: ANN001
+    """Settings the deepseek GGUF cannot carry would give a file that runs and computes another model."""
+    import json
+    import shutil
+
+    root = tmp_path / "mote"
+    shutil.copytree(models["mote"], root)
+    config = json.loads((root / "config.json").read_text())
+    edit(config)
+    (root / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "m.gguf"
+    assert_one_line_error(runner.invoke(app, ["export", "gguf", str(root), "-o", str(out)]), 5, needle)
+    assert not out.exists()
