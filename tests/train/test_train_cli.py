@@ -60,6 +60,13 @@ def _generates(out: Path, data: Path) -> None:
     inputs = processor(text=[prompt], images=[Image.open(data.parent / "images" / "0.png")], return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 4 or generated[0, -1] == processor.tokenizer.eos_token_id
+    # greedy decoding is the argmax of a full forward at each step (no cache): what generate returned
+    ids = inputs["input_ids"]
+    with torch.no_grad():
+        for _ in range(generated.shape[1] - ids.shape[1]):
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"]).logits
+            ids = torch.cat([ids, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+    assert torch.equal(ids, generated)
 
 
 def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
