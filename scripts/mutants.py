@@ -65,6 +65,10 @@ MUTANTS = (
     Mutant("frozen-weights-trainable", "mote_convert/modeling/quantizer.py",
            "    for p in model.parameters():\n        p.requires_grad_(False)", "    for p in model.parameters():\n        p.requires_grad_(True)",
            ("tests/modeling/test_moe.py::test_train_mode_gradients_reach_only_routers_and_experts",)),
+    Mutant("fsdp2-router-gradients-summed", "mote_convert/modeling/distributed.py",
+           "            fully_shard(module.router, mp_policy=float32, **fsdp_kwargs)",
+           "            fully_shard(module.router, mp_policy=float32, **fsdp_kwargs).set_gradient_divide_factor(1.0)",
+           ("tests/distributed/test_engines.py::test_sharded_training_equals_one_process[fsdp2]",)),
     # --- training
     Mutant("recipe-aux-coefficient-ignored", "mote_convert/train/run.py",
            "attach_aux_loss(net, recipe.router_aux_loss_coef)", "attach_aux_loss(net, 0.01)",
