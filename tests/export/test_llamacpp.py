@@ -97,3 +97,15 @@ def test_image_prompt_runs_end_to_end(exported: dict[str, Path]) -> None:
         max_tokens=4, temperature=0)
     # the image went in as the projector's 16 embeddings (4 x 4 patches of 16 x 16 pixels), then text came out
     assert reply["usage"]["prompt_tokens"] > 16 and reply["usage"]["completion_tokens"] >= 1
+
+
+def test_llamacpp_tokenizes_as_the_hf_tokenizer_does(exported: dict[str, Path]) -> None:
+    """The exported vocabulary in llama.cpp's own tokenizer: the same ids as transformers' for plain,
+    spaced, punctuated and non-ASCII (byte-fallback) text."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported["mote"])
+    llm = llama_cpp.Llama(model_path=str(exported["tq2_0"]), vocab_only=True, verbose=False)
+    for text in ("What color is this?", "hello  world, again!", "red\ngreen\tblue", "héllo ☃ 颜色"):
+        expected = tokenizer(text)["input_ids"]
+        assert llm.tokenize(text.encode("utf-8"), add_bos=expected[:1] == [tokenizer.bos_token_id], special=False) == expected, text
