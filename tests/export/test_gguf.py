@@ -149,6 +149,9 @@ def test_refusals(models: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
+    from tests.conftest import tree_digest
+
+    before = tree_digest(models["mote"])
     out = tmp_path / "m.gguf"
     result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--dry-run"])
     assert result.exit_code == 0 and "deepseek" in result.output and not out.exists()
@@ -158,6 +161,7 @@ def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
     assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out)]), 7, "already exists")
     assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(tmp_path / "y.gguf"),
                                               "--shared-type", "q3"]), 2, "unknown tensor type 'q3'")
+    assert tree_digest(models["mote"]) == before  # exports, a refused one too, never touch the input
 
 
 @pytest.mark.parametrize(("name", "content", "code", "needle"), [
