@@ -20,7 +20,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from mote_convert import __version__
-from mote_convert.errors import Interrupted, MoteError, describe_os_error
+from mote_convert.errors import InternalError, Interrupted, MoteError, UnattributedOSError, describe_os_error
 
 if TYPE_CHECKING:
     from mote_convert.inspection import InspectionReport
@@ -138,12 +138,6 @@ def _fail(exc: MoteError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-class OsFailure(MoteError):
-    """An operating-system error the library did not attribute to input or output (a bug to report)."""
-
-    exit_code = 13
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
     """Every failure the user can cause or meet becomes one line and a documented exit code."""
@@ -151,11 +145,18 @@ def _errors() -> Iterator[None]:
         yield
     except MoteError as exc:
         _fail(exc)
+    except InternalError as exc:  # a bug: the traceback, and a request to report it
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        err_console.print(f"[bold red]internal error:[/] {exc}. This is a bug in mote-convert {__version__}: please "
+                          "report it with the traceback above.", highlight=False, soft_wrap=True)
+        raise typer.Exit(InternalError.exit_code) from None
     except OSError as exc:
         if _state["debug"]:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        _fail(OsFailure(f"{where}{describe_os_error(exc)}"))
+        _fail(UnattributedOSError(f"{where}{describe_os_error(exc)}"))
     except KeyboardInterrupt:
         _fail(Interrupted(2))
 

@@ -82,6 +82,12 @@ class OutputWriteError(MoteError):
     exit_code = 12
 
 
+class UnattributedOSError(MoteError):
+    """An operating-system error the library did not attribute to input or output (please report it)."""
+
+    exit_code = 13
+
+
 class DataError(MoteError):
     """Training data is malformed: not LLaVA-format conversations, an image missing, nothing to learn."""
 
@@ -111,7 +117,10 @@ class Interrupted(MoteError):
 
 class InternalError(RuntimeError):
     """A broken invariant of mote-convert itself: a bug, not a user error. Deliberately not a
-    :class:`MoteError`, so that the CLI shows it with its traceback, to be reported."""
+    :class:`MoteError`: the CLI shows it with its traceback and asks for a report (exit code 70,
+    ``EX_SOFTWARE``), never as a one-line user mistake."""
+
+    exit_code = 70
 
 
 def describe_os_error(exc: OSError) -> str:

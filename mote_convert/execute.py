@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from mote_convert.errors import CheckFailedError, MoteError, PlanError
+from mote_convert.errors import CheckFailedError, InternalError, PlanError
 from mote_convert.format import SAFETENSORS_METADATA, ExpertCodec, ExpertFormat, get_codec
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
@@ -78,7 +78,7 @@ class EncodeAhead:
     def take(self, key: EncodeKey) -> dict[str, torch.Tensor]:
         """The encoding of ``key``, which must be the next of the keys given."""
         if self._next >= len(self._keys) or self._keys[self._next] != key:
-            raise MoteError(f"internal: {key[0]} was asked for out of the planned encoding order")
+            raise InternalError(f"{key[0]} was asked for out of the planned encoding order")
         item = self._queue.get()
         if isinstance(item, BaseException):
             self._next = len(self._keys)

@@ -102,3 +102,18 @@ def test_deepspeed_import_warning_stays_out_of_command_output(tmp_path: Path) ->
     demo = subprocess.run([sys.executable, "-m", "mote_convert.cli", "demo"], env=env, capture_output=True, text=True, check=True)
     assert "demo: tiny-llava -> tiny-llava-mote" in demo.stdout
     assert "Setting accelerator" not in demo.stdout + demo.stderr
+
+
+def test_a_broken_invariant_is_reported_as_a_bug(tiny_llava: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a one-line user mistake: the traceback, a request to report it, exit code 70."""
+    import mote_convert.inspection
+    from mote_convert.errors import InternalError
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise InternalError("a shard expected one tensor and got another")
+
+    monkeypatch.setattr(mote_convert.inspection, "inspect_checkpoint", broken)
+    result = runner.invoke(app, ["inspect", str(tiny_llava)])
+    assert result.exit_code == 70, result.output
+    assert "Traceback" in result.stderr and "please report it" in result.stderr
+    assert not any(line.startswith("error:") for line in result.stderr.splitlines())

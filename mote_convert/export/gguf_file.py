@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mote_convert.errors import PlanError
+from mote_convert.errors import InternalError, PlanError
 from mote_convert.export.tensors import Encoded, TensorType
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.writer import ProgressFn, StagedOutput, check_interrupted
@@ -94,7 +94,7 @@ def write_gguf(plan: GgufPlan, reader: TensorReader, out: Path, *, overwrite: bo
                 check_interrupted()
                 encoded = t.produce(reader)
                 if encoded.nbytes != t.nbytes or encoded.type != t.type:
-                    raise PlanError(f"internal: {t.name} came out as {encoded.type.name} of {encoded.nbytes} bytes, "
+                    raise InternalError(f"{t.name} came out as {encoded.type.name} of {encoded.nbytes} bytes, "
                                     f"planned {t.type.name} of {t.nbytes}")
                 writer.write_tensor_data(encoded.data)
                 written += t.nbytes

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 from safetensors import SafetensorError, safe_open
 
-from mote_convert.errors import CorruptCheckpointError, MoteError, read_error
+from mote_convert.errors import CorruptCheckpointError, InternalError, read_error
 from mote_convert.io.index import CheckpointIndex, TensorInfo
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class TensorReader:
         info = self._info(name)
         path = self.index.root / info.file
         if buffer.dtype != torch.uint8 or not buffer.is_contiguous() or buffer.numel() < info.nbytes:
-            raise MoteError(f"internal: a read buffer of {buffer.numel()} bytes cannot hold {name} ({info.nbytes} bytes)")
+            raise InternalError(f"a read buffer of {buffer.numel()} bytes cannot hold {name} ({info.nbytes} bytes)")
         view = buffer[: info.nbytes]
         try:
             with open(path, "rb", buffering=0) as fh:

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
 
 from mote_convert.errors import (
+    InternalError,
     Interrupted,
     MoteError,
     OutputExistsError,
@@ -122,18 +123,18 @@ class ShardWriter:
 
     def _next_spec(self, name: str) -> TensorSpec:
         if self._next >= len(self.shard.tensors):
-            raise MoteError(f"internal: {self.path.name} got an extra tensor {name}")
+            raise InternalError(f"{self.path.name} got an extra tensor {name}")
         spec = self.shard.tensors[self._next]
         if spec.name != name:
-            raise MoteError(f"internal: {self.path.name} expected {spec.name}, got {name}")
+            raise InternalError(f"{self.path.name} expected {spec.name}, got {name}")
         return spec
 
     def write(self, name: str, tensor: torch.Tensor) -> int:
         """Append tensor ``name``'s bytes; it must be the next one in the header, with its dtype and shape."""
         spec = self._next_spec(name)
         if safetensors_dtype(tensor.dtype) != spec.dtype or tuple(tensor.shape) != spec.shape:
-            raise MoteError(
-                f"internal: {name} is {safetensors_dtype(tensor.dtype)} {tuple(tensor.shape)}, "
+            raise InternalError(
+                f"{name} is {safetensors_dtype(tensor.dtype)} {tuple(tensor.shape)}, "
                 f"the header says {spec.dtype} {spec.shape}"
             )
         import torch  # here, not at module level: header-only users of this module never need it
@@ -159,7 +160,7 @@ class ShardWriter:
         spec = self._next_spec(name)
         info = reader.index[source]
         if (info.dtype, info.shape) != (spec.dtype, spec.shape):
-            raise MoteError(f"internal: {source} is {info.dtype} {info.shape}, the header says {spec.dtype} {spec.shape}")
+            raise InternalError(f"{source} is {info.dtype} {info.shape}, the header says {spec.dtype} {spec.shape}")
         with self._named_errors():
             reader.copy_to(source, self._fh)
         self._next += 1
@@ -170,7 +171,7 @@ class ShardWriter:
         self._fh.close()
         if self._next != len(self.shard.tensors):
             missing = self.shard.tensors[self._next].name
-            raise MoteError(f"internal: {self.path.name} closed before {missing} was written")
+            raise InternalError(f"{self.path.name} closed before {missing} was written")
 
     def abort(self) -> None:
         """Close without checks (the staging directory is about to be removed)."""
