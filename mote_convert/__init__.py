@@ -19,13 +19,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 from mote_convert.errors import MoteError
 from mote_convert.inspection import inspect_checkpoint
 from mote_convert.options import UpcycleOptions
 from mote_convert.pack import pack
 from mote_convert.upcycle import plan_upcycle, upcycle
+from mote_convert.version import __version__
 
 _EXPORTS = {name: "mote_convert.modeling.load" for name in ("aux_loss", "load_model", "save_model")}
 _EXPORTS["MoteQuantizationConfig"] = "mote_convert.modeling.quantizer"  # registers the "mote" method

@@ -19,8 +19,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from mote_convert import __version__
 from mote_convert.errors import InternalError, Interrupted, MoteError, UnattributedOSError, describe_os_error
+from mote_convert.version import __version__
 
 if TYPE_CHECKING:
     from mote_convert.inspection import InspectionReport

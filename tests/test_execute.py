@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mote_convert import execute as ex
-from mote_convert.errors import MoteError
+from mote_convert.errors import InternalError, MoteError
 from mote_convert.format import get_codec
 from mote_convert.io.reader import TensorReader
 from mote_convert.options import UpcycleOptions
@@ -80,7 +80,7 @@ def test_out_of_order_requests_are_refused(tiny_llava: Path) -> None:
     with TensorReader(plan.source) as reader:
         ahead = ex.EncodeAhead(plan, reader, keys)  # type: ignore[arg-type]
         try:
-            with pytest.raises(MoteError, match="out of the planned encoding order"):
+            with pytest.raises(InternalError, match="out of the planned encoding order"):
                 ahead.take(keys[1])  # type: ignore[arg-type]
             assert set(ahead.take(keys[0])) == {"weight_packed", "weight_scale"}  # type: ignore[arg-type]
         finally:

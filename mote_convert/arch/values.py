@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from mote_convert.errors import UnsupportedArchitectureError
-from mote_convert.format.config import is_number
+from mote_convert.numbers import is_number
 
 MAX_DIM = 2**31  # no size of a real model comes near; GGUF stores them as uint32
 

@@ -17,9 +17,9 @@ from mote_convert.errors import CorruptCheckpointError, FormatError, Unsupported
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.gguf_text import _copy
 from mote_convert.export.tensors import TYPES, TensorType
-from mote_convert.format.config import is_number
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, load_json
+from mote_convert.numbers import is_number
 
 SUPPORTED = "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector)"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

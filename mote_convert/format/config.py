@@ -7,13 +7,13 @@ carrying them (``load_model``, ``pack``, ``save_model``). No other module reads 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
 from mote_convert.errors import FormatError
+from mote_convert.numbers import is_int, is_number
 
 if TYPE_CHECKING:
     from mote_convert.arch import Architecture
@@ -81,16 +81,6 @@ REQUIRED_KEYS = (
 def config_key(name: str) -> str:
     """How a problem names a key of the ``mote`` section."""
     return f"config.json:mote.{name}"
-
-
-def is_int(value: Any) -> bool:
-    """A JSON integer (``true`` is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """A finite JSON number (``true`` is not one)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

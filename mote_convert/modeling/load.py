@@ -6,7 +6,10 @@ the meta device, the MoTE quantizer swaps in the MoE blocks, and one loading pas
 (see :mod:`mote_convert.modeling.quantizer`). What transformers reports as missing, unexpected or
 mismatched is an error here, naming the tensors: nothing is ever initialised at random.
 
-``save_model`` is ``save_pretrained`` into a staged directory, in the expert format asked for.
+``save_model`` is ``save_pretrained`` into a staged directory, in the expert format asked for;
+``load_trainable`` loads a training checkpoint's routers and latent experts into a loaded model. The
+model surgery itself (blocks, trainable flags, the aux-loss hook) is
+:mod:`mote_convert.modeling.integration`'s; its helpers are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,16 +22,14 @@ import torch
 from torch import nn
 
 from mote_convert.errors import FormatError
-from mote_convert.format import BIAS, ExpertCodec, ExpertFormat, MoteConfig, expert_base, get_codec
+from mote_convert.format import MoteConfig, get_codec
 from mote_convert.io.index import load_index
 from mote_convert.io.writer import StagedOutput
-from mote_convert.modeling.aux_loss import AuxGradCell, probe_loss
-from mote_convert.modeling.bitlinear import MODES, PACKED, TernaryLinear
-from mote_convert.modeling.block import MoTEBlock
+from mote_convert.modeling.bitlinear import MODES, PACKED
+from mote_convert.modeling.integration import attach_aux_loss, aux_loss, mote_blocks
+from mote_convert.modeling.quantizer import MoteHfQuantizer, MoteQuantizationConfig
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
 from mote_convert.plan import read_mote_config
-
-_HOOK_ATTR = "_mote_aux_hook"
 
 
 def _model_class(config: dict[str, Any]) -> type:
@@ -50,11 +51,6 @@ def _model_class(config: dict[str, Any]) -> type:
     raise FormatError(f"no transformers model class for this checkpoint (architectures: {names}, model_type: {config.get('model_type')!r})")
 
 
-def mote_blocks(model: nn.Module) -> list[MoTEBlock]:
-    """Every MoTE block of a model, in module order."""
-    return [m for m in model.modules() if isinstance(m, MoTEBlock)]
-
-
 def load_model(
     path: str | Path,
     mode: str = PACKED,
@@ -73,8 +69,6 @@ def load_model(
     the other ``from_pretrained`` arguments pass through. When the model gets labels, its loss
     includes ``router_aux_loss_coef * L_aux`` of that forward.
     """
-    from mote_convert.modeling.quantizer import MoteQuantizationConfig
-
     if mode not in MODES:
         raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     root = Path(path)
@@ -128,68 +122,6 @@ def _raise_on_loading_problems(root: Path, info: dict[str, Any]) -> None:
         raise FormatError(f"{root}: tensors {'; '.join(parts)}")
 
 
-def aux_loss(model: nn.Module) -> torch.Tensor | None:
-    """The last forward's load-balancing loss L_aux summed over MoE layers (unscaled), or None."""
-    losses = [b.last_aux_loss for b in mote_blocks(model) if b.last_aux_loss is not None]
-    return torch.stack(losses).sum() if losses else None
-
-
-def attach_aux_loss(model: nn.Module, coef: float) -> None:
-    """Make the model's returned loss include ``coef * L_aux`` whenever it computes a loss.
-
-    The value is added to ``outputs.loss`` by a forward hook on the top model; the gradient is
-    carried by the MoE blocks' own autograd graph (:mod:`mote_convert.modeling.aux_loss`), so it is
-    right under gradient checkpointing (reentrant or not), gradient accumulation and loss scaling.
-    The HF ``Trainer`` (or any loop that backpropagates ``outputs.loss``) trains the routers with
-    the load-balancing loss without custom code.
-    """
-    for handle in getattr(model, _HOOK_ATTR, ()):
-        handle.remove()
-    cell = AuxGradCell(coef)
-    for block in mote_blocks(model):
-        block.aux_cell = cell
-
-    def reset(module: nn.Module, args: Any, kwargs: Any) -> None:
-        cell.grad = None  # a new forward: no backward has reached its loss yet
-
-    def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
-        loss = getattr(output, "loss", None)
-        extra = aux_loss(module)
-        if loss is not None and extra is not None and coef:
-            output.loss = probe_loss(loss + coef * extra.detach().to(loss.dtype), cell)
-        return output
-
-    setattr(model, _HOOK_ATTR, (
-        model.register_forward_pre_hook(reset, with_kwargs=True),
-        model.register_forward_hook(hook, with_kwargs=True),
-    ))
-
-
-def expert_state_dict(model: nn.Module, codec: ExpertCodec) -> dict[str, torch.Tensor]:
-    """``model.state_dict()`` with every routed expert stored as ``codec`` stores it (in-memory names)."""
-    blocks = {name: m for name, m in model.named_modules() if isinstance(m, MoTEBlock)}
-    state = {
-        name: tensor
-        for name, tensor in model.state_dict().items()
-        if not any(name.startswith(f"{b}.experts.") for b in blocks)
-    }
-    for name, block in blocks.items():
-        for i, expert in enumerate(block.experts):
-            for proj, linear in expert.named_children():
-                if not isinstance(linear, TernaryLinear):
-                    continue
-                base = expert_base(name, i, proj)
-                if linear.mode == PACKED and codec.format is ExpertFormat.PACKED_2BIT:
-                    packed, scale = linear.packed_state()  # stored as is: no decode and re-encode
-                    parts = {codec.primary: packed, codec.scale: scale}
-                else:
-                    parts = codec.encode(linear.latent_state())
-                state.update({f"{base}.{suffix}": tensor for suffix, tensor in parts.items()})
-                if linear.bias is not None:
-                    state[f"{base}.{BIAS}"] = linear.bias.detach()
-    return state
-
-
 def save_model(
     model: nn.Module,
     out_path: str | Path,
@@ -204,8 +136,6 @@ def save_model(
     tensor names are the checkpoint's own (transformers maps them back), the experts are encoded
     as ``expert_format`` says.
     """
-    from mote_convert.modeling.quantizer import MoteHfQuantizer
-
     codec = get_codec(expert_format)
     if not isinstance(getattr(model, "hf_quantizer", None), MoteHfQuantizer):
         raise FormatError("the model was not loaded as a MoTE model (load it with mote_convert.load_model)")
@@ -254,3 +184,7 @@ def load_trainable(model: nn.Module, root: str | Path) -> int:
         for key, name in on_disk.items():
             params[name].copy_(reader.read(key))
     return len(on_disk)
+
+
+# the model-level helpers users reach through this module (and ``mote_convert.aux_loss``)
+__all__ = ["attach_aux_loss", "aux_loss", "load_model", "load_trainable", "mote_blocks", "quiet_progress", "save_model"]

@@ -16,6 +16,7 @@ format, so their tensors load under their on-disk names; after loading they are 
 place to the requested mode (packed codes decode to the quantizer's fixed point for training,
 latent weights quantize for packed inference).
 
+The surgery is :mod:`mote_convert.modeling.integration`'s; this module is the ``HfQuantizer`` on top.
 No ``quantization_config`` is written to ``config.json`` on save (stock transformers, without this
 package, loads a MoTE output as the dense model); ``save_pretrained`` writes the experts in the
 format ``config.json["mote"]["expert_format"]`` states, with ``mote_format`` safetensors metadata.
@@ -33,12 +34,12 @@ from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from mote_convert.arch import get_architecture
-from mote_convert.check import check_expert_values, require_sound
+from mote_convert.check import require_sound
 from mote_convert.errors import FormatError
 from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, MoteConfig, get_codec
 from mote_convert.io.index import load_index
-from mote_convert.modeling.bitlinear import MODES, PACKED, TRAIN, TernaryLinear
-from mote_convert.modeling.block import MoTEBlock
+from mote_convert.modeling.bitlinear import MODES, PACKED, TRAIN
+from mote_convert.modeling.integration import expert_state_dict, finish_blocks, replace_ffns
 
 QUANT_METHOD = "mote"
 # The storage format each mode keeps in memory (and save_pretrained writes by default).
@@ -83,30 +84,13 @@ class MoteHfQuantizer(HfQuantizer):
             root = Path(files[0]).parent
             require_sound(root, load_index(root), config_dict, arch, mote)
         self.mote = mote
-        self.checkpoint_prefixes: dict[str, str] = {}  # in-memory block path -> P, as the checkpoint names it
-        stored = FORMAT_MODE[mote.expert_format]
-        for layer, prefix in mote.layer_prefixes.items():
-            path = arch.module_path.replace("{layer}", str(layer))
-            self.checkpoint_prefixes[path] = prefix
-            ffn = model.get_submodule(path)
-            block = _make_block(ffn, mote, stored, kwargs.get("dtype"))
-            parent, _, child = path.rpartition(".")
-            setattr(model.get_submodule(parent), child, block)
+        # in-memory block path -> P, as the checkpoint names it
+        self.checkpoint_prefixes = replace_ffns(model, arch, mote, FORMAT_MODE[mote.expert_format], kwargs.get("dtype"))
         model._keep_in_fp32_modules_strict = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ()) | set(FLOAT32_KEYS)
 
     def _process_model_after_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
-        from mote_convert.modeling.load import attach_aux_loss
-
         mode = self.quantization_config.mode
-        dtype = _float_dtype(model)
-        for name, block in model.named_modules():
-            if not isinstance(block, MoTEBlock):
-                continue
-            block.router.float()  # device moves only; float32 already, by the load's dtype plan
-            _check_values(self.checkpoint_prefixes.get(name, name), block, self.mote)
-            block.set_mode(mode, dtype)
-        _set_trainable(model, mode)
-        attach_aux_loss(model, self.mote.router_aux_loss_coef)
+        finish_blocks(model, self.mote, mode, self.checkpoint_prefixes)
         model.config.mote = self.mote.with_format(MODE_FORMAT[mode]).to_dict()
         return model
 
@@ -124,8 +108,6 @@ class MoteHfQuantizer(HfQuantizer):
     def get_state_dict_and_metadata(self, model: nn.Module) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
         """What ``save_pretrained`` writes: the experts in the format ``config.mote`` states (re-encoded
         where that differs from the mode in memory), and the MoTE safetensors metadata."""
-        from mote_convert.modeling.load import expert_state_dict
-
         metadata = dict(SAFETENSORS_METADATA)
         fmt = ExpertFormat.parse(model.config.mote["expert_format"])
         if fmt is MODE_FORMAT[self.quantization_config.mode]:
@@ -142,63 +124,6 @@ class MoteHfQuantizer(HfQuantizer):
     @property
     def is_qat_trainable(self) -> bool:
         return True
-
-
-def _check_values(block_name: str, block: MoTEBlock, mote: MoteConfig) -> None:
-    """Refuse, naming the tensor, expert values no sound checkpoint holds (the checks of ``pack`` and
-    ``export gguf`` as they stream): non-finite latent weights, packed codes holding 0b11. One pass
-    over what was just loaded, before any conversion computes with it."""
-    codec = get_codec(mote.expert_format)
-    for name, module in block.experts.named_modules():
-        if not isinstance(module, TernaryLinear):
-            continue
-        tensor = getattr(module, "weight_packed", None) if codec.scale is not None else getattr(module, "weight", None)
-        if tensor is not None and tensor.device.type != "meta":  # an offloaded weight is checked where it is read
-            check_expert_values(f"{block_name}.experts.{name}.{codec.primary}", codec, tensor.detach())
-
-
-def _float_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's dense weights (the latent experts take it)."""
-    counts: dict[torch.dtype, int] = {}
-    for p in model.parameters():
-        if p.is_floating_point():
-            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
-    return max(counts, key=counts.__getitem__) if counts else torch.float32
-
-
-def _make_block(ffn: nn.Module, mote: MoteConfig, mode: str, dtype: Any) -> MoTEBlock:
-    for proj in mote.projections:
-        if not isinstance(getattr(ffn, proj, None), nn.Linear):
-            raise FormatError(f"{type(ffn).__name__} has no linear {proj!r}; the checkpoint's projections do not fit the model")
-    first = getattr(ffn, mote.projections[0])  # every FFN kind leads with an [intermediate, hidden] projection
-    weight = first.weight
-    return MoTEBlock(
-        ffn,
-        projections=mote.projections,
-        hidden_size=first.in_features,
-        num_experts=mote.num_experts,
-        top_k=mote.top_k,
-        norm_topk_prob=mote.norm_topk_prob,
-        mode=mode,
-        dtype=weight.dtype if not isinstance(dtype, torch.dtype) else dtype,
-    )
-
-
-def _set_trainable(model: nn.Module, mode: str) -> None:
-    """Train mode: only routers and routed experts learn. Packed mode leaves the flags as
-    from_pretrained set them, as for the dense model (torch's matmul takes another, much slower,
-    path for a sliced input against a weight that does not require grad: the last-token lm_head of
-    generate copied the whole vocabulary matrix)."""
-    from mote_convert.modeling.load import mote_blocks
-
-    if mode != TRAIN:
-        return
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for block in mote_blocks(model):
-        block.router.weight.requires_grad_(True)
-        for p in block.experts.parameters():
-            p.requires_grad_(True)
 
 
 def register() -> None:

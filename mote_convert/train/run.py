@@ -156,11 +156,11 @@ def train(
     import torch
     from transformers import AutoProcessor, PrinterCallback
 
-    import mote_convert
     from mote_convert.io.jsonfile import JsonFileError, check_side_files, load_json
     from mote_convert.io.writer import InterruptSignals
     from mote_convert.modeling.distributed import release_float32, shard_routers
-    from mote_convert.modeling.load import attach_aux_loss
+    from mote_convert.modeling.load import attach_aux_loss, load_model
+    from mote_convert.pack import pack
     from mote_convert.plan import read_mote_config
     from mote_convert.train.data import Collator, ConversationDataset, read_records
     from mote_convert.train.trainer import MoteTrainer, StopOnSignal
@@ -211,7 +211,7 @@ def train(
         # every parameter, with float32 master weights of its own; without it the routers and latent
         # experts are float32 parameters (autocast runs the products in bf16 where the recipe says bf16).
         try:
-            net = mote_convert.load_model(model_path, mode="train")
+            net = load_model(model_path, mode="train")
         except (MoteError, OSError, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - config values transformers' model classes accept, then fail to build with
@@ -244,7 +244,7 @@ def train(
         main = trainer.is_world_process_zero()
         if main:
             if recipe.expert_format == "packed-2bit":
-                mote_convert.pack(final, out, overwrite=overwrite)
+                pack(final, out, overwrite=overwrite)
             else:
                 _publish_copy(final, out, overwrite)
         trainer.accelerator.wait_for_everyone()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from mote_convert.errors import MoteError, OutputExistsError
+from mote_convert.errors import InternalError, OutputExistsError
 from mote_convert.io.writer import ShardWriter, StagedOutput, TensorSpec, plan_shards, write_index
 
 
@@ -39,12 +39,12 @@ def test_streamed_file_reads_back_with_safetensors(tmp_path: Path) -> None:
 def test_writer_refuses_out_of_plan_tensors(tmp_path: Path) -> None:
     (shard,) = plan_shards([TensorSpec("a", "F32", (2,)), TensorSpec("b", "F32", (2,))], 10**9)
     writer = ShardWriter(tmp_path / "x.safetensors", shard, {})
-    with pytest.raises(MoteError, match="expected a, got b"):
+    with pytest.raises(InternalError, match="expected a, got b"):
         writer.write("b", torch.zeros(2))
-    with pytest.raises(MoteError, match="header says"):
+    with pytest.raises(InternalError, match="header says"):
         writer.write("a", torch.zeros(3))
     writer.write("a", torch.zeros(2))
-    with pytest.raises(MoteError, match="closed before b"):
+    with pytest.raises(InternalError, match="closed before b"):
         writer.close()
 
 
