@@ -152,7 +152,7 @@ MUTANTS = (
     Mutant("staging-left-behind-on-error", "mote_convert/io/writer.py",
            "        try:\n            _remove_tree(self.path)\n        except OSError as cleanup:",
            "        try:\n            pass\n        except OSError as cleanup:", ("tests/io/test_staging.py",)),
-    Mutant("traceback-on-stdout", "mote_convert/cli.py",
+    Mutant("traceback-on-stdout", "mote_convert/cli/app.py",
            "    except MoteError as exc:\n        _fail(exc)",
            "    except MoteError as exc:\n        import traceback\n        traceback.print_exc(file=sys.stdout)\n        _fail(exc)",
            ("tests/test_cli.py",)),

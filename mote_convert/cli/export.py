@@ -1,0 +1,62 @@
+"""``mote-convert export gguf``: a checkpoint as llama.cpp GGUF files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from mote_convert.cli.app import (
+    FLAG,
+    AsJson,
+    Command,
+    Group,
+    app,
+    byte_progress,
+    err_console,
+    errors,
+    fmt_bytes,
+    out_console,
+)
+
+export_app = typer.Typer(help="Write a checkpoint in another runtime's format.", no_args_is_help=True, cls=Group)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("gguf", cls=Command)
+def export_gguf_command(
+    model: Annotated[Path, typer.Argument(metavar="IN", help="MoTE (or dense) checkpoint directory.")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT.gguf", help="The language model's GGUF file.")],
+    expert_type: Annotated[str, typer.Option(help="Routed experts: tq2_0 (2.06 bits per weight) or tq1_0 (1.69).")] = "tq2_0",
+    shared_type: Annotated[Optional[str], typer.Option(help="Shared experts: bf16, f16, f32, q8_0 or q4_0 (default: as stored).")] = None,
+    mmproj: Annotated[Optional[Path], typer.Option(metavar="FILE.gguf", help="Also write the vision tower and projector (LLaVA-1.5 style) for llama.cpp's mtmd.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", **FLAG)] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Export a checkpoint to llama.cpp's GGUF (experts as ternary TQ2_0 / TQ1_0 blocks)."""
+    from mote_convert.export import plan_gguf, write_export
+
+    with errors():
+        plan = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
+        if dry_run:
+            result = write_export(plan, output, mmproj=mmproj, dry_run=True)
+        else:
+            with byte_progress("exporting", plan.nbytes) as advance:
+                result = write_export(plan, output, mmproj=mmproj, overwrite=overwrite, progress=advance)
+    if as_json:
+        out_console.print_json(json.dumps(result.to_dict()))
+        return
+    table = Table(title=("dry run: would write" if dry_run else "wrote"))
+    for column in ("file", "architecture", "tensors", "size", "types"):
+        table.add_column(column, justify="right" if column in ("tensors", "size") else "left")
+    for f in result.files:
+        table.add_row(str(f.path), f.arch, str(f.tensors), fmt_bytes(f.nbytes), ", ".join(f"{k} x{v}" for k, v in sorted(f.types.items())))
+    out_console.print(table)
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+

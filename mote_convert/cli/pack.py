@@ -1,0 +1,47 @@
+"""``mote-convert pack``: a latent MoTE checkpoint in, the packed one out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mote_convert.cli.app import (
+    AsJson,
+    Command,
+    MaxShardSize,
+    Overwrite,
+    app,
+    byte_progress,
+    errors,
+    out_console,
+    skipped_warnings,
+)
+from mote_convert.cli.render import summary_table
+
+
+@app.command(cls=Command)
+def pack(
+    source: Annotated[Path, typer.Argument(metavar="IN", help="Latent MoTE checkpoint directory (e.g. after training).")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the packed checkpoint.")],
+    max_shard_size: MaxShardSize = "5GB",
+    overwrite: Overwrite = False,
+    as_json: AsJson = False,
+) -> None:
+    """Pack a latent MoTE checkpoint's routed experts to 2 bits per weight; everything else is copied."""
+    from mote_convert.pack import build_pack_plan
+    from mote_convert.upcycle import write_plan
+
+    with errors():
+        plan = build_pack_plan(source, max_shard_size)
+        with byte_progress("packing", plan.bytes_out) as advance:
+            result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance)
+    skipped_warnings(result)
+    if as_json:
+        out_console.print_json(json.dumps(result.to_dict()))
+        return
+    out_console.print(summary_table(f"wrote {output}", result.summary.to_dict()))
+
+
