@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from mote_convert.errors import read_error
 from mote_convert.format import MoteConfig
 from mote_convert.io.index import INDEX_FILE
-from mote_convert.io.writer import create_file, write_text
+from mote_convert.io.shards import create_file, write_text
 
 # Weights are rewritten, never copied: safetensors files and their index (ours replace them), and
 # other serializations of the same dense weights, which loaders would otherwise pick up.

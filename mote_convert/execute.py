@@ -20,7 +20,7 @@ import torch
 from mote_convert.errors import CheckFailedError, InternalError, PlanError
 from mote_convert.format import SAFETENSORS_METADATA, ExpertCodec, ExpertFormat, get_codec
 from mote_convert.io.reader import TensorReader
-from mote_convert.io.writer import ProgressFn, ShardWriter, TensorSpec, write_shards
+from mote_convert.io.shards import ProgressFn, ShardWriter, TensorSpec, write_shards
 from mote_convert.kernels import one_thread
 from mote_convert.plan import COPY, ENCODE, ROUTER, UPCAST, ConversionPlan, PlanEntry
 

@@ -9,7 +9,7 @@ from mote_convert.check import require_sound
 from mote_convert.errors import FormatError
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import load_index
-from mote_convert.io.writer import ProgressFn, TensorSpec
+from mote_convert.io.shards import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
 from mote_convert.plan import (
     COPY,

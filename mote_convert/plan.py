@@ -29,7 +29,7 @@ from mote_convert.format import (
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.jsonfile import JsonFileError, load_json
-from mote_convert.io.writer import Shard, TensorSpec, plan_shards
+from mote_convert.io.shards import Shard, TensorSpec, plan_shards
 from mote_convert.options import UpcycleOptions
 
 # Plan operations; mote_convert.execute registers one transform for each.

@@ -10,7 +10,8 @@ from typing import Any
 
 from mote_convert.config_patch import SkippedFile, copy_auxiliary_files, file_mode, write_config
 from mote_convert.io.index import load_index
-from mote_convert.io.writer import ProgressFn, StagedOutput, check_output_path
+from mote_convert.io.shards import ProgressFn
+from mote_convert.io.staging import StagedOutput, check_output_path
 from mote_convert.options import LayerSelection, UpcycleOptions, load_recipe
 from mote_convert.plan import ConversionPlan, PlanSummary, build_upcycle_plan, dense_architecture, read_config
 

@@ -40,7 +40,7 @@ def header_only_llava(root: Path, text: dict, vision: dict) -> Path:
     import torch
     from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from mote_convert.io.writer import TensorSpec, encode_header
+    from mote_convert.io.shards import TensorSpec, encode_header
 
     text = dict(text)
     text_config = AutoConfig.for_model(text.pop("model_type", "llama"), **text)

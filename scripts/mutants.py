@@ -146,10 +146,10 @@ MUTANTS = (
            'add("v.pre_ln.weight", f"{vroot}pre_layrnorm.weight")', 'add("v.pre_ln.weight", f"{vroot}pre_layrnorm.bias")',
            ("tests/export/test_gguf.py::test_mmproj_tensors_are_the_vision_towers_values",)),
     # --- outputs, inputs and the command line
-    Mutant("output-inside-the-input-allowed", "mote_convert/io/writer.py",
+    Mutant("output-inside-the-input-allowed", "mote_convert/io/staging.py",
            "        if resolved == src or src.is_relative_to(resolved) or resolved.is_relative_to(src):", "        if False:",
            ("tests/train/test_train_refusals.py::test_checkpoints_and_outputs_never_inside_the_input",)),
-    Mutant("staging-left-behind-on-error", "mote_convert/io/writer.py",
+    Mutant("staging-left-behind-on-error", "mote_convert/io/staging.py",
            "        try:\n            _remove_tree(self.path)\n        except OSError as cleanup:",
            "        try:\n            pass\n        except OSError as cleanup:", ("tests/io/test_staging.py",)),
     Mutant("traceback-on-stdout", "mote_convert/cli/app.py",

@@ -70,7 +70,7 @@ def leftovers(parent: Path) -> list[str]:
 
 def sparse_checkpoint(root: Path, config: dict, specs: list) -> None:
     """A checkpoint whose header is real and whose data is a hole (headers are all inspect reads)."""
-    from mote_convert.io.writer import encode_header
+    from mote_convert.io.shards import encode_header
 
     root.mkdir()
     (root / "config.json").write_text(json.dumps(config))

@@ -36,7 +36,7 @@ from mote_convert.errors import (
     PlanError,
     UnsupportedArchitectureError,
 )
-from mote_convert.io.writer import TensorSpec
+from mote_convert.io.shards import TensorSpec
 from tests.conftest import tree_digest
 from tests.helpers import assert_one_line_error, leftovers, sparse_checkpoint
 
@@ -166,7 +166,7 @@ def test_disk_full_blames_the_output(tiny_llava: Path, tmp_path: Path, monkeypat
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
             monkeypatch.setattr(reader, "write_all", full)
-            monkeypatch.setattr("mote_convert.io.writer.write_all", full)
+            monkeypatch.setattr("mote_convert.io.shards.write_all", full)
         result = _run("upcycle", tiny_llava, "-o", disk / "out")
         line = assert_one_line_error(result, OutputWriteError.exit_code, "No space left on device")
         assert str(disk / "out") in line and "cannot write output" in line
@@ -240,7 +240,7 @@ def test_overwrite_onto_a_mount_point(tiny_llava: Path, tmp_path: Path, monkeypa
                     raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(src), str(dst))
                 return real_replace(src, dst)
 
-            monkeypatch.setattr("mote_convert.io.writer.os.replace", busy)
+            monkeypatch.setattr("mote_convert.io.staging.os.replace", busy)
         (out / "keep.txt").write_text("mine")
         line = assert_one_line_error(_run("upcycle", tiny_llava, "-o", out, "--overwrite"), OutputWriteError.exit_code, str(out))
         assert "busy" in line.lower()
@@ -314,7 +314,7 @@ def test_bad_recipe_and_flag_values(tiny_llava: Path, tmp_path: Path) -> None:
 
 
 def test_second_concurrent_run_fails_at_once(tiny_llava: Path, tmp_path: Path) -> None:
-    from mote_convert.io.writer import StagedOutput
+    from mote_convert.io.staging import StagedOutput
 
     out = tmp_path / "out"
     with StagedOutput(out) as staging:  # another run, mid-write
@@ -327,7 +327,7 @@ def test_second_concurrent_run_fails_at_once(tiny_llava: Path, tmp_path: Path) -
 
 
 def test_cleanup_failures_are_reported(tiny_llava: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mote_convert.io import writer
+    from mote_convert.io import staging as writer
 
     out = tmp_path / "out"
     mote_convert.upcycle(tiny_llava, out)

@@ -18,7 +18,7 @@ import mote_convert
 from mote_convert.cli import app
 from mote_convert.errors import CheckFailedError
 from mote_convert.inspection import inspect_checkpoint
-from mote_convert.io.writer import TensorSpec
+from mote_convert.io.shards import TensorSpec
 from tests.conftest import tree_digest
 from tests.helpers import read_all, sparse_checkpoint
 

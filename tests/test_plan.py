@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mote_convert.errors import PlanError
-from mote_convert.io.writer import TensorSpec
+from mote_convert.io.shards import TensorSpec
 from mote_convert.options import UpcycleOptions
 from mote_convert.plan import COPY, ENCODE, ROUTER, PlanEntry, validate
 from mote_convert.upcycle import plan_upcycle

@@ -16,7 +16,8 @@ from mote_convert.export.gguf_file import GgufPlan, write_gguf
 from mote_convert.export.tensors import EXPERT_TYPES, SHARED_TYPES, get_type
 from mote_convert.io.index import CheckpointIndex, load_index
 from mote_convert.io.reader import TensorReader
-from mote_convert.io.writer import ProgressFn, check_output_path
+from mote_convert.io.shards import ProgressFn
+from mote_convert.io.staging import check_output_path
 
 __all__ = ["EXPERT_TYPES", "SHARED_TYPES", "GgufExport", "GgufExportPlan", "export_gguf", "plan_gguf", "write_export"]
 

@@ -17,7 +17,8 @@ import numpy as np
 from mote_convert.errors import InternalError, PlanError
 from mote_convert.export.tensors import Encoded, TensorType
 from mote_convert.io.reader import TensorReader
-from mote_convert.io.writer import ProgressFn, StagedOutput, check_interrupted
+from mote_convert.io.shards import ProgressFn
+from mote_convert.io.staging import StagedOutput, check_interrupted
 
 Producer = Callable[[TensorReader], Encoded]
 

@@ -24,7 +24,7 @@ from torch import nn
 from mote_convert.errors import FormatError
 from mote_convert.format import MoteConfig, get_codec
 from mote_convert.io.index import load_index
-from mote_convert.io.writer import StagedOutput
+from mote_convert.io.staging import StagedOutput
 from mote_convert.modeling.bitlinear import MODES, PACKED
 from mote_convert.modeling.integration import attach_aux_loss, aux_loss, mote_blocks
 from mote_convert.modeling.quantizer import MoteHfQuantizer, MoteQuantizationConfig

@@ -30,7 +30,7 @@ from mote_convert.errors import (
 )
 from mote_convert.format import expert_base, router_name
 from mote_convert.io.index import load_index
-from mote_convert.io.writer import acquire_lock, check_writable, release_lock
+from mote_convert.io.staging import acquire_lock, check_writable, release_lock
 
 PREFIX = "checkpoint-"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")

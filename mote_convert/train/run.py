@@ -27,7 +27,7 @@ from mote_convert.errors import (
     MoteError,
     OptionsError,
 )
-from mote_convert.io.writer import check_output_path
+from mote_convert.io.staging import check_output_path
 from mote_convert.train.checkpoints import (
     CheckpointsLock,
     check_checkpoints_path,
@@ -157,7 +157,7 @@ def train(
     from transformers import AutoProcessor, PrinterCallback
 
     from mote_convert.io.jsonfile import JsonFileError, check_side_files, load_json
-    from mote_convert.io.writer import InterruptSignals
+    from mote_convert.io.staging import InterruptSignals
     from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss, load_model
     from mote_convert.pack import pack
@@ -278,7 +278,7 @@ def _what_is_left(checkpoints: Path) -> str:
 
 def _publish_copy(source: Path, out: Path, overwrite: bool) -> None:
     """Copy a finished latent checkpoint to ``out`` through a staged output."""
-    from mote_convert.io.writer import StagedOutput
+    from mote_convert.io.staging import StagedOutput
 
     with StagedOutput(out, overwrite=overwrite) as staging:
         for path in sorted(source.iterdir()):

@@ -27,13 +27,13 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from mote_convert.errors import OutputWriteError, TrainingError, describe_os_error
-from mote_convert.io.writer import check_interrupted
+from mote_convert.io.staging import check_interrupted
 from mote_convert.train.checkpoints import checkpoints_in, staging_name
 
 
 class StopOnSignal(TrainerCallback):
     """Raise :class:`~mote_convert.errors.Interrupted` at the first safe point after a stopping
-    signal (the handlers of :class:`~mote_convert.io.writer.InterruptSignals` only record it)."""
+    signal (the handlers of :class:`~mote_convert.io.staging.InterruptSignals` only record it)."""
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         check_interrupted()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mote_convert.errors import OutputExistsError
-from mote_convert.io.writer import StagedOutput
+from mote_convert.io.staging import StagedOutput
 from tests.conftest import tree_digest
 from tests.helpers import leftovers, save_llama
 

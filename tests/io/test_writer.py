@@ -9,7 +9,8 @@ import torch
 from safetensors import safe_open
 
 from mote_convert.errors import InternalError, OutputExistsError
-from mote_convert.io.writer import ShardWriter, StagedOutput, TensorSpec, plan_shards, write_index
+from mote_convert.io.shards import ShardWriter, TensorSpec, plan_shards, write_index
+from mote_convert.io.staging import StagedOutput
 
 
 def _spec(name: str, t: torch.Tensor) -> TensorSpec:

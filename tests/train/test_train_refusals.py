@@ -120,7 +120,7 @@ def test_a_read_only_directory_is_refused_up_front(tmp_path: Path, monkeypatch: 
     """As root, permission bits do not stop a write: the check tries one, as a read-only mount refuses it."""
     import errno
 
-    from mote_convert.io import writer
+    from mote_convert.io import staging as writer
 
     real_open = os.open
 
