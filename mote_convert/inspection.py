@@ -19,13 +19,15 @@ from typing import Any, Callable, Mapping
 
 from mote_convert.arch import Architecture, get_architecture
 from mote_convert.check import check_metadata, check_mote_tensors, int_or_none, num_layers_of
+from mote_convert.checkpoint import model_type_of, read_config
 from mote_convert.errors import MoteError
 from mote_convert.format import ExpertCodec, MoteConfig, Problem, get_codec
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex, TensorInfo, load_index
 from mote_convert.memory import ROUTED_EXPERTS, ROUTERS, Comparison, Layout, MemoryTable, compare, memory_table
 from mote_convert.options import UpcycleOptions
-from mote_convert.plan import ConversionPlan, build_upcycle_plan, model_type_of, read_config
+from mote_convert.plan import ConversionPlan
+from mote_convert.upcycle_plan import build_upcycle_plan
 
 DENSE = "dense"
 MOTE = "mote"

@@ -6,21 +6,13 @@ from pathlib import Path
 
 from mote_convert.arch import get_architecture
 from mote_convert.check import require_sound
+from mote_convert.checkpoint import model_type_of, read_mote_config
 from mote_convert.errors import FormatError
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import load_index
 from mote_convert.io.shards import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import (
-    COPY,
-    UPCAST,
-    ConversionPlan,
-    PlanEntry,
-    encode_entries,
-    model_type_of,
-    read_mote_config,
-    validate,
-)
+from mote_convert.plan import COPY, UPCAST, ConversionPlan, PlanEntry, encode_entries, validate
 from mote_convert.upcycle import ConversionResult, write_plan
 
 # A training engine that holds every parameter in bf16 (DeepSpeed) saves its bf16 copy of the

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mote_convert.checkpoint import dense_architecture, read_config
 from mote_convert.config_patch import SkippedFile, copy_auxiliary_files, file_mode, write_config
 from mote_convert.io.index import load_index
 from mote_convert.io.shards import ProgressFn
 from mote_convert.io.staging import StagedOutput, check_output_path
 from mote_convert.options import LayerSelection, UpcycleOptions, load_recipe
-from mote_convert.plan import ConversionPlan, PlanSummary, build_upcycle_plan, dense_architecture, read_config
+from mote_convert.plan import ConversionPlan, PlanSummary
+from mote_convert.upcycle_plan import build_upcycle_plan
 
 
 @dataclass(frozen=True)

@@ -65,11 +65,11 @@ class GgufExportPlan:
 def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str | None = None,
               mmproj: bool = False) -> GgufExportPlan:
     """The text GGUF's plan, and the mmproj's when asked, checked; from headers only."""
+    from mote_convert.checkpoint import read_config
     from mote_convert.export.gguf_file import validate
     from mote_convert.export.gguf_mmproj import plan_mmproj
     from mote_convert.export.gguf_text import plan_text
     from mote_convert.io.jsonfile import check_side_files
-    from mote_convert.plan import read_config
 
     root = Path(model)
     config = read_config(root)

@@ -26,6 +26,7 @@ from mote_convert.arch import get_architecture
 from mote_convert.arch.registry import Architecture
 from mote_convert.arch.values import config_float, config_int, config_mapping
 from mote_convert.check import check_expert_values, require_sound
+from mote_convert.checkpoint import read_mote_config
 from mote_convert.errors import CorruptCheckpointError, FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
@@ -41,7 +42,6 @@ from mote_convert.export.tensors import (
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.reader import TensorReader
-from mote_convert.plan import read_mote_config
 
 TEXT_MODEL_TYPES = ("llama", "mistral", "qwen2")
 

@@ -110,8 +110,8 @@ def checkpoint_gguf_sizes(report: InspectionReport, path: str | Path) -> dict[st
     """:func:`gguf_sizes` of an inspected checkpoint (a dense one: with the MoE layout it was
     inspected with, as upcycle would make it)."""
     from mote_convert.arch import get_architecture
+    from mote_convert.checkpoint import model_type_of, read_config
     from mote_convert.io.index import load_index
-    from mote_convert.plan import model_type_of, read_config
 
     root = Path(path)
     config = read_config(root)

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from mote_convert.checkpoint import read_mote_config
 from mote_convert.errors import FormatError
 from mote_convert.format import MoteConfig, get_codec
 from mote_convert.io.index import load_index
@@ -29,7 +30,6 @@ from mote_convert.modeling.bitlinear import MODES, PACKED
 from mote_convert.modeling.integration import attach_aux_loss, aux_loss, mote_blocks
 from mote_convert.modeling.quantizer import MoteHfQuantizer, MoteQuantizationConfig
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-from mote_convert.plan import read_mote_config
 
 
 def _model_class(config: dict[str, Any]) -> type:

@@ -111,7 +111,7 @@ def check_fits(model: Path, checkpoint: Path) -> None:
     """Refuse, before the model loads, a checkpoint that is not of ``model``: the MoE structure of
     ``config.json["mote"]`` and the shape of every router and latent expert weight must be the ones
     the model has (its shared experts' shapes)."""
-    from mote_convert.plan import read_mote_config
+    from mote_convert.checkpoint import read_mote_config
 
     _, _, want = read_mote_config(model)
     try:

@@ -156,12 +156,12 @@ def train(
     import torch
     from transformers import AutoProcessor, PrinterCallback
 
+    from mote_convert.checkpoint import read_mote_config
     from mote_convert.io.jsonfile import JsonFileError, check_side_files, load_json
     from mote_convert.io.staging import InterruptSignals
     from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss, load_model
     from mote_convert.pack import pack
-    from mote_convert.plan import read_mote_config
     from mote_convert.train.data import Collator, ConversationDataset, read_records
     from mote_convert.train.trainer import MoteTrainer, StopOnSignal
 
