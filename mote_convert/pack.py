@@ -13,7 +13,7 @@ from mote_convert.io.index import load_index
 from mote_convert.io.shards import ProgressFn, TensorSpec
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
 from mote_convert.plan import COPY, UPCAST, ConversionPlan, PlanEntry, encode_entries, validate
-from mote_convert.upcycle import ConversionResult, write_plan
+from mote_convert.write import ConversionResult, write_plan
 
 # A training engine that holds every parameter in bf16 (DeepSpeed) saves its bf16 copy of the
 # routers; pack widens them to the format's float32 (exactly).

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mote_convert.arch",),
     ("mote_convert.options", "mote_convert.memory", "mote_convert.checkpoint", "mote_convert.check", "mote_convert.plan",
      "mote_convert.upcycle_plan", "mote_convert.config_patch"),
-    ("mote_convert.execute", "mote_convert.modeling"),
+    ("mote_convert.execute", "mote_convert.write", "mote_convert.modeling"),
     ("mote_convert.upcycle", "mote_convert.pack", "mote_convert.inspection", "mote_convert.export"),
     ("mote_convert.train",),
     ("mote_convert.cli",),

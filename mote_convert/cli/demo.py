@@ -19,7 +19,8 @@ def demo(
 ) -> None:
     """Build a tiny LLaVA on the spot, up-cycle it and show what was made (seconds, CPU only)."""
     from mote_convert.tiny import build_tiny_llava
-    from mote_convert.upcycle import plan_upcycle, write_plan
+    from mote_convert.upcycle import plan_upcycle
+    from mote_convert.write import write_plan
 
     with errors(), tempfile.TemporaryDirectory(prefix="mote-demo-") as tmp:
         root = Path(keep) if keep is not None else Path(tmp)

@@ -32,7 +32,7 @@ def pack(
 ) -> None:
     """Pack a latent MoTE checkpoint's routed experts to 2 bits per weight; everything else is copied."""
     from mote_convert.pack import build_pack_plan
-    from mote_convert.upcycle import write_plan
+    from mote_convert.write import write_plan
 
     with errors():
         plan = build_pack_plan(source, max_shard_size)

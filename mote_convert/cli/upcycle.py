@@ -45,7 +45,8 @@ def upcycle(
     ] = False,
 ) -> None:
     """Up-cycle a dense checkpoint into a MoTE checkpoint (shared FFN + ternary routed experts)."""
-    from mote_convert.upcycle import plan_upcycle, resolve_options, write_plan
+    from mote_convert.upcycle import plan_upcycle, resolve_options
+    from mote_convert.write import write_plan
 
     with errors():
         options = resolve_options(
