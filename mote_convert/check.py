@@ -76,7 +76,11 @@ def _expect(
 
 
 def _check_tensors(
-    config: Mapping[str, Any], arch: Architecture, mote: MoteConfig, index: CheckpointIndex, router_dtypes: tuple[str, ...]
+    config: Mapping[str, Any],
+    arch: Architecture,
+    mote: MoteConfig,
+    index: CheckpointIndex,
+    router_dtypes: tuple[str, ...],
 ) -> tuple[list[Problem], list[tuple[int, int, str, TensorInfo, int]]]:
     """Check every tensor the format requires of the MoE layers, and that no other MoTE tensor
     exists. Returns problems and the experts' primary tensors as (layer, expert, proj, info, out)."""
@@ -99,11 +103,17 @@ def _check_tensors(
         expected.add(router)
         info = _expect(index, router, None, (n, hidden) if hidden is not None else None, problems)
         if info is not None and info.dtype not in router_dtypes:
-            problems.append(Problem(router, f"is {info.dtype} {list(info.shape)}, expected {' or '.join(router_dtypes)}"))
+            problems.append(
+                Problem(router, f"is {info.dtype} {list(info.shape)}, expected {' or '.join(router_dtypes)}")
+            )
         for proj in mote.projections:
             shared = _expect(index, f"{prefix}.{proj}.weight", None, None, problems)
             if shared is not None and (len(shared.shape) != 2 or shared.dtype not in FLOAT_DTYPES):
-                problems.append(Problem(shared.name, f"shared expert weight must be 2-D float, is {shared.dtype} {list(shared.shape)}"))
+                problems.append(
+                    Problem(
+                        shared.name, f"shared expert weight must be 2-D float, is {shared.dtype} {list(shared.shape)}"
+                    )
+                )
                 shared = None
             bias = index.tensors.get(f"{prefix}.{proj}.{BIAS}")
             for i in range(n):
@@ -170,7 +180,12 @@ def _unexpected(
             continue  # already reported as a num_experts disagreement
         other = codec_of_suffix(m["suffix"]) if m else None
         if other is not None and other.format is not mote.expert_format:
-            problems.append(Problem(_key("expert_format"), f"is {mote.expert_format.value!r}, but {name} is a {other.format.value} expert tensor"))
+            problems.append(
+                Problem(
+                    _key("expert_format"),
+                    f"is {mote.expert_format.value!r}, but {name} is a {other.format.value} expert tensor",
+                )
+            )
         else:
             problems.append(Problem(name, "unexpected MoTE tensor (config.json['mote'] does not account for it)"))
     return problems
@@ -249,7 +264,10 @@ def _check_scales(scales: Mapping[str, float]) -> list[Problem]:
 
 
 def check_mote_tensors(
-    config: Mapping[str, Any], arch: Architecture, mote: MoteConfig, index: CheckpointIndex,
+    config: Mapping[str, Any],
+    arch: Architecture,
+    mote: MoteConfig,
+    index: CheckpointIndex,
     router_dtypes: tuple[str, ...] = ROUTER_DTYPES,
 ) -> tuple[list[Problem], list[tuple[int, int, str, TensorInfo, int]], dict[str, float]]:
     """Every tensor check of a MoTE checkpoint; also the experts' primary tensors and the scales read."""
@@ -266,7 +284,10 @@ def check_mote_tensors(
 
 
 def check_mote_checkpoint(
-    index: CheckpointIndex, config: Mapping[str, Any], arch: Architecture, mote: MoteConfig,
+    index: CheckpointIndex,
+    config: Mapping[str, Any],
+    arch: Architecture,
+    mote: MoteConfig,
     router_dtypes: tuple[str, ...] = ROUTER_DTYPES,
 ) -> list[Problem]:
     """What ``inspect`` checks of a MoTE checkpoint's files, from headers (plus scales and routers):
@@ -275,15 +296,23 @@ def check_mote_checkpoint(
 
 
 def require_sound(
-    root: Path, index: CheckpointIndex, config: Mapping[str, Any], arch: Architecture, mote: MoteConfig,
+    root: Path,
+    index: CheckpointIndex,
+    config: Mapping[str, Any],
+    arch: Architecture,
+    mote: MoteConfig,
     router_dtypes: tuple[str, ...] = ROUTER_DTYPES,
 ) -> None:
     """Refuse, before a command acts, a checkpoint in which ``inspect`` finds a problem: one error
     naming the first few problems and counting the rest."""
     problems = check_mote_checkpoint(index, config, arch, mote, router_dtypes)
     if problems:
-        listed = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise CheckFailedError(f"{root}: not a sound MoTE checkpoint: {listed} (mote-convert inspect lists every problem)")
+        listed = "; ".join(str(p) for p in problems[:3]) + (
+            f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        )
+        raise CheckFailedError(
+            f"{root}: not a sound MoTE checkpoint: {listed} (mote-convert inspect lists every problem)"
+        )
 
 
 def check_expert_values(name: str, codec: ExpertCodec, tensor: torch.Tensor) -> None:
@@ -319,5 +348,3 @@ def invalid_code_count(packed: torch.Tensor, chunk: int = 1 << 20) -> int:
         if bool(marks.any()):
             count += sum(int(((marks >> shift) & 1).sum()) for shift in (0, 2, 4, 6))
     return count
-
-

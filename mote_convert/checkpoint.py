@@ -33,7 +33,6 @@ def read_config(root: str | Path) -> dict[str, Any]:
     return config
 
 
-
 def model_type_of(config: Mapping[str, Any], root: Path | str) -> str:
     """config.json's ``model_type``, which must be a string."""
     model_type = config.get("model_type")

@@ -157,4 +157,3 @@ def _copy_stream(src: Any, dst: Any, src_name: Path) -> None:
         if not chunk:
             return
         dst.write(chunk)
-

@@ -97,8 +97,10 @@ def _check_finite(source: str, codec: ExpertCodec, parts: dict[str, torch.Tensor
     """Refuse a weight holding NaN or infinity, naming it: its absmean gamma (a float64 sum of |W|,
     which no finite weight overflows) is then not finite, so the check costs nothing."""
     if codec.scale is not None and not bool(torch.isfinite(parts[codec.scale]).all()):
-        raise CheckFailedError(f"{source}: holds NaN or infinite values (its scale gamma would be "
-                               f"{float(parts[codec.scale].reshape(-1)[0])}); a sound weight is finite")
+        raise CheckFailedError(
+            f"{source}: holds NaN or infinite values (its scale gamma would be "
+            f"{float(parts[codec.scale].reshape(-1)[0])}); a sound weight is finite"
+        )
 
 
 class TransformContext:
@@ -178,7 +180,9 @@ class ExecutionResult:
     bytes_written: int
 
 
-def execute(plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = None, mode: int = 0o666) -> ExecutionResult:
+def execute(
+    plan: ConversionPlan, out_dir: Path, progress: ProgressFn | None = None, mode: int = 0o666
+) -> ExecutionResult:
     """Write every tensor of ``plan`` into size-capped shards under ``out_dir``, plus the index json
     (files created with permission bits ``mode``, narrowed by the umask)."""
     missing = sorted({e.op for e in plan.entries} - set(TRANSFORMS))

@@ -239,9 +239,7 @@ def _file_infos(root: Path, index: CheckpointIndex) -> tuple[FileInfo, ...]:
         acc = per_file.setdefault(t.file, [0, 0])
         acc[0] += 1
         acc[1] += t.nbytes
-    out = [
-        FileInfo(f, (root / f).stat().st_size, n, nbytes, True) for f, (n, nbytes) in sorted(per_file.items())
-    ]
+    out = [FileInfo(f, (root / f).stat().st_size, n, nbytes, True) for f, (n, nbytes) in sorted(per_file.items())]
     for f in index.bad_files:
         size = (root / f).stat().st_size if (root / f).is_file() else 0
         out.append(FileInfo(f, size, sum(1 for v in index.unreadable.values() if v == f), 0, False))
@@ -364,7 +362,9 @@ def _expert_stats(
             problems.append(Problem(name, f"{c.invalid} {what}"))
         if c.padding_nonzero:
             problems.append(Problem(name, f"{c.padding_nonzero} padding fields past row {out} are not 0b00"))
-        found[name] = ExpertStats(layer, expert, proj, name, c.minus, c.zero, c.plus, c.invalid, c.padding_nonzero, gamma)
+        found[name] = ExpertStats(
+            layer, expert, proj, name, c.minus, c.zero, c.plus, c.invalid, c.padding_nonzero, gamma
+        )
         if progress is not None:
             progress(info.nbytes, total)
     order = {proj: i for i, proj in enumerate(dict.fromkeys(e[2] for e in experts))}

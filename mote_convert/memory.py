@@ -32,7 +32,18 @@ SHARED_EXPERTS = "shared_experts"
 ROUTED_EXPERTS = "routed_experts"
 ROUTERS = "routers"
 OTHER = "other"
-COMPONENTS = (VISION_TOWER, PROJECTOR, EMBEDDINGS, ATTENTION, NORMS, FFN, SHARED_EXPERTS, ROUTED_EXPERTS, ROUTERS, OTHER)
+COMPONENTS = (
+    VISION_TOWER,
+    PROJECTOR,
+    EMBEDDINGS,
+    ATTENTION,
+    NORMS,
+    FFN,
+    SHARED_EXPERTS,
+    ROUTED_EXPERTS,
+    ROUTERS,
+    OTHER,
+)
 
 # The language model's non-FFN tensors, by name pattern; tried in order, first match wins.
 TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (

@@ -24,9 +24,16 @@ MAX_SEED = 2**32 - 1
 MAX_SHARD_SIZE = 2**50
 
 _SIZE_UNITS = {
-    "": 1, "B": 1,
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
 }
 
 
@@ -70,7 +77,9 @@ class LayerSelection:
             raise OptionsError(f"invalid --layers {self.spec!r}: use all, even, odd or indices like 0,3,5")
         indices = sorted({int(part) for part in parts})
         if indices and indices[-1] >= MAX_LAYERS:
-            raise OptionsError(f"--layers {self.spec!r}: layer {indices[-1]} is beyond any model ({MAX_LAYERS} layers at most)")
+            raise OptionsError(
+                f"--layers {self.spec!r}: layer {indices[-1]} is beyond any model ({MAX_LAYERS} layers at most)"
+            )
         if not indices:
             raise OptionsError(f"invalid --layers {self.spec!r}: no layer given")
         if num_layers is not None:
@@ -143,7 +152,9 @@ def known_keys(values: Mapping[str, Any], known: set[str], what: str) -> dict[st
     return normalized
 
 
-def read_recipe_file(name_or_path: str | Path, directory: Path, what: str, shipped_label: str) -> tuple[Path, dict[str, Any]]:
+def read_recipe_file(
+    name_or_path: str | Path, directory: Path, what: str, shipped_label: str
+) -> tuple[Path, dict[str, Any]]:
     """A recipe YAML by path, or by name from the shipped ``directory``: its path and its mapping of
     option names to values (``description`` left out). ``what`` names it in errors."""
     path = Path(name_or_path)

@@ -26,7 +26,9 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
     root = Path(root)
     config, _, mote = read_mote_config(root)
     if mote.expert_format is not ExpertFormat.LATENT:
-        raise FormatError(f"{root} is already packed (expert_format {mote.expert_format.value!r}); pack needs a latent checkpoint")
+        raise FormatError(
+            f"{root} is already packed (expert_format {mote.expert_format.value!r}); pack needs a latent checkpoint"
+        )
     max_shard_size = parse_size(max_shard_size)
     index = load_index(root)
     # what inspect reports is refused before any write; the latent values are checked as they stream

@@ -162,7 +162,9 @@ def encode_entries(base: str, source: TensorSpec | Any, fmt: ExpertFormat, layer
         (part,) = codec.parts(source.dtype, source.shape)
         return [PlanEntry(TensorSpec(f"{base}.{part.suffix}", part.dtype, part.shape), COPY, source.name, layer)]
     return [
-        PlanEntry(TensorSpec(f"{base}.{p.suffix}", p.dtype, p.shape), ENCODE, source.name, layer, codec=fmt, part=p.suffix)
+        PlanEntry(
+            TensorSpec(f"{base}.{p.suffix}", p.dtype, p.shape), ENCODE, source.name, layer, codec=fmt, part=p.suffix
+        )
         for p in codec.parts(source.dtype, source.shape)
     ]
 
@@ -199,7 +201,9 @@ def validate(plan: ConversionPlan) -> None:
             expected = ("F32", src.shape)
         else:  # ENCODE
             if len(src.shape) != 2 or src.dtype not in FLOAT_DTYPES:
-                raise PlanError(f"{name}: source {src.name} must be a 2-D float weight, is {src.dtype} {list(src.shape)}")
+                raise PlanError(
+                    f"{name}: source {src.name} must be a 2-D float weight, is {src.dtype} {list(src.shape)}"
+                )
             parts = {p.suffix: (p.dtype, p.shape) for p in get_codec(e.codec).parts(src.dtype, src.shape)}  # type: ignore[arg-type]
             if e.part not in parts:
                 raise PlanError(f"{name}: {e.codec} has no part {e.part!r}; known: {', '.join(parts)}")

@@ -104,18 +104,26 @@ def tiny_tokenizer(vocab_size: int = TINY_VOCAB_WITH_PROCESSOR) -> Any:
     return tokenizer
 
 
-def build_tiny_processor(path: str | Path, *, vocab_size: int = TINY_VOCAB_WITH_PROCESSOR, image_size: int = 16,
-                         patch_size: int = 4) -> Path:
+def build_tiny_processor(
+    path: str | Path, *, vocab_size: int = TINY_VOCAB_WITH_PROCESSOR, image_size: int = 16, patch_size: int = 4
+) -> Path:
     """Save a LLaVA processor for :func:`build_tiny_llava`'s model (built with the same ``vocab_size``)
     into ``path``: :func:`tiny_tokenizer` (``<image>``, the last id, is the model's image token), a
     CLIP image processor at the model's image size, and a LLaVA-1.5-style chat template."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     tokenizer = tiny_tokenizer(vocab_size)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=TINY_CHAT_TEMPLATE, image_token="<image>",
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=TINY_CHAT_TEMPLATE,
+        image_token="<image>",
     )
     path = Path(path)
     processor.save_pretrained(path)
@@ -141,14 +149,27 @@ def build_tiny_dataset(root: str | Path, *, records: int = 32, image_size: int =
     items = []
     for i in range(records):
         if i % 8 == 7:  # text-only, as mix665k has
-            items.append({"id": f"text-{i}", "conversations": [
-                {"from": "human", "value": "Say hello."}, {"from": "gpt", "value": "hello"}]})
+            items.append(
+                {
+                    "id": f"text-{i}",
+                    "conversations": [{"from": "human", "value": "Say hello."}, {"from": "gpt", "value": "hello"}],
+                }
+            )
             continue
         color = names[i % len(names)]
         pixels = np.clip(np.array(COLORS[color]) + rng.integers(-20, 20, (image_size, image_size, 3)), 0, 255)
         Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / f"{i}.png")
-        items.append({"id": str(i), "image": f"images/{i}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat color is this?"}, {"from": "gpt", "value": color},
-            {"from": "human", "value": "Again?"}, {"from": "gpt", "value": color}]})
+        items.append(
+            {
+                "id": str(i),
+                "image": f"images/{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat color is this?"},
+                    {"from": "gpt", "value": color},
+                    {"from": "human", "value": "Again?"},
+                    {"from": "gpt", "value": color},
+                ],
+            }
+        )
     (root / "data.json").write_text(json.dumps(items, indent=1))
     return root / "data.json"

@@ -75,13 +75,21 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
             raise PlanError(f"cannot tell the intermediate size of {prefix}")
         moe_layers.append(MoeLayer(layer, prefix, hidden, intermediate))
         extra.append(
-            PlanEntry(TensorSpec(f"{prefix}.router.weight", "F32", (n, hidden)), ROUTER, None, layer, router_seed(options.seed, layer))
+            PlanEntry(
+                TensorSpec(f"{prefix}.router.weight", "F32", (n, hidden)),
+                ROUTER,
+                None,
+                layer,
+                router_seed(options.seed, layer),
+            )
         )
         for proj in kind.projections:
             weight_name = f"{prefix}.{proj}.weight"
             info = index.tensors.get(weight_name)
             if info is None:
-                raise UnsupportedArchitectureError(f"{index.root}: key {weight_name} not found ({arch.name} layer {layer})")
+                raise UnsupportedArchitectureError(
+                    f"{index.root}: key {weight_name} not found ({arch.name} layer {layer})"
+                )
             expected = kind.expected_shape(proj, hidden, intermediate)
             if info.shape != expected:
                 raise PlanError(
@@ -131,7 +139,10 @@ def _check_layer_count(index: CheckpointIndex, arch: Architecture, style: int, n
             )
     beyond = key.replace("{layer}", str(num_layers))
     if beyond in index:
-        raise PlanError(f"config.json says the text model has {num_layers} decoder layers, but the checkpoint holds {beyond}")
+        raise PlanError(
+            f"config.json says the text model has {num_layers} decoder layers, but the checkpoint holds {beyond}"
+        )
+
 
 def _key_style(index: CheckpointIndex, arch: Architecture, layers: tuple[int, ...]) -> int:
     """Which of the architecture's key styles the checkpoint uses (judged on the first MoE layer)."""

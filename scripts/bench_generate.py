@@ -53,8 +53,13 @@ def child_generate(kind: str, path: str, new_tokens: str, repeats: str) -> dict:
     resident = sum(t.numel() * t.element_size() for t in tensors.values())
     experts = sum(t.numel() * t.element_size() for name, t in tensors.items() if ".experts." in name)
     routers = sum(t.numel() * t.element_size() for name, t in tensors.items() if ".router." in name)
-    return {"tokens_per_s": n / min(times), "resident": resident, "expert_bytes": experts, "router_bytes": routers,
-            "rss_by_kind": rss_by_kind(Path(path))}
+    return {
+        "tokens_per_s": n / min(times),
+        "resident": resident,
+        "expert_bytes": experts,
+        "router_bytes": routers,
+        "rss_by_kind": rss_by_kind(Path(path)),
+    }
 
 
 def rss_by_kind(checkpoint: Path) -> dict[str, int]:
@@ -67,7 +72,13 @@ def rss_by_kind(checkpoint: Path) -> dict[str, int]:
         fields = line.split()
         if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
             name = fields[5] if len(fields) > 5 else ""
-            kind = "weights" if name.startswith(str(checkpoint.resolve())) else "libraries" if name.startswith("/") else "anonymous"
+            kind = (
+                "weights"
+                if name.startswith(str(checkpoint.resolve()))
+                else "libraries"
+                if name.startswith("/")
+                else "anonymous"
+            )
         elif fields and fields[0] == "Rss:":
             kinds[kind] += int(fields[1]) * 1024
     return kinds
@@ -102,19 +113,25 @@ def main() -> None:
     peak = {k: min(r["peak_rss"] for r in v) for k, v in rows.items()}
     print(f"{'model':<12} {'tokens/s':>9} {'resident':>9} {'peak RSS in generate':>21}")
     for kind in ("dense", "mote"):
-        print(f"{kind:<12} {best[kind]['tokens_per_s']:>9.2f} {best[kind]['resident'] / MiB:>8.0f}M {peak[kind] / MiB:>20.0f}M")
+        print(
+            f"{kind:<12} {best[kind]['tokens_per_s']:>9.2f} {best[kind]['resident'] / MiB:>8.0f}M {peak[kind] / MiB:>20.0f}M"
+        )
     ratio = best["mote"]["tokens_per_s"] / best["dense"]["tokens_per_s"]
     added = best["mote"]["expert_bytes"] + best["mote"]["router_bytes"]
     print("resident after generate, MoTE minus dense, by kind (/proc/self/smaps):")
     for kind, dense_bytes in best["dense"]["rss_by_kind"].items():
         print(f"  {kind:<10} {(best['mote']['rss_by_kind'][kind] - dense_bytes) / MiB:+8.2f} MiB")
-    print(f"  added tensors: packed experts {best['mote']['expert_bytes'] / MiB:.2f} MiB + routers "
-          f"{best['mote']['router_bytes'] / MiB:.2f} MiB = {added / MiB:.2f} MiB (a decoded copy of even one expert "
-          f"projection would add its weights' bytes at 1-4 bytes each to 'anonymous')")
+    print(
+        f"  added tensors: packed experts {best['mote']['expert_bytes'] / MiB:.2f} MiB + routers "
+        f"{best['mote']['router_bytes'] / MiB:.2f} MiB = {added / MiB:.2f} MiB (a decoded copy of even one expert "
+        f"projection would add its weights' bytes at 1-4 bytes each to 'anonymous')"
+    )
     bound = peak["dense"] + best["mote"]["expert_bytes"]
-    print(f"MoTE / dense tokens/s = {ratio:.2f} (target >= 0.75); MoTE peak RSS {peak['mote'] / MiB:.0f} MiB vs "
-          f"dense peak + packed experts {bound / MiB:.0f} MiB ({'within' if peak['mote'] <= bound else 'over'} by "
-          f"{abs(peak['mote'] - bound) / MiB:.1f} MiB)")
+    print(
+        f"MoTE / dense tokens/s = {ratio:.2f} (target >= 0.75); MoTE peak RSS {peak['mote'] / MiB:.0f} MiB vs "
+        f"dense peak + packed experts {bound / MiB:.0f} MiB ({'within' if peak['mote'] <= bound else 'over'} by "
+        f"{abs(peak['mote'] - bound) / MiB:.1f} MiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -99,13 +99,18 @@ def main() -> None:
     rc = llama_cpp.llama_model_quantize(str(files["dense bf16"]).encode(), str(files["dense Q4_0"]).encode(), params)
     assert rc == 0, rc
     export_gguf(mote, files["MoTE TQ2_0 + bf16 shared"], overwrite=True)
-    result = export_gguf(mote, files["MoTE TQ1_0 + Q4_0 shared"], expert_type="tq1_0", shared_type="q4_0", overwrite=True)
+    result = export_gguf(
+        mote, files["MoTE TQ1_0 + Q4_0 shared"], expert_type="tq1_0", shared_type="q4_0", overwrite=True
+    )
     print(f"exports and quantization: {time.perf_counter() - t0:.1f}s")
     for note in result.notes[:1]:
         print(f"note: {note} (and the same for every layer's gate/up)")
     computed = checkpoint_gguf_sizes(mote_convert.inspect_checkpoint(mote), mote)
 
-    models = {name: llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False) for name, path in files.items()}
+    models = {
+        name: llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+        for name, path in files.items()
+    }
     prompt = list(range(100, 116))
     speeds: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.repeats):  # interleaved: every file sees the same machine state
@@ -114,13 +119,17 @@ def main() -> None:
     del models
     hf = {}
     config = __import__("json").loads((dense / "config.json").read_text())
-    hf["transformers dense bf16"] = max(hf_decode(_model_class(config).from_pretrained(dense, dtype="auto"), args.new_tokens)
-                                        for _ in range(2))
-    hf["load_model packed (MoTE)"] = max(hf_decode(mote_convert.load_model(mote, mode="packed"), args.new_tokens)
-                                         for _ in range(2))
+    hf["transformers dense bf16"] = max(
+        hf_decode(_model_class(config).from_pretrained(dense, dtype="auto"), args.new_tokens) for _ in range(2)
+    )
+    hf["load_model packed (MoTE)"] = max(
+        hf_decode(mote_convert.load_model(mote, mode="packed"), args.new_tokens) for _ in range(2)
+    )
 
     base = max(speeds["dense bf16"])
-    print(f"\nllama.cpp {llama_cpp.__version__}, 2 threads, greedy decode of {args.new_tokens} tokens, best of {args.repeats}")
+    print(
+        f"\nllama.cpp {llama_cpp.__version__}, 2 threads, greedy decode of {args.new_tokens} tokens, best of {args.repeats}"
+    )
     print(f"{'file':<28} {'size':>10} {'inspect says':>13} {'tokens/s':>9} {'x dense bf16':>13}")
     for name, path in files.items():
         size = os.path.getsize(path)

@@ -116,16 +116,22 @@ def main() -> None:
     rows["library, MoTE output --stats, hot cache"] = min(times["stats hot"])
     rows["plain read of the same expert tensors, hot cache"] = min(times["read hot"])
 
-    print(f"dense source: {dense.memory.total.bytes / 1e9:.2f} GB in {len(dense.files)} files; "
-          f"MoTE output: {mote.memory.total.bytes / 1e9:.2f} GB in {len(mote.files)} files, "
-          f"{sum(1 for _ in mote.memory.components if _.tensors)} components")
+    print(
+        f"dense source: {dense.memory.total.bytes / 1e9:.2f} GB in {len(dense.files)} files; "
+        f"MoTE output: {mote.memory.total.bytes / 1e9:.2f} GB in {len(mote.files)} files, "
+        f"{sum(1 for _ in mote.memory.components if _.tensors)} components"
+    )
     print(f"{'what':<46} {'seconds':>8}")
     for what, seconds in rows.items():
         print(f"{what:<46} {seconds:8.3f}")
-    print(f"MoTE output, library inspect vs plain read: {read_s / rows['library, MoTE output (+ checks, scales)']:.0f}x faster")
+    print(
+        f"MoTE output, library inspect vs plain read: {read_s / rows['library, MoTE output (+ checks, scales)']:.0f}x faster"
+    )
     for cache in ("cold", "hot"):
         st, rd = min(times[f"stats {cache}"]), min(times[f"read {cache}"])
-        print(f"--stats, {cache} cache: {mb / st:.0f} MB/s; plain read: {mb / rd:.0f} MB/s; stats time / read time {st / rd:.2f}")
+        print(
+            f"--stats, {cache} cache: {mb / st:.0f} MB/s; plain read: {mb / rd:.0f} MB/s; stats time / read time {st / rd:.2f}"
+        )
     print("target: header-only inspect under 1 s; --stats at plain-read speed")
 
 

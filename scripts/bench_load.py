@@ -41,8 +41,16 @@ def build_qwen(root: Path) -> None:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, dtype="bfloat16")
+    config = Qwen2Config(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+    )
     torch.manual_seed(0)
     with torch.device("cpu"):
         model = Qwen2ForCausalLM(config).to(torch.bfloat16)
@@ -102,12 +110,16 @@ def main() -> None:
         best = {k: min(v, key=lambda r: r["seconds"]) for k, v in rows.items()}
         for kind, r in best.items():
             growth = max(x["peak_rss"] - x["rss_before"] for x in rows[kind])
-            print(f"{dense.name:<22} {kind + (' (MoTE)' if kind != 'dense' else ''):<13} {r['seconds']:>8.2f} "
-                  f"{r['resident'] / MiB:>8.0f}M {growth / MiB:>10.0f}M {growth / r['resident']:>15.2f}")
+            print(
+                f"{dense.name:<22} {kind + (' (MoTE)' if kind != 'dense' else ''):<13} {r['seconds']:>8.2f} "
+                f"{r['resident'] / MiB:>8.0f}M {growth / MiB:>10.0f}M {growth / r['resident']:>15.2f}"
+            )
         ratio = best["packed"]["seconds"] / best["dense"]["seconds"]
         growth = max(x["peak_rss"] - x["rss_before"] for x in rows["packed"]) / best["packed"]["resident"]
-        summary.append(f"{dense.name}: load_model(packed) / dense from_pretrained time = {ratio:.2f} (target <= 1.3); "
-                       f"peak growth / resident = {growth:.2f} (target <= 1.10)")
+        summary.append(
+            f"{dense.name}: load_model(packed) / dense from_pretrained time = {ratio:.2f} (target <= 1.3); "
+            f"peak growth / resident = {growth:.2f} (target <= 1.10)"
+        )
     print("\n".join(summary))
 
 

@@ -36,8 +36,16 @@ def resident_bytes(module: nn.Module) -> int:
 
 
 def build(mode: str, dense: LlamaMLP, num_experts: int, dtype: torch.dtype) -> MoTEBlock:
-    block = MoTEBlock(dense, projections=("gate_proj", "up_proj", "down_proj"), hidden_size=4096,
-                      num_experts=num_experts, top_k=1, norm_topk_prob=False, mode=mode, dtype=dtype)
+    block = MoTEBlock(
+        dense,
+        projections=("gate_proj", "up_proj", "down_proj"),
+        hidden_size=4096,
+        num_experts=num_experts,
+        top_k=1,
+        norm_topk_prob=False,
+        mode=mode,
+        dtype=dtype,
+    )
     nn.init.normal_(block.router.weight, std=0.02)
     packed = {p: quantize_pack(getattr(dense, p).weight.detach()) for p in ("gate_proj", "up_proj", "down_proj")}
     for expert in block.experts:
@@ -100,10 +108,13 @@ def main() -> None:
                     del os.environ["MOTE_KERNEL"]
                 else:
                     os.environ["MOTE_KERNEL"] = old
+
         return run
 
-    print(f"CPU, {torch.get_num_threads()} threads, model {args.dtype}, hidden 4096, intermediate 11008, "
-          f"{args.experts} experts, top-1; packed kernel: {kernel}")
+    print(
+        f"CPU, {torch.get_num_threads()} threads, model {args.dtype}, hidden 4096, intermediate 11008, "
+        f"{args.experts} experts, top-1; packed kernel: {kernel}"
+    )
     print(f"{'tokens':>6} {'module':<30} {'ms':>9} {'x dense':>8} {'x fp32 dense':>12}")
     ratios = {}
     for tokens in (1, 64):
@@ -131,18 +142,24 @@ def main() -> None:
         train(x).float().sum().backward()
 
     with torch.no_grad():
-        t_dense, t_train = best_of({"dense": lambda: dense(x), "train": lambda: train(x)}, max(2, args.repeats // 2)).values()
+        t_dense, t_train = best_of(
+            {"dense": lambda: dense(x), "train": lambda: train(x)}, max(2, args.repeats // 2)
+        ).values()
     t_bwd = best_of({"fwd+bwd": fwd_bwd}, 2)["fwd+bwd"]
     print(f"{64:>6} {'MoTE train (fwd)':<30} {t_train * 1e3:>9.2f} {t_train / t_dense:>8.2f}")
     print(f"{64:>6} {'MoTE train (fwd+bwd)':<30} {t_bwd * 1e3:>9.2f} {t_bwd / t_dense:>8.2f}")
     dense_bytes = resident_bytes(dense)
     expert_bytes = resident_bytes(packed) - dense_bytes - packed.router.weight.numel() * 4
     expert_weights = args.experts * 3 * 4096 * 11008
-    print(f"packed routed experts: {expert_bytes} bytes for {expert_weights} weights = "
-          f"{8 * expert_bytes / expert_weights:.6f} bits per weight; layer resident "
-          f"{resident_bytes(packed) / MiB:.0f} MiB vs dense {dense_bytes / MiB:.0f} MiB")
-    print(f"MoTE packed / dense {args.dtype}: {ratios[1]:.2f}x at 1 token (target <= 1.3, stretch 1.15), "
-          f"{ratios[64]:.2f}x at 64 tokens (target <= 2.0)")
+    print(
+        f"packed routed experts: {expert_bytes} bytes for {expert_weights} weights = "
+        f"{8 * expert_bytes / expert_weights:.6f} bits per weight; layer resident "
+        f"{resident_bytes(packed) / MiB:.0f} MiB vs dense {dense_bytes / MiB:.0f} MiB"
+    )
+    print(
+        f"MoTE packed / dense {args.dtype}: {ratios[1]:.2f}x at 1 token (target <= 1.3, stretch 1.15), "
+        f"{ratios[64]:.2f}x at 64 tokens (target <= 2.0)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,10 +61,14 @@ def main() -> None:
     best = best_of({"dense": lambda: step(dense), "mote": lambda: step(mote)}, args.repeats)
     with torch.no_grad():
         fwd = best_of({"dense": lambda: dense(x), "mote": lambda: mote(x)}, args.repeats)
-    print(f"CPU, {torch.get_num_threads()} threads, {args.dtype}, hidden 4096, intermediate 11008, {args.tokens} tokens, "
-          f"{args.experts} experts (tokens per expert {counts}), top-1")
+    print(
+        f"CPU, {torch.get_num_threads()} threads, {args.dtype}, hidden 4096, intermediate 11008, {args.tokens} tokens, "
+        f"{args.experts} experts (tokens per expert {counts}), top-1"
+    )
     print(f"{'':<28} {'dense ms':>9} {'MoTE ms':>9} {'ratio':>6}")
-    print(f"{'forward (no grad)':<28} {fwd['dense'] * 1e3:>9.1f} {fwd['mote'] * 1e3:>9.1f} {fwd['mote'] / fwd['dense']:>6.2f}")
+    print(
+        f"{'forward (no grad)':<28} {fwd['dense'] * 1e3:>9.1f} {fwd['mote'] * 1e3:>9.1f} {fwd['mote'] / fwd['dense']:>6.2f}"
+    )
     ratio = best["mote"] / best["dense"]
     print(f"{'forward + backward':<28} {best['dense'] * 1e3:>9.1f} {best['mote'] * 1e3:>9.1f} {ratio:>6.2f}")
     print(f"MoTE train step / dense train step: {ratio:.2f}x (issue 12 target <= 3x, stretch 2x)")

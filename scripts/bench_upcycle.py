@@ -41,12 +41,30 @@ def build_checkpoint(root: Path, num_layers: int, shard_size: str) -> Path:
     from mote_convert.options import parse_size
 
     hidden, inter, vocab = 4096, 11008, 32064
-    text = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=num_layers,
-                       num_attention_heads=32, num_key_value_heads=32, vocab_size=vocab)
-    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=32, patch_size=8, projection_dim=64)
-    config = LlavaConfig(text_config=text, vision_config=vision, image_token_id=32000, dtype="float16",
-                         architectures=["LlavaForConditionalGeneration"])
+    text = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=num_layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=vocab,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=64,
+    )
+    config = LlavaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=32000,
+        dtype="float16",
+        architectures=["LlavaForConditionalGeneration"],
+    )
     root.mkdir(parents=True)
     config.save_pretrained(root)
 
@@ -152,7 +170,9 @@ def run_child(kind: str, *args: str, module: str = "bench_upcycle") -> dict:
         "r['peak_rss'] = bench_upcycle.vm_hwm(); print(json.dumps(r))"
     )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, kind, *map(str, args)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, kind, *map(str, args)], capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{module}.child_{kind}{args} failed:\n{proc.stderr[-3000:]}")
@@ -228,24 +248,34 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    print(f"{'layers':>6} {'source':>9} {'shards':>6} {'read GB/s':>9} {'upcycle GB/s':>12} {'ratio':>6} "
-          f"{'peak RSS':>9} {'over idle':>9} {'lg shard':>9} {'lg tensor':>9} {'target':>9}")
+    print(
+        f"{'layers':>6} {'source':>9} {'shards':>6} {'read GB/s':>9} {'upcycle GB/s':>12} {'ratio':>6} "
+        f"{'peak RSS':>9} {'over idle':>9} {'lg shard':>9} {'lg tensor':>9} {'target':>9}"
+    )
     for r in rows:
-        print(f"{r['layers']:>6} {r['source_bytes'] / GB:>8.2f}G {r['shards']:>6} {r['plain_read_GBps']:>9.2f} "
-              f"{r['upcycle_GBps']:>12.2f} {r['ratio']:>6.2f} {r['upcycle_peak_rss'] / MiB:>8.0f}M "
-              f"{r['upcycle_peak_over_idle'] / MiB:>8.0f}M {r['largest_shard'] / MiB:>8.0f}M "
-              f"{r['largest_tensor'] / MiB:>8.0f}M {r['target_rss'] / MiB:>8.0f}M")
+        print(
+            f"{r['layers']:>6} {r['source_bytes'] / GB:>8.2f}G {r['shards']:>6} {r['plain_read_GBps']:>9.2f} "
+            f"{r['upcycle_GBps']:>12.2f} {r['ratio']:>6.2f} {r['upcycle_peak_rss'] / MiB:>8.0f}M "
+            f"{r['upcycle_peak_over_idle'] / MiB:>8.0f}M {r['largest_shard'] / MiB:>8.0f}M "
+            f"{r['largest_tensor'] / MiB:>8.0f}M {r['target_rss'] / MiB:>8.0f}M"
+        )
     for r in rows:
-        print(f"layers={r['layers']}: whole processes: plain read {r['plain_read_process_s']:.2f}s, upcycle "
-              f"{r['upcycle_process_s']:.2f}s, ratio {r['process_ratio']:.2f} (issue 11 target >= 0.8)")
-        print(f"layers={r['layers']}: ratio (plain read time / upcycle time) = {r['ratio']:.2f} (target >= 0.5); "
-              f"peak RSS {r['upcycle_peak_rss'] / MiB:.0f} MiB = {r['upcycle_peak_rss'] / r['largest_shard']:.2f} x largest shard, "
-              f"{r['upcycle_peak_over_idle'] / r['largest_tensor']:.2f} x largest tensor over the idle interpreter "
-              f"(target <= {r['target_rss'] / MiB:.0f} MiB)")
+        print(
+            f"layers={r['layers']}: whole processes: plain read {r['plain_read_process_s']:.2f}s, upcycle "
+            f"{r['upcycle_process_s']:.2f}s, ratio {r['process_ratio']:.2f} (issue 11 target >= 0.8)"
+        )
+        print(
+            f"layers={r['layers']}: ratio (plain read time / upcycle time) = {r['ratio']:.2f} (target >= 0.5); "
+            f"peak RSS {r['upcycle_peak_rss'] / MiB:.0f} MiB = {r['upcycle_peak_rss'] / r['largest_shard']:.2f} x largest shard, "
+            f"{r['upcycle_peak_over_idle'] / r['largest_tensor']:.2f} x largest tensor over the idle interpreter "
+            f"(target <= {r['target_rss'] / MiB:.0f} MiB)"
+        )
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
-        print(f"peak RSS growth from {a['shards']} to {b['shards']} shards ({a['source_bytes'] / GB:.2f} -> "
-              f"{b['source_bytes'] / GB:.2f} GB): {(b['upcycle_peak_rss'] - a['upcycle_peak_rss']) / MiB:+.0f} MiB")
+        print(
+            f"peak RSS growth from {a['shards']} to {b['shards']} shards ({a['source_bytes'] / GB:.2f} -> "
+            f"{b['source_bytes'] / GB:.2f} GB): {(b['upcycle_peak_rss'] - a['upcycle_peak_rss']) / MiB:+.0f} MiB"
+        )
     print(json.dumps(rows))
 
 

@@ -20,17 +20,45 @@ from pathlib import Path
 MODELS = {
     # llava-hf/llava-1.5-7b-hf: Vicuna-7B (Llama) + CLIP ViT-L/14-336
     "LLaVA-1.5-7B": {
-        "text": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=32, vocab_size=32064),
-        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                       image_size=336, patch_size=14, projection_dim=768),
+        "text": dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32064,
+        ),
+        "vision": dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+        ),
     },
     # MoTE's 3B setting: a Qwen2.5-3B language model (36 layers, hidden 2048, intermediate 11008)
     "LLaVA with Qwen2.5-3B": {
-        "text": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                     num_attention_heads=16, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                       image_size=336, patch_size=14, projection_dim=768),
+        "text": dict(
+            model_type="qwen2",
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
+        "vision": dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+        ),
     },
 }
 
@@ -44,8 +72,12 @@ def header_only_llava(root: Path, text: dict, vision: dict) -> Path:
 
     text = dict(text)
     text_config = AutoConfig.for_model(text.pop("model_type", "llama"), **text)
-    config = LlavaConfig(text_config=text_config, vision_config=CLIPVisionConfig(**vision), dtype="bfloat16",
-                         image_token_id=text["vocab_size"] - 1)
+    config = LlavaConfig(
+        text_config=text_config,
+        vision_config=CLIPVisionConfig(**vision),
+        dtype="bfloat16",
+        image_token_id=text["vocab_size"] - 1,
+    )
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
     specs = [TensorSpec(name, "BF16", tuple(t.shape)) for name, t in sorted(model.state_dict().items())]
@@ -65,8 +97,12 @@ def main() -> None:
     shutil.rmtree(args.workdir, ignore_errors=True)
     for name, shapes in MODELS.items():
         root = header_only_llava(args.workdir / name.replace(" ", "-"), shapes["text"], shapes["vision"])
-        out = subprocess.run([sys.executable, "-m", "mote_convert.cli", "inspect", str(root), "--gguf", "--json"],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "mote_convert.cli", "inspect", str(root), "--gguf", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         sizes = json.loads(out.stdout)["gguf_sizes"]
         print(f"\n{name} (language model; 4 experts in every layer)\n")
         print("| setting | size | x dense bf16 |")

@@ -46,8 +46,10 @@ def main() -> None:
         f"ZeRO-3 bf16, per GPU ({n} GPUs)": (frozen * 2 + trainable * 16) / n,
         f"FSDP2 bf16 policy, per GPU ({n} GPUs)": (frozen * 2 + trainable * 16) / n,
     }
-    print(f"frozen {frozen / 1e9:.2f} B parameters (bf16), trainable {trainable / 1e9:.2f} B (routers + "
-          f"{a.experts} latent experts x {a.layers} layers)")
+    print(
+        f"frozen {frozen / 1e9:.2f} B parameters (bf16), trainable {trainable / 1e9:.2f} B (routers + "
+        f"{a.experts} latent experts x {a.layers} layers)"
+    )
     print("| run | weights + gradients + optimizer |")
     print("|---|---:|")
     for name, nbytes in rows.items():

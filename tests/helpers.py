@@ -13,7 +13,9 @@ from safetensors import safe_open
 def read_all(root: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint directory, by name (tests only: loads all into memory)."""
     index = root / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    )
     tensors: dict[str, torch.Tensor] = {}
     for f in files:
         with safe_open(str(root / f), "pt") as handle:
@@ -55,7 +57,11 @@ def assert_one_line_error(result, code: int, needle: str = "") -> str:  # noqa: 
     assert result.exit_code == code, (result.exit_code, result.output)
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
-    other = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("error:", "warning:", "problem:"))]
+    other = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith(("error:", "warning:", "problem:"))
+    ]
     assert all("━" in line for line in other), result.stderr  # only a progress bar besides
     assert needle in lines[0], (needle, lines[0])
     assert "Traceback" not in result.output, result.output
@@ -65,7 +71,11 @@ def assert_one_line_error(result, code: int, needle: str = "") -> str:  # noqa: 
 
 def leftovers(parent: Path) -> list[str]:
     """Staging, lock and set-aside entries a run may leave beside its output (should be none)."""
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name or p.name.endswith(".mote-lock")))
+    return sorted(
+        p.name
+        for p in parent.iterdir()
+        if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name or p.name.endswith(".mote-lock"))
+    )
 
 
 def sparse_checkpoint(root: Path, config: dict, specs: list) -> None:
@@ -86,15 +96,25 @@ def save_llama(root: Path, *, layers: int, hidden: int, inter: int, seed: int = 
     from safetensors.torch import save_file
 
     root.mkdir()
-    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": layers,
-              "hidden_size": hidden, "intermediate_size": inter, "vocab_size": 64}
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "num_hidden_layers": layers,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "vocab_size": 64,
+    }
     (root / "config.json").write_text(json.dumps(config))
     g = torch.Generator().manual_seed(seed)
     tensors = {"model.embed_tokens.weight": torch.randn(64, hidden, generator=g)}
     kinds = dtypes or (torch.float32,) * 3
     for i in range(layers):
         p = f"model.layers.{i}.mlp"
-        for (name, shape), dtype in zip((("gate_proj", (inter, hidden)), ("up_proj", (inter, hidden)), ("down_proj", (hidden, inter))), kinds, strict=True):
+        for (name, shape), dtype in zip(
+            (("gate_proj", (inter, hidden)), ("up_proj", (inter, hidden)), ("down_proj", (hidden, inter))),
+            kinds,
+            strict=True,
+        ):
             tensors[f"{p}.{name}.weight"] = torch.randn(*shape, generator=g).to(dtype)
     save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
     return root

@@ -35,6 +35,7 @@ def _set(name: str, value: float) -> Edit:
     def edit(t: dict[str, torch.Tensor]) -> None:
         t[name] = t[name].clone()
         t[name].view(-1)[0] = value
+
     return edit
 
 
@@ -71,8 +72,10 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("check")
     dense = build_tiny_llava(root / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
     build_tiny_processor(dense)  # export gguf writes the tokenizer
-    return {"packed": mote_convert.upcycle(dense, root / "packed").output,
-            "latent": mote_convert.upcycle(dense, root / "latent", latent=True).output}
+    return {
+        "packed": mote_convert.upcycle(dense, root / "packed").output,
+        "latent": mote_convert.upcycle(dense, root / "latent", latent=True).output,
+    }
 
 
 def _damaged(bases: dict[str, Path], tmp_path: Path, case: str) -> tuple[Path, str, str]:
@@ -86,7 +89,9 @@ def _damaged(bases: dict[str, Path], tmp_path: Path, case: str) -> tuple[Path, s
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_every_command_refuses_every_damage_naming_the_tensor(bases: dict[str, Path], tmp_path: Path, case: str) -> None:
+def test_every_command_refuses_every_damage_naming_the_tensor(
+    bases: dict[str, Path], tmp_path: Path, case: str
+) -> None:
     root, base, name = _damaged(bases, tmp_path, case)
     before = tree_digest(root)
 

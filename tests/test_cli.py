@@ -35,14 +35,34 @@ _one_line_error = assert_one_line_error
 
 
 def test_errors_are_one_line(tiny_llava: Path, tmp_path: Path) -> None:
-    _one_line_error(runner.invoke(app, ["upcycle", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]), InputNotFoundError.exit_code, "no such file")
-    _one_line_error(runner.invoke(app, ["upcycle", str(tiny_llava), "-o", str(tmp_path / "o"), "--top-k", "9"]), OptionsError.exit_code, "--top-k")
-    _one_line_error(runner.invoke(app, ["upcycle", str(tiny_llava), "-o", str(tmp_path / "o"), "--layers", "5"]), OptionsError.exit_code, "out of range")
-    _one_line_error(runner.invoke(app, ["upcycle", str(tiny_llava), "-o", str(tmp_path)]), OutputExistsError.exit_code, "already exists")
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]),
+        InputNotFoundError.exit_code,
+        "no such file",
+    )
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(tiny_llava), "-o", str(tmp_path / "o"), "--top-k", "9"]),
+        OptionsError.exit_code,
+        "--top-k",
+    )
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(tiny_llava), "-o", str(tmp_path / "o"), "--layers", "5"]),
+        OptionsError.exit_code,
+        "out of range",
+    )
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(tiny_llava), "-o", str(tmp_path)]),
+        OutputExistsError.exit_code,
+        "already exists",
+    )
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    _one_line_error(runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]), UnsupportedArchitectureError.exit_code, "supported: ")
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]),
+        UnsupportedArchitectureError.exit_code,
+        "supported: ",
+    )
 
 
 def test_demo_runs() -> None:
@@ -55,11 +75,22 @@ def test_list_architectures() -> None:
     for args in (["upcycle", "--list-architectures"], ["architectures"]):
         result = runner.invoke(app, args, env={"COLUMNS": "160"})
         assert result.exit_code == 0, result.output
-        for family, kind in (("llava_onevision", "gated"), ("qwen2_vl", "gated"), ("phi3", "fused_gated"), ("phi", "plain")):
-            assert any(line.split("│")[1].strip() == family and kind in line for line in result.stdout.splitlines() if "│" in line), family
+        for family, kind in (
+            ("llava_onevision", "gated"),
+            ("qwen2_vl", "gated"),
+            ("phi3", "fused_gated"),
+            ("phi", "plain"),
+        ):
+            assert any(
+                line.split("│")[1].strip() == family and kind in line
+                for line in result.stdout.splitlines()
+                if "│" in line
+            ), family
     assert "refused" in result.stdout and "mixtral" in result.stdout
     data = json.loads(runner.invoke(app, ["architectures", "--json"]).stdout)
-    assert {"name": "idefics3", "model_types": ["idefics3", "smolvlm"], "ffn_kind": "gated"}.items() <= next(d for d in data if d["name"] == "idefics3").items()
+    assert {"name": "idefics3", "model_types": ["idefics3", "smolvlm"], "ffn_kind": "gated"}.items() <= next(
+        d for d in data if d["name"] == "idefics3"
+    ).items()
 
 
 def test_architecture_errors(tmp_path: Path) -> None:
@@ -71,8 +102,16 @@ def test_architecture_errors(tmp_path: Path) -> None:
     bad = tmp_path / "moe"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
-    _one_line_error(runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]), UnsupportedArchitectureError.exit_code, "already mixture-of-experts layers")
-    _one_line_error(runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]), UnsupportedArchitectureError.exit_code, "supported: gemma, gemma3, idefics3")
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]),
+        UnsupportedArchitectureError.exit_code,
+        "already mixture-of-experts layers",
+    )
+    _one_line_error(
+        runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]),
+        UnsupportedArchitectureError.exit_code,
+        "supported: gemma, gemma3, idefics3",
+    )
     # a Qwen2 LM whose config claims Llama-style keys it does not have: the first key is named
     lm = FAMILIES["qwen2"].build(tmp_path / "qwen2")
     config = json.loads((lm / "config.json").read_text())
@@ -95,11 +134,22 @@ def test_deepspeed_import_warning_stays_out_of_command_output(tmp_path: Path) ->
 
     pytest.importorskip("deepspeed")
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}  # the warning comes with auto-detection
-    plain = subprocess.run([sys.executable, "-c", f"from mote_convert.tiny import build_tiny_llava; build_tiny_llava({str(tmp_path / 'm')!r})"],
-                           env=env, capture_output=True, text=True, check=True)
+    plain = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from mote_convert.tiny import build_tiny_llava; build_tiny_llava({str(tmp_path / 'm')!r})",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     if "Setting accelerator to CPU" not in plain.stdout:
         pytest.skip("DeepSpeed found an accelerator here: it prints no warning to drop")
-    demo = subprocess.run([sys.executable, "-m", "mote_convert.cli", "demo"], env=env, capture_output=True, text=True, check=True)
+    demo = subprocess.run(
+        [sys.executable, "-m", "mote_convert.cli", "demo"], env=env, capture_output=True, text=True, check=True
+    )
     assert "demo: tiny-llava -> tiny-llava-mote" in demo.stdout
     assert "Setting accelerator" not in demo.stdout + demo.stderr
 

@@ -23,11 +23,19 @@ BLOCK = re.compile(r"(?P<skip><!--\s*not run[^>]*-->\s*\n)?```(?P<lang>[a-z]*)\n
 
 def blocks(path: Path) -> list[tuple[str, str]]:
     """(language, code) of the runnable blocks of a markdown file, in order."""
-    return [(m["lang"], m["code"]) for m in BLOCK.finditer(path.read_text()) if m["lang"] in ("bash", "python") and not m["skip"]]
+    return [
+        (m["lang"], m["code"])
+        for m in BLOCK.finditer(path.read_text())
+        if m["lang"] in ("bash", "python") and not m["skip"]
+    ]
 
 
 def script(path: Path) -> str:
-    parts = ["import subprocess as _subprocess", "def _sh(code):", "    _subprocess.run(['bash', '-euo', 'pipefail', '-c', code], check=True)"]
+    parts = [
+        "import subprocess as _subprocess",
+        "def _sh(code):",
+        "    _subprocess.run(['bash', '-euo', 'pipefail', '-c', code], check=True)",
+    ]
     for lang, code in blocks(path):
         parts.append(code if lang == "python" else f"_sh({code!r})")
     return "\n".join(parts) + "\n"
@@ -42,5 +50,7 @@ def test_docs_are_self_contained() -> None:
 def test_code_blocks_run(doc: Path, tmp_path: Path) -> None:
     (tmp_path / "doc_script.py").write_text(script(doc))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "120"}
-    result = subprocess.run([sys.executable, "doc_script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "doc_script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, f"{doc.name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

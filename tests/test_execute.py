@@ -56,7 +56,9 @@ def test_a_worker_error_reaches_the_writer_and_the_worker_stops(
     assert not _workers()
 
 
-def test_a_writer_that_stops_early_stops_the_worker(tiny_llava: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_writer_that_stops_early_stops_the_worker(
+    tiny_llava: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An error of the writer (or a signal) ends the run at once: the worker, blocked one weight
     ahead, is stopped and joined, never left running or hanging."""
     plan = plan_upcycle(tiny_llava, UpcycleOptions(num_experts=2))

@@ -80,11 +80,15 @@ def test_only_language_model_ffns_are_converted(family: tuple[str, Path, Path]) 
     prefixes = tuple(config["mote"]["layer_prefixes"].values())
     assert len(prefixes) == 2 and all(p.startswith(arch.ffn_prefixes[0].split("{layer}")[0]) for p in prefixes)
     added = set(dst) - set(src)
-    assert added and all(k.startswith(tuple(f"{p}.router." for p in prefixes) + tuple(f"{p}.experts." for p in prefixes)) for k in added)
+    assert added and all(
+        k.startswith(tuple(f"{p}.router." for p in prefixes) + tuple(f"{p}.experts." for p in prefixes)) for k in added
+    )
     vision_and_projector = arch.vision_prefixes + arch.projector_prefixes
     assert not any(k.startswith(vision_and_projector) for k in added)  # never a vision or projector MLP
     if vision_and_projector:
-        assert any(k.startswith(vision_and_projector) and (".mlp." in k or ".feed_forward." in k or "linear" in k) for k in src)
+        assert any(
+            k.startswith(vision_and_projector) and (".mlp." in k or ".feed_forward." in k or "linear" in k) for k in src
+        )
     report = mote_convert.inspect_checkpoint(out)
     assert report.ok, report.problems
     assert report.memory["routed_experts"].tensors == len([k for k in added if ".experts." in k])
@@ -107,7 +111,9 @@ def test_packed_moe_layers_equal_the_reference(family: tuple[str, Path, Path]) -
     src, dst = read_all(dense), read_all(out)
     kind = get_architecture(json.loads((out / "config.json").read_text())["model_type"]).ffn_kind.name
     for (x, y), (layer, prefix), block in zip(captured, sorted(config["layer_prefixes"].items()), blocks, strict=True):
-        params = {proj: (src[f"{prefix}.{proj}.weight"], src.get(f"{prefix}.{proj}.bias")) for proj in config["projections"]}
+        params = {
+            proj: (src[f"{prefix}.{proj}.weight"], src.get(f"{prefix}.{proj}.bias")) for proj in config["projections"]
+        }
         flat = x.reshape(-1, x.shape[-1])
         ref = reference_moe(flat, kind, _activation(block), params, dst[f"{prefix}.router.weight"])
         torch.testing.assert_close(y.reshape(-1, y.shape[-1]), ref, rtol=1e-5, atol=1e-5, msg=f"{name} layer {layer}")

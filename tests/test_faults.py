@@ -51,7 +51,10 @@ def tmpfs(path: Path, size: str, *options: str) -> Iterator[bool]:
     mounted = False
     if IS_ROOT and not os.environ.get("MOTE_TEST_NO_MOUNT"):  # set it to exercise the injected faults
         opts = ",".join((f"size={size}", *options))
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode == 0
+        mounted = (
+            subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode
+            == 0
+        )
     try:
         yield mounted
     finally:
@@ -96,7 +99,9 @@ def test_symlinks_leading_outside_are_not_copied(tiny_llava: Path, tmp_path: Pat
     for path in out.rglob("*"):
         assert path.is_dir() or b"very-secret-hash" not in path.read_bytes(), path
     assert tree_digest(src) == before and leftovers(tmp_path) == []
-    skipped = {s["file"] for s in json.loads(_run("upcycle", src, "-o", tmp_path / "o2", "--json").stdout)["skipped_files"]}
+    skipped = {
+        s["file"] for s in json.loads(_run("upcycle", src, "-o", tmp_path / "o2", "--json").stdout)["skipped_files"]
+    }
     assert {"notes.txt", "outside-dir", "dangling.json", "pipe"} <= skipped
 
 
@@ -133,7 +138,9 @@ def test_output_modes_are_never_wider_than_the_source(tiny_llava: Path, tmp_path
     modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
     assert {m for n, m in modes.items() if n.endswith(".safetensors")} == {0o600}
     assert modes["tokenizer_config.json"] == 0o600 and modes["config.json"] & ~0o640 == 0
-    source_modes = {p.relative_to(src).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in src.rglob("*") if p.is_file()}
+    source_modes = {
+        p.relative_to(src).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in src.rglob("*") if p.is_file()
+    }
     for name, mode in modes.items():
         if name in source_modes:
             assert mode & ~source_modes[name] == 0, (name, oct(mode), oct(source_modes[name]))
@@ -175,13 +182,17 @@ def test_disk_full_blames_the_output(tiny_llava: Path, tmp_path: Path, monkeypat
 
 
 @pytest.mark.parametrize("where", ["config.json", "extra file"])
-def test_disk_full_at_config_or_extra_file(where: str, tiny_llava: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_at_config_or_extra_file(
+    where: str, tiny_llava: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def full(*args, **kwargs):  # noqa: ANN002, ANN003
         name = "config.json" if where == "config.json" else "tokenizer_config.json"
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
 
     if where == "config.json":
-        monkeypatch.setattr(config_patch, "write_text", lambda path, *a, **k: full(path) if path.name == "config.json" else None)
+        monkeypatch.setattr(
+            config_patch, "write_text", lambda path, *a, **k: full(path) if path.name == "config.json" else None
+        )
     else:
         real = config_patch._copy_stream
 
@@ -192,7 +203,9 @@ def test_disk_full_at_config_or_extra_file(where: str, tiny_llava: Path, tmp_pat
 
         monkeypatch.setattr(config_patch, "_copy_stream", copy)
     out = tmp_path / "out"
-    line = assert_one_line_error(_run("upcycle", tiny_llava, "-o", out), OutputWriteError.exit_code, "No space left on device")
+    line = assert_one_line_error(
+        _run("upcycle", tiny_llava, "-o", out), OutputWriteError.exit_code, "No space left on device"
+    )
     assert "output" in line and not out.exists() and leftovers(tmp_path) == []
 
 
@@ -242,7 +255,9 @@ def test_overwrite_onto_a_mount_point(tiny_llava: Path, tmp_path: Path, monkeypa
 
             monkeypatch.setattr("mote_convert.io.staging.os.replace", busy)
         (out / "keep.txt").write_text("mine")
-        line = assert_one_line_error(_run("upcycle", tiny_llava, "-o", out, "--overwrite"), OutputWriteError.exit_code, str(out))
+        line = assert_one_line_error(
+            _run("upcycle", tiny_llava, "-o", out, "--overwrite"), OutputWriteError.exit_code, str(out)
+        )
         assert "busy" in line.lower()
         assert (out / "keep.txt").read_text() == "mine" and leftovers(tmp_path) == []
 
@@ -259,14 +274,46 @@ def _with_config(tiny_llava: Path, dst: Path, edit) -> Path:  # noqa: ANN001
 
 
 CONFIG_CASES = {
-    "initializer_range inf": (lambda c: c["text_config"].update(initializer_range=float("inf")), PlanError, "initializer_range is inf"),
-    "initializer_range nan": (lambda c: c["text_config"].update(initializer_range=float("nan")), PlanError, "initializer_range is nan"),
-    "initializer_range string": (lambda c: c["text_config"].update(initializer_range="abc"), PlanError, "initializer_range is 'abc'"),
-    "initializer_range null": (lambda c: c["text_config"].update(initializer_range=None), PlanError, "initializer_range is None"),
-    "initializer_range negative": (lambda c: c["text_config"].update(initializer_range=-0.02), PlanError, "initializer_range is -0.02"),
-    "model_type a list": (lambda c: c.update(model_type=["llava"]), UnsupportedArchitectureError, "model_type is ['llava']"),
-    "layers 1e7 (float)": (lambda c: c["text_config"].update(num_hidden_layers=1e7), UnsupportedArchitectureError, "no integer text_config.num_hidden_layers"),
-    "layers 10**7": (lambda c: c["text_config"].update(num_hidden_layers=10**7), UnsupportedArchitectureError, "num_hidden_layers is 10000000"),
+    "initializer_range inf": (
+        lambda c: c["text_config"].update(initializer_range=float("inf")),
+        PlanError,
+        "initializer_range is inf",
+    ),
+    "initializer_range nan": (
+        lambda c: c["text_config"].update(initializer_range=float("nan")),
+        PlanError,
+        "initializer_range is nan",
+    ),
+    "initializer_range string": (
+        lambda c: c["text_config"].update(initializer_range="abc"),
+        PlanError,
+        "initializer_range is 'abc'",
+    ),
+    "initializer_range null": (
+        lambda c: c["text_config"].update(initializer_range=None),
+        PlanError,
+        "initializer_range is None",
+    ),
+    "initializer_range negative": (
+        lambda c: c["text_config"].update(initializer_range=-0.02),
+        PlanError,
+        "initializer_range is -0.02",
+    ),
+    "model_type a list": (
+        lambda c: c.update(model_type=["llava"]),
+        UnsupportedArchitectureError,
+        "model_type is ['llava']",
+    ),
+    "layers 1e7 (float)": (
+        lambda c: c["text_config"].update(num_hidden_layers=1e7),
+        UnsupportedArchitectureError,
+        "no integer text_config.num_hidden_layers",
+    ),
+    "layers 10**7": (
+        lambda c: c["text_config"].update(num_hidden_layers=10**7),
+        UnsupportedArchitectureError,
+        "num_hidden_layers is 10000000",
+    ),
 }
 
 
@@ -302,10 +349,18 @@ def test_bad_recipe_and_flag_values(tiny_llava: Path, tmp_path: Path) -> None:
     }
     for text, needle in cases.items():
         recipe.write_text(text)
-        assert_one_line_error(_run("upcycle", tiny_llava, "-o", out, "--recipe", recipe), OptionsError.exit_code, needle)
-    assert_one_line_error(_run("upcycle", tiny_llava, "-o", out, "--seed", str(2**64)), OptionsError.exit_code, "--seed")
+        assert_one_line_error(
+            _run("upcycle", tiny_llava, "-o", out, "--recipe", recipe), OptionsError.exit_code, needle
+        )
+    assert_one_line_error(
+        _run("upcycle", tiny_llava, "-o", out, "--seed", str(2**64)), OptionsError.exit_code, "--seed"
+    )
     start = time.monotonic()
-    assert_one_line_error(_run("upcycle", tiny_llava, "-o", out, "--num-experts", "100000000", "--dry-run"), OptionsError.exit_code, "--num-experts")
+    assert_one_line_error(
+        _run("upcycle", tiny_llava, "-o", out, "--num-experts", "100000000", "--dry-run"),
+        OptionsError.exit_code,
+        "--num-experts",
+    )
     assert time.monotonic() - start < 10
     assert not out.exists() and leftovers(tmp_path) == []
 
@@ -320,7 +375,9 @@ def test_second_concurrent_run_fails_at_once(tiny_llava: Path, tmp_path: Path) -
     with StagedOutput(out) as staging:  # another run, mid-write
         (staging / "partial").write_text("x")
         start = time.monotonic()
-        line = assert_one_line_error(_run("upcycle", tiny_llava, "-o", out), OutputExistsError.exit_code, "another mote-convert run")
+        line = assert_one_line_error(
+            _run("upcycle", tiny_llava, "-o", out), OutputExistsError.exit_code, "another mote-convert run"
+        )
         assert str(out) in line and time.monotonic() - start < 5
         assert staging.exists()  # the first run's staging is untouched
     assert out.exists() and leftovers(tmp_path) == []
@@ -339,7 +396,9 @@ def test_cleanup_failures_are_reported(tiny_llava: Path, tmp_path: Path, monkeyp
         real(path)
 
     monkeypatch.setattr(writer, "_remove_tree", failing)
-    line = assert_one_line_error(_run("upcycle", tiny_llava, "-o", out, "--overwrite"), OutputWriteError.exit_code, "could not be removed")
+    line = assert_one_line_error(
+        _run("upcycle", tiny_llava, "-o", out, "--overwrite"), OutputWriteError.exit_code, "could not be removed"
+    )
     assert ".old-" in line and (out / "config.json").exists()
     monkeypatch.setattr(writer, "_remove_tree", real)
     assert _run("upcycle", tiny_llava, "-o", out, "--overwrite").exit_code == 0  # the next run removes the leftover
@@ -362,7 +421,14 @@ def test_pack_summary_counts_layers_and_routers(tiny_llava: Path, tmp_path: Path
 
 
 HELP_DEFAULTS = {
-    "upcycle": ["[default: 4]", "[default: 1]", "[default: all]", "[default: packed]", "[default: 5GB]", "[default: 0]"],
+    "upcycle": [
+        "[default: 4]",
+        "[default: 1]",
+        "[default: all]",
+        "[default: packed]",
+        "[default: 5GB]",
+        "[default: 0]",
+    ],
     "pack": ["[default: 5GB]"],
     "inspect": ["[default: 4]", "[default: 1]", "[default: all]"],
     "architectures": [],
@@ -378,10 +444,16 @@ def test_help_shows_defaults_and_usage(command: str) -> None:
         assert needle in result.stdout, (needle, result.stdout)
     assert "<bool>" not in result.stdout and "{" not in result.stdout.split("\n\n")[0]
     usage = next(line for line in result.stdout.splitlines() if "Usage:" in line)
-    assert usage.split("Usage: mote-convert ")[1].strip() == {
-        "upcycle": "upcycle [OPTIONS] MODEL", "pack": "pack [OPTIONS] IN", "inspect": "inspect [OPTIONS] PATH",
-        "architectures": "architectures [OPTIONS]", "demo": "demo [OPTIONS]",
-    }[command]
+    assert (
+        usage.split("Usage: mote-convert ")[1].strip()
+        == {
+            "upcycle": "upcycle [OPTIONS] MODEL",
+            "pack": "pack [OPTIONS] IN",
+            "inspect": "inspect [OPTIONS] PATH",
+            "architectures": "architectures [OPTIONS]",
+            "demo": "demo [OPTIONS]",
+        }[command]
+    )
 
 
 def test_version_and_listing_json() -> None:
@@ -415,8 +487,14 @@ def test_tables_keep_numbers_whole_at_80_columns(tmp_path: Path) -> None:
     specs = [TensorSpec("language_model.model.embed_tokens.weight", "F16", (vocab, hidden))]
     for i in range(layers):
         p = f"language_model.model.layers.{i}"
-        specs += [TensorSpec(f"{p}.mlp.{n}.weight", "F16", s) for n, s in (("gate_proj", (inter, hidden)), ("up_proj", (inter, hidden)), ("down_proj", (hidden, inter)))]
-        specs += [TensorSpec(f"{p}.self_attn.{n}.weight", "F16", (hidden, hidden)) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        specs += [
+            TensorSpec(f"{p}.mlp.{n}.weight", "F16", s)
+            for n, s in (("gate_proj", (inter, hidden)), ("up_proj", (inter, hidden)), ("down_proj", (hidden, inter)))
+        ]
+        specs += [
+            TensorSpec(f"{p}.self_attn.{n}.weight", "F16", (hidden, hidden))
+            for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ]
     sparse_checkpoint(tmp_path / "llava-7b", config, specs)
     result = runner.invoke(app, ["inspect", str(tmp_path / "llava-7b"), "--per-layer"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output

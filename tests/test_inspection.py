@@ -215,7 +215,9 @@ def test_truncated_file(mote_ckpt: Path, tmp_path: Path) -> None:
         fh.truncate(path.stat().st_size - 100)
     _check_fails(root, "model.safetensors: not a readable safetensors file")
     report = inspect_checkpoint(root).to_dict()
-    assert report["files"] == [{"file": "model.safetensors", "bytes": path.stat().st_size, "tensors": 0, "tensor_bytes": 0, "readable": False}]
+    assert report["files"] == [
+        {"file": "model.safetensors", "bytes": path.stat().st_size, "tensors": 0, "tensor_bytes": 0, "readable": False}
+    ]
     assert [p["where"] for p in report["problems"]] == ["model.safetensors"]  # not one per tensor it held
 
 
@@ -242,16 +244,23 @@ def _edit_config(mote_ckpt: Path, tmp_path: Path, **changes) -> Path:
 
 def test_mote_config_disagrees_with_tensors(mote_ckpt: Path, tmp_path: Path) -> None:
     root = _edit_config(mote_ckpt, tmp_path, num_experts=3)
-    _check_fails(root, "config.json:mote.num_experts: is 3, but language_model.model.layers.0.mlp holds experts 0, 1, 2, 3")
+    _check_fails(
+        root, "config.json:mote.num_experts: is 3, but language_model.model.layers.0.mlp holds experts 0, 1, 2, 3"
+    )
     # one problem per layer for the count and its router; the surplus expert's tensors are not repeated
     assert [p.where for p in inspect_checkpoint(root).problems] == [
-        w for i in (0, 1) for w in ("config.json:mote.num_experts", f"language_model.model.layers.{i}.mlp.router.weight")
+        w
+        for i in (0, 1)
+        for w in ("config.json:mote.num_experts", f"language_model.model.layers.{i}.mlp.router.weight")
     ]
 
 
 def test_mote_config_disagreements_are_named(mote_ckpt: Path, tmp_path: Path) -> None:
     cases = {
-        "moe_layers": ({"moe_layers": [0], "layer_prefixes": {"0": "language_model.model.layers.0.mlp"}}, "config.json:mote.moe_layers: omits layer 1"),
+        "moe_layers": (
+            {"moe_layers": [0], "layer_prefixes": {"0": "language_model.model.layers.0.mlp"}},
+            "config.json:mote.moe_layers: omits layer 1",
+        ),
         "expert_format": ({"expert_format": "latent"}, "config.json:mote.expert_format: is 'latent', but"),
         "top_k": ({"top_k": 5}, "config.json:mote.top_k"),
         "projections": ({"projections": ["fc1", "fc2"]}, "config.json:mote.projections"),
@@ -288,10 +297,16 @@ def test_dense_with_options_and_plan_problems(tiny_llava: Path, tmp_path: Path) 
     for f in broken.glob("*.safetensors"):
         f.unlink()
     (broken / "model.safetensors.index.json").unlink()
-    tensors["language_model.model.layers.0.mlp.up_proj.weight"] = tensors["language_model.model.layers.0.mlp.up_proj.weight"][:5].clone()
+    tensors["language_model.model.layers.0.mlp.up_proj.weight"] = tensors[
+        "language_model.model.layers.0.mlp.up_proj.weight"
+    ][:5].clone()
     save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
     bad = inspect_checkpoint(broken)
-    assert not bad.ok and bad.problems[0].where == "upcycle plan" and "up_proj.weight has shape [5, 64]" in bad.problems[0].message
+    assert (
+        not bad.ok
+        and bad.problems[0].where == "upcycle plan"
+        and "up_proj.weight has shape [5, 64]" in bad.problems[0].message
+    )
 
 
 def _documented_keys() -> list[str]:
@@ -332,7 +347,10 @@ def test_json_parses_and_holds_the_documented_keys(tiny_llava: Path, mote_ckpt: 
         for key in keys:
             if key.split(".")[0].split("[")[0] in data and data[key.split(".")[0].split("[")[0]] is not None:
                 _resolve(data, key)
-    assert json.loads(runner.invoke(app, ["inspect", str(mote_ckpt), "--json"]).stdout) == inspect_checkpoint(mote_ckpt).to_dict()
+    assert (
+        json.loads(runner.invoke(app, ["inspect", str(mote_ckpt), "--json"]).stdout)
+        == inspect_checkpoint(mote_ckpt).to_dict()
+    )
 
 
 def test_header_only_inspect_does_not_import_torch(mote_ckpt: Path, tiny_llava: Path) -> None:

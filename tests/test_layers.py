@@ -13,13 +13,26 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "mote_convert"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("mote_convert.errors", "mote_convert.numbers", "mote_convert.resources", "mote_convert.tiny", "mote_convert.version"),
+    (
+        "mote_convert.errors",
+        "mote_convert.numbers",
+        "mote_convert.resources",
+        "mote_convert.tiny",
+        "mote_convert.version",
+    ),
     ("mote_convert.io", "mote_convert.quant"),
     ("mote_convert.kernels",),
     ("mote_convert.format",),
     ("mote_convert.arch",),
-    ("mote_convert.options", "mote_convert.memory", "mote_convert.checkpoint", "mote_convert.check", "mote_convert.plan",
-     "mote_convert.upcycle_plan", "mote_convert.config_patch"),
+    (
+        "mote_convert.options",
+        "mote_convert.memory",
+        "mote_convert.checkpoint",
+        "mote_convert.check",
+        "mote_convert.plan",
+        "mote_convert.upcycle_plan",
+        "mote_convert.config_patch",
+    ),
     ("mote_convert.execute", "mote_convert.write", "mote_convert.modeling"),
     ("mote_convert.upcycle", "mote_convert.pack", "mote_convert.inspection", "mote_convert.export"),
     ("mote_convert.train",),
@@ -43,8 +56,12 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text())
-        skipped = {id(sub) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                   for sub in ast.walk(node)}
+        skipped = {
+            id(sub)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for sub in ast.walk(node)
+        }
         deps: set[str] = set()
         for node in ast.walk(tree):
             if id(node) in skipped:
@@ -72,9 +89,12 @@ def layer_of(module: str) -> int:
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     """Each import of a higher layer's module (a package's own submodules excepted)."""
-    return [f"{m} (layer {layer_of(m)}) imports {d} (layer {layer_of(d)})"
-            for m, deps in graph.items() for d in sorted(deps)
-            if layer_of(d) > layer_of(m) and not d.startswith(m + ".")]
+    return [
+        f"{m} (layer {layer_of(m)}) imports {d} (layer {layer_of(d)})"
+        for m, deps in graph.items()
+        for d in sorted(deps)
+        if layer_of(d) > layer_of(m) and not d.startswith(m + ".")
+    ]
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -87,7 +107,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = 1
         for dep in sorted(edges.get(node, ())):
             if state.get(dep) == 1:
-                cycles.append(path[path.index(dep):] + [dep])
+                cycles.append(path[path.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, path + [dep])
         state[node] = 2

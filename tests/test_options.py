@@ -95,7 +95,10 @@ def test_values_are_type_and_range_checked(values: dict, needle: str) -> None:
 def test_recipe_yaml_is_read_with_limits(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.yaml"  # 9 levels of 9-fold aliases: 387 million nodes if expanded
     lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
-    lines += [f"a{i}: &a{i} [*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1}]" for i in range(1, 9)]
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1},*a{i - 1}]"
+        for i in range(1, 9)
+    ]
     bomb.write_text("\n".join(lines) + "\n")
     assert bomb.stat().st_size < 1000
     with pytest.raises(OptionsError, match="aliases are not allowed"):

@@ -87,7 +87,9 @@ def test_trainer_qat_then_pack_and_reload(tiny_llava: Path, tmp_path: Path) -> N
         trained_logits = model(**probe).logits
     mote_convert.save_model(model, tmp_path / "trained-latent", expert_format="latent")
     mote_convert.save_model(model, tmp_path / "trained-packed", expert_format="packed-2bit")
-    result = CliRunner().invoke(app, ["pack", str(tmp_path / "trained-latent"), "-o", str(tmp_path / "trained-repacked")])
+    result = CliRunner().invoke(
+        app, ["pack", str(tmp_path / "trained-latent"), "-o", str(tmp_path / "trained-repacked")]
+    )
     assert result.exit_code == 0, result.output
     a, b = read_all(tmp_path / "trained-packed"), read_all(tmp_path / "trained-repacked")
     assert set(a) == set(b) and all(torch.equal(a[n], b[n]) for n in a)

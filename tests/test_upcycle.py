@@ -27,8 +27,17 @@ from tests.helpers import file_metadata, raw_bytes, read_all, spec_codes
 hf_unpack = getattr(unpack_weights, "_torchdynamo_orig_callable", unpack_weights)
 PROJ = ("gate_proj", "up_proj", "down_proj")
 SPEC_KEYS = {
-    "format_version", "num_experts", "top_k", "moe_layers", "layer_prefixes", "projections",
-    "expert_format", "weight_quant", "activation_bits", "router_aux_loss_coef", "norm_topk_prob",
+    "format_version",
+    "num_experts",
+    "top_k",
+    "moe_layers",
+    "layer_prefixes",
+    "projections",
+    "expert_format",
+    "weight_quant",
+    "activation_bits",
+    "router_aux_loss_coef",
+    "norm_topk_prob",
 }
 
 
@@ -116,7 +125,9 @@ def test_stock_from_pretrained_gives_dense_logits(tiny_llava: Path, upcycled: Pa
 def test_bits_per_weight_counted_from_files(tiny_llava: Path, upcycled: Path) -> None:
     src, out = read_all(tiny_llava), read_all(upcycled)
     weights = sum(src[f"{_prefix(layer)}.{p}.weight"].numel() for layer in (0, 1) for p in PROJ) * 4
-    stored = sum(t.numel() * t.element_size() for n, t in out.items() if n.endswith((".weight_packed", ".weight_scale")))
+    stored = sum(
+        t.numel() * t.element_size() for n, t in out.items() if n.endswith((".weight_packed", ".weight_scale"))
+    )
     assert 8 * stored / weights <= 2.01
 
 

@@ -146,7 +146,9 @@ def get_architecture(model_type: object) -> Architecture:
     known = ", ".join(sorted(registry))
     reason = unsupported_model_types().get(model_type or "")
     if reason is not None:
-        raise UnsupportedArchitectureError(f"model_type {model_type!r} cannot be up-cycled: {reason}; supported: {known}")
+        raise UnsupportedArchitectureError(
+            f"model_type {model_type!r} cannot be up-cycled: {reason}; supported: {known}"
+        )
     raise UnsupportedArchitectureError(f"unsupported model_type {model_type!r}; supported: {known}")
 
 

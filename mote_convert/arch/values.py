@@ -14,15 +14,25 @@ from mote_convert.numbers import is_number
 MAX_DIM = 2**31  # no size of a real model comes near; GGUF stores them as uint32
 
 
-def config_int(mapping: Mapping[str, Any], key: str, where: str, *, default: int | None = None, low: int = 1,
-               high: int = MAX_DIM, purpose: str = "") -> int:
+def config_int(
+    mapping: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    default: int | None = None,
+    low: int = 1,
+    high: int = MAX_DIM,
+    purpose: str = "",
+) -> int:
     """``mapping[key]``, an integer in ``[low, high]``; ``default`` where the key is absent or null
     (no default: required). ``where`` names it in errors, e.g. ``text_config.hidden_size``."""
     value = mapping.get(key)
     if value is None and default is not None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UnsupportedArchitectureError(f"config.json has no integer {where}{f' (needed for {purpose})' if purpose else ''}")
+        raise UnsupportedArchitectureError(
+            f"config.json has no integer {where}{f' (needed for {purpose})' if purpose else ''}"
+        )
     if not low <= value <= high:
         raise UnsupportedArchitectureError(f"config.json's {where} is {value}; expected {low} to {high}")
     return value

@@ -60,7 +60,9 @@ class Group(_HelpFlag, TyperGroup):
         except _CLICK_EXCEPTION as exc:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True, markup=True)
+            err_console.print(
+                f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True, markup=True
+            )
             sys.exit(exc.exit_code)
         except typer.Abort:
             sys.exit(130)
@@ -114,7 +116,8 @@ def _main(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.", **FLAG)] = False,
     version: Annotated[
-        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.", **FLAG)
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.", **FLAG),
     ] = False,
 ) -> None:
     _state["debug"] = debug
@@ -144,8 +147,12 @@ def errors() -> Iterator[None]:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
-        err_console.print(f"[bold red]internal error:[/] {exc}. This is a bug in mote-convert {__version__}: please "
-                          "report it with the traceback above.", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]internal error:[/] {exc}. This is a bug in mote-convert {__version__}: please "
+            "report it with the traceback above.",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(InternalError.exit_code) from None
     except OSError as exc:
         if _state["debug"]:
@@ -214,5 +221,3 @@ def skipped_warnings(result: Any) -> None:
 MaxShardSize = Annotated[str, typer.Option(help="Largest shard, e.g. 5GB, 500MB.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output directory.", **FLAG)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.", **FLAG)]
-
-

@@ -20,7 +20,9 @@ def architectures_table() -> Table:
     table.add_column("FFN kind", no_wrap=True)
     table.add_column("FFN key of layer N", overflow="fold")
     for arch in list_architectures():
-        table.add_row(arch.name, ", ".join(arch.model_types), arch.ffn_kind.name, arch.ffn_prefixes[0].replace("{layer}", "N"))
+        table.add_row(
+            arch.name, ", ".join(arch.model_types), arch.ffn_kind.name, arch.ffn_prefixes[0].replace("{layer}", "N")
+        )
     return table
 
 
@@ -56,5 +58,3 @@ def architectures(
     """List the supported model families, their FFN kinds and checkpoint key styles."""
     with errors():
         show_architectures(as_json)
-
-

@@ -15,7 +15,9 @@ from mote_convert.errors import MoteError
 
 @app.command(cls=Command)
 def demo(
-    keep: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Keep the tiny model and its MoTE output in this directory.")] = None,
+    keep: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", help="Keep the tiny model and its MoTE output in this directory.")
+    ] = None,
 ) -> None:
     """Build a tiny LLaVA on the spot, up-cycle it and show what was made (seconds, CPU only)."""
     from mote_convert.tiny import build_tiny_llava
@@ -43,5 +45,3 @@ def demo(
         out_console.print(comparison_table(report))
         if keep is not None:
             out_console.print(f"kept in {root}")
-
-

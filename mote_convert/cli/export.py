@@ -30,11 +30,23 @@ app.add_typer(export_app, name="export")
 def export_gguf_command(
     model: Annotated[Path, typer.Argument(metavar="IN", help="MoTE (or dense) checkpoint directory.")],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT.gguf", help="The language model's GGUF file.")],
-    expert_type: Annotated[str, typer.Option(help="Routed experts: tq2_0 (2.06 bits per weight) or tq1_0 (1.69).")] = "tq2_0",
-    shared_type: Annotated[Optional[str], typer.Option(help="Shared experts: bf16, f16, f32, q8_0 or q4_0 (default: as stored).")] = None,
-    mmproj: Annotated[Optional[Path], typer.Option(metavar="FILE.gguf", help="Also write the vision tower and projector (LLaVA-1.5 style) for llama.cpp's mtmd.")] = None,
+    expert_type: Annotated[
+        str, typer.Option(help="Routed experts: tq2_0 (2.06 bits per weight) or tq1_0 (1.69).")
+    ] = "tq2_0",
+    shared_type: Annotated[
+        Optional[str], typer.Option(help="Shared experts: bf16, f16, f32, q8_0 or q4_0 (default: as stored).")
+    ] = None,
+    mmproj: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="FILE.gguf",
+            help="Also write the vision tower and projector (LLaVA-1.5 style) for llama.cpp's mtmd.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", **FLAG)] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Export a checkpoint to llama.cpp's GGUF (experts as ternary TQ2_0 / TQ1_0 blocks)."""
@@ -54,9 +66,13 @@ def export_gguf_command(
     for column in ("file", "architecture", "tensors", "size", "types"):
         table.add_column(column, justify="right" if column in ("tensors", "size") else "left")
     for f in result.files:
-        table.add_row(str(f.path), f.arch, str(f.tensors), fmt_bytes(f.nbytes), ", ".join(f"{k} x{v}" for k, v in sorted(f.types.items())))
+        table.add_row(
+            str(f.path),
+            f.arch,
+            str(f.tensors),
+            fmt_bytes(f.nbytes),
+            ", ".join(f"{k} x{v}" for k, v in sorted(f.types.items())),
+        )
     out_console.print(table)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
-
-

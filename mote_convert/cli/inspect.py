@@ -16,13 +16,25 @@ from mote_convert.cli.render import comparison_table, layer_table, memory_table,
 @app.command(cls=Command)
 def inspect(
     path: Annotated[Path, typer.Argument(metavar="PATH", help="Dense or MoTE checkpoint directory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (keys: docs/inspect-json.md).", **FLAG)] = False,
-    stats: Annotated[bool, typer.Option("--stats", help="Read the routed experts and count their codes (-1 / 0 / +1, invalid).", **FLAG)] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (keys: docs/inspect-json.md).", **FLAG)
+    ] = False,
+    stats: Annotated[
+        bool,
+        typer.Option("--stats", help="Read the routed experts and count their codes (-1 / 0 / +1, invalid).", **FLAG),
+    ] = False,
     num_experts: Annotated[int, typer.Option(help="Dense input: routed experts per MoE layer to plan.")] = 4,
     top_k: Annotated[int, typer.Option(help="Dense input: experts per token to plan.")] = 1,
     layers: Annotated[str, typer.Option(help="Dense input: MoE layers to plan: all, even, odd, or 0,3,5.")] = "all",
-    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also show each decoder layer's FFN memory.", **FLAG)] = False,
-    gguf: Annotated[bool, typer.Option("--gguf", help="Also show the language model's GGUF sizes (dense bf16 / Q4_0, MoTE TQ2_0 / TQ1_0).", **FLAG)] = False,
+    per_layer: Annotated[
+        bool, typer.Option("--per-layer", help="Also show each decoder layer's FFN memory.", **FLAG)
+    ] = False,
+    gguf: Annotated[
+        bool,
+        typer.Option(
+            "--gguf", help="Also show the language model's GGUF sizes (dense bf16 / Q4_0, MoTE TQ2_0 / TQ1_0).", **FLAG
+        ),
+    ] = False,
 ) -> None:
     """What a checkpoint holds, what it costs in memory, and whether it is sound (non-zero exit if not).
 
@@ -56,7 +68,9 @@ def inspect(
             out_console.print(comparison_table(report))
         if per_layer:
             memory = report.planned if report.planned is not None else report.memory
-            out_console.print(layer_table(memory, "FFN memory per decoder layer" + (" (after upcycle)" if report.planned else "")))
+            out_console.print(
+                layer_table(memory, "FFN memory per decoder layer" + (" (after upcycle)" if report.planned else ""))
+            )
         if report.stats is not None:
             out_console.print(stats_table(report))
         if sizes is not None:
@@ -73,5 +87,3 @@ def inspect(
         fail(CheckFailedError(f"{len(report.problems)} problem(s) found in {path}"))
     elif not as_json:
         out_console.print("[green]ok:[/] no problems found", highlight=False)
-
-

@@ -24,8 +24,12 @@ from mote_convert.cli.render import summary_table
 
 @app.command(cls=Command)
 def pack(
-    source: Annotated[Path, typer.Argument(metavar="IN", help="Latent MoTE checkpoint directory (e.g. after training).")],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the packed checkpoint.")],
+    source: Annotated[
+        Path, typer.Argument(metavar="IN", help="Latent MoTE checkpoint directory (e.g. after training).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the packed checkpoint.")
+    ],
     max_shard_size: MaxShardSize = "5GB",
     overwrite: Overwrite = False,
     as_json: AsJson = False,
@@ -43,5 +47,3 @@ def pack(
         out_console.print_json(json.dumps(result.to_dict()))
         return
     out_console.print(summary_table(f"wrote {output}", result.summary.to_dict()))
-
-

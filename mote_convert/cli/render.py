@@ -36,16 +36,25 @@ def model_table(report: InspectionReport) -> Table:
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_row("model type", f"{model.model_type} (architecture {model.architecture})")
-    table.add_row("text model", f"{model.text_model_type or '-'}: {model.num_layers} layers, hidden {model.hidden_size}, intermediate {model.intermediate_size}")
+    table.add_row(
+        "text model",
+        f"{model.text_model_type or '-'}: {model.num_layers} layers, hidden {model.hidden_size}, intermediate {model.intermediate_size}",
+    )
     if model.vision_model_type is not None:
-        table.add_row("vision tower", f"{model.vision_model_type}: {model.vision_num_layers} layers, hidden {model.vision_hidden_size}")
+        table.add_row(
+            "vision tower",
+            f"{model.vision_model_type}: {model.vision_num_layers} layers, hidden {model.vision_hidden_size}",
+        )
     table.add_row("dtype", model.dtype or "-")
     if mote is not None:
         label = "upcycle would make" if report.kind == "dense" else "MoE"
         layers = ", ".join(map(str, mote.moe_layers))
         table.add_row(label, f"{mote.num_experts} experts, top-{mote.top_k}, {mote.expert_format}; layers {layers}")
     readable = sum(f.readable for f in report.files)
-    table.add_row("files", f"{len(report.files)} safetensors ({readable} readable), {fmt_bytes(sum(f.bytes for f in report.files))}")
+    table.add_row(
+        "files",
+        f"{len(report.files)} safetensors ({readable} readable), {fmt_bytes(sum(f.bytes for f in report.files))}",
+    )
     return table
 
 
@@ -96,7 +105,13 @@ def comparison_table(report: InspectionReport) -> Table:
 
 def layer_table(memory: MemoryTable, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for name, justify in (("layer", "right"), ("MoE", "center"), ("FFN / shared", "right"), ("routed experts", "right"), ("router", "right")):
+    for name, justify in (
+        ("layer", "right"),
+        ("MoE", "center"),
+        ("FFN / shared", "right"),
+        ("routed experts", "right"),
+        ("router", "right"),
+    ):
         table.add_column(name, justify=justify)
     table.add_column("", no_wrap=True, overflow="crop")
     largest = max((row.total_bytes for row in memory.layers), default=0) or 1
@@ -106,8 +121,12 @@ def layer_table(memory: MemoryTable, title: str) -> Table:
         routed = round(width * (row.routed_expert_bytes + row.router_bytes) / largest)
         bar = f"[blue]{'█' * ffn}[/][magenta]{'█' * routed}[/]"
         table.add_row(
-            str(row.layer), "yes" if row.moe else "", fmt_bytes(row.ffn_bytes),
-            fmt_bytes(row.routed_expert_bytes) if row.moe else "", fmt_bytes(row.router_bytes) if row.moe else "", bar,
+            str(row.layer),
+            "yes" if row.moe else "",
+            fmt_bytes(row.ffn_bytes),
+            fmt_bytes(row.routed_expert_bytes) if row.moe else "",
+            fmt_bytes(row.router_bytes) if row.moe else "",
+            bar,
         )
     return table
 
@@ -120,9 +139,13 @@ def stats_table(report: InspectionReport) -> Table:
         invalid = f"[bold red]{s.invalid}[/]" if s.invalid else "0"
         gamma = "-" if s.gamma is None else f"{s.gamma:.4g}"
         table.add_row(
-            str(s.layer), str(s.expert), s.projection, f"{s.share(s.minus):.1%}", f"{s.share(s.zero):.1%}",
-            f"{s.share(s.plus):.1%}", invalid, gamma,
+            str(s.layer),
+            str(s.expert),
+            s.projection,
+            f"{s.share(s.minus):.1%}",
+            f"{s.share(s.zero):.1%}",
+            f"{s.share(s.plus):.1%}",
+            invalid,
+            gamma,
         )
     return table
-
-

@@ -25,9 +25,12 @@ def train_progress() -> Any:
             if not state.is_world_process_zero:
                 return
             self.progress = Progress(
-                TextColumn("[progress.description]{task.description}"), BarColumn(),
-                TextColumn("{task.completed}/{task.total} steps"), TextColumn("{task.fields[loss]}"),
-                TimeRemainingColumn(), console=err_console,
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} steps"),
+                TextColumn("{task.fields[loss]}"),
+                TimeRemainingColumn(),
+                console=err_console,
             )
             self.task = self.progress.add_task("training", total=state.max_steps, completed=state.global_step, loss="")
             self.progress.start()
@@ -51,20 +54,56 @@ def train_progress() -> Any:
 @app.command(cls=Command)
 def train(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="MoTE checkpoint directory (from upcycle), with its processor.")],
-    data: Annotated[Path, typer.Option("--data", metavar="DATA.json", help="LLaVA-format conversations (mix665k's format).")],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the trained MoTE checkpoint.")],
-    image_folder: Annotated[Optional[Path], typer.Option("--image-folder", metavar="DIR", help="Root of the records' image paths.")] = None,
-    recipe: Annotated[Optional[str], typer.Option(metavar="FILE", help="Training recipe YAML (a path, or a name under configs/train); flags given override it.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (default: the recipe's epochs).")] = None,
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="MoTE checkpoint directory (from upcycle), with its processor.")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", metavar="DATA.json", help="LLaVA-format conversations (mix665k's format).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the trained MoTE checkpoint.")
+    ],
+    image_folder: Annotated[
+        Optional[Path], typer.Option("--image-folder", metavar="DIR", help="Root of the records' image paths.")
+    ] = None,
+    recipe: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="FILE",
+            help="Training recipe YAML (a path, or a name under configs/train); flags given override it.",
+        ),
+    ] = None,
+    max_steps: Annotated[
+        Optional[int], typer.Option(help="Stop after this many optimizer steps (default: the recipe's epochs).")
+    ] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate (recipe default 2e-5).")] = None,
-    global_batch_size: Annotated[Optional[int], typer.Option(help="Sequences per optimizer step over all processes (recipe default 128).")] = None,
-    per_device_batch_size: Annotated[Optional[int], typer.Option(help="Sequences per process and forward (recipe default 4).")] = None,
-    deepspeed: Annotated[Optional[str], typer.Option(metavar="FILE.json", help="DeepSpeed config (configs/launch/zero2.json, zero3.json).")] = None,
-    expert_format: Annotated[Optional[str], typer.Option(help="Experts of the output: packed-2bit (default) or latent.")] = None,
-    checkpoints: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Where the Trainer's checkpoints go (default OUT.checkpoints).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest complete checkpoint in the checkpoints directory.", **FLAG)] = False,
-    allow_images_outside: Annotated[bool, typer.Option("--allow-images-outside", help="Read images whose paths lead outside --image-folder.", **FLAG)] = False,
+    global_batch_size: Annotated[
+        Optional[int], typer.Option(help="Sequences per optimizer step over all processes (recipe default 128).")
+    ] = None,
+    per_device_batch_size: Annotated[
+        Optional[int], typer.Option(help="Sequences per process and forward (recipe default 4).")
+    ] = None,
+    deepspeed: Annotated[
+        Optional[str],
+        typer.Option(metavar="FILE.json", help="DeepSpeed config (configs/launch/zero2.json, zero3.json)."),
+    ] = None,
+    expert_format: Annotated[
+        Optional[str], typer.Option(help="Experts of the output: packed-2bit (default) or latent.")
+    ] = None,
+    checkpoints: Annotated[
+        Optional[Path],
+        typer.Option(metavar="DIR", help="Where the Trainer's checkpoints go (default OUT.checkpoints)."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue from the latest complete checkpoint in the checkpoints directory.", **FLAG
+        ),
+    ] = False,
+    allow_images_outside: Annotated[
+        bool,
+        typer.Option("--allow-images-outside", help="Read images whose paths lead outside --image-folder.", **FLAG),
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train the routers and routed experts of a MoTE checkpoint (stage-3 QAT) on LLaVA-format data."""
@@ -77,12 +116,29 @@ def train(
     hf_logging.disable_progress_bar()
     with errors():
         options = load_train_recipe(recipe).with_overrides(
-            **given(ctx, max_steps=max_steps, learning_rate=learning_rate, global_batch_size=global_batch_size,
-                     per_device_batch_size=per_device_batch_size, deepspeed=deepspeed, expert_format=expert_format)
+            **given(
+                ctx,
+                max_steps=max_steps,
+                learning_rate=learning_rate,
+                global_batch_size=global_batch_size,
+                per_device_batch_size=per_device_batch_size,
+                deepspeed=deepspeed,
+                expert_format=expert_format,
+            )
         )
-        result = run_training(model, data, output, image_folder=image_folder, recipe=options, checkpoints=checkpoints,
-                              resume=resume, overwrite=overwrite, allow_images_outside=allow_images_outside,
-                              callbacks=[train_progress()], notify=note)
+        result = run_training(
+            model,
+            data,
+            output,
+            image_folder=image_folder,
+            recipe=options,
+            checkpoints=checkpoints,
+            resume=resume,
+            overwrite=overwrite,
+            allow_images_outside=allow_images_outside,
+            callbacks=[train_progress()],
+            notify=note,
+        )
     if not result.main_process:
         return
     table = Table(title=f"trained {output}", show_header=False)
@@ -92,5 +148,3 @@ def train(
         table.add_row("loss (first -> last)", f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
     table.add_row("checkpoints", str(result.checkpoints))
     out_console.print(table)
-
-

@@ -27,21 +27,45 @@ from mote_convert.cli.render import summary_table
 @app.command(cls=Command)
 def upcycle(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Dense checkpoint directory (config.json + safetensors).")],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the MoTE checkpoint.")],
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="Dense checkpoint directory (config.json + safetensors).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the MoTE checkpoint.")
+    ],
     num_experts: Annotated[int, typer.Option(help="Routed experts per MoE layer.")] = 4,
     top_k: Annotated[int, typer.Option(help="Experts per token.")] = 1,
     layers: Annotated[str, typer.Option(help="MoE layers: all, even, odd, or indices like 0,3,5.")] = "all",
-    latent: Annotated[bool, typer.Option("--latent/--packed", help="Write latent float experts (for training) instead of packed 2-bit ones.", **FLAG)] = False,
-    recipe: Annotated[Optional[str], typer.Option(metavar="FILE", help="Recipe YAML (a path, or a name under configs/recipes); flags given override it.")] = None,
+    latent: Annotated[
+        bool,
+        typer.Option(
+            "--latent/--packed", help="Write latent float experts (for training) instead of packed 2-bit ones.", **FLAG
+        ),
+    ] = False,
+    recipe: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="FILE", help="Recipe YAML (a path, or a name under configs/recipes); flags given override it."
+        ),
+    ] = None,
     max_shard_size: MaxShardSize = "5GB",
     seed: Annotated[int, typer.Option(help="Seed of the router initialisation.")] = 0,
     overwrite: Overwrite = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)] = False,
-    as_json: Annotated[bool, typer.Option("--json", is_eager=True, callback=eager_listing, help="Print the summary as JSON.", **FLAG)] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", is_eager=True, callback=eager_listing, help="Print the summary as JSON.", **FLAG)
+    ] = False,
     list_architectures: Annotated[
         bool,
-        typer.Option("--list-architectures", is_eager=True, callback=eager_listing, help="List the supported model families and exit.", **FLAG),
+        typer.Option(
+            "--list-architectures",
+            is_eager=True,
+            callback=eager_listing,
+            help="List the supported model families and exit.",
+            **FLAG,
+        ),
     ] = False,
 ) -> None:
     """Up-cycle a dense checkpoint into a MoTE checkpoint (shared FFN + ternary routed experts)."""
@@ -51,7 +75,15 @@ def upcycle(
     with errors():
         options = resolve_options(
             recipe,
-            **given(ctx, num_experts=num_experts, top_k=top_k, layers=layers, latent=latent, seed=seed, max_shard_size=max_shard_size),
+            **given(
+                ctx,
+                num_experts=num_experts,
+                top_k=top_k,
+                layers=layers,
+                latent=latent,
+                seed=seed,
+                max_shard_size=max_shard_size,
+            ),
         )
         plan = plan_upcycle(model, options)
         if dry_run:
@@ -65,5 +97,3 @@ def upcycle(
         return
     title = f"dry run: {output} would hold" if dry_run else f"wrote {output}"
     out_console.print(summary_table(title, result.summary.to_dict()))
-
-

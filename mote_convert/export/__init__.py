@@ -42,8 +42,10 @@ class GgufExport:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "files": [{"path": str(f.path), "arch": f.arch, "tensors": f.tensors, "bytes": f.nbytes, "types": f.types}
-                      for f in self.files],
+            "files": [
+                {"path": str(f.path), "arch": f.arch, "tensors": f.tensors, "bytes": f.nbytes, "types": f.types}
+                for f in self.files
+            ],
             "notes": list(self.notes),
         }
 
@@ -62,8 +64,9 @@ class GgufExportPlan:
         return self.text.nbytes + (self.vision.nbytes if self.vision is not None else 0)
 
 
-def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str | None = None,
-              mmproj: bool = False) -> GgufExportPlan:
+def plan_gguf(
+    model: str | Path, *, expert_type: str = "tq2_0", shared_type: str | None = None, mmproj: bool = False
+) -> GgufExportPlan:
     """The text GGUF's plan, and the mmproj's when asked, checked; from headers only."""
     from mote_convert.checkpoint import read_config
     from mote_convert.export.gguf_file import validate
@@ -75,9 +78,16 @@ def plan_gguf(model: str | Path, *, expert_type: str = "tq2_0", shared_type: str
     config = read_config(root)
     index = load_index(root)
     check_side_files(root)  # the tokenizer and processor files gguf and transformers parse next
-    vision = plan_mmproj(root, index, config) if mmproj else None  # first: the text plan's tokenizer load trips on its config too
-    text = plan_text(root, index, config, expert_type=get_type(expert_type, EXPERT_TYPES),
-                     shared_type=get_type(shared_type, SHARED_TYPES) if shared_type is not None else None)
+    vision = (
+        plan_mmproj(root, index, config) if mmproj else None
+    )  # first: the text plan's tokenizer load trips on its config too
+    text = plan_text(
+        root,
+        index,
+        config,
+        expert_type=get_type(expert_type, EXPERT_TYPES),
+        shared_type=get_type(shared_type, SHARED_TYPES) if shared_type is not None else None,
+    )
     for plan in (text, vision):  # checked here, so that a dry run refuses what the write would
         if plan is not None:
             validate(plan)
@@ -110,8 +120,15 @@ def export_gguf(
     return write_export(plan, out, mmproj=mmproj, overwrite=overwrite, dry_run=dry_run, progress=progress)
 
 
-def write_export(plan: GgufExportPlan, out: str | Path, *, mmproj: str | Path | None = None, overwrite: bool = False,
-                 dry_run: bool = False, progress: ProgressFn | None = None) -> GgufExport:
+def write_export(
+    plan: GgufExportPlan,
+    out: str | Path,
+    *,
+    mmproj: str | Path | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+) -> GgufExport:
     """Write a planned export (:func:`plan_gguf`, with ``mmproj`` asked for when it is given here)."""
     out = Path(out)
     if (mmproj is not None) != (plan.vision is not None):

@@ -67,11 +67,20 @@ def validate(plan: GgufPlan) -> None:
             raise PlanError(f"GGUF plan writes {t.name} twice")
         seen.add(t.name)
         if not t.type.fits(t.shape):
-            raise PlanError(f"{t.name}: {t.type.name} needs rows that are a multiple of {t.type.block}, not {t.shape[-1]}")
+            raise PlanError(
+                f"{t.name}: {t.type.name} needs rows that are a multiple of {t.type.block}, not {t.shape[-1]}"
+            )
 
 
-def write_gguf(plan: GgufPlan, reader: TensorReader, out: Path, *, overwrite: bool, protect: Sequence[Path] = (),
-               progress: ProgressFn | None = None) -> int:
+def write_gguf(
+    plan: GgufPlan,
+    reader: TensorReader,
+    out: Path,
+    *,
+    overwrite: bool,
+    protect: Sequence[Path] = (),
+    progress: ProgressFn | None = None,
+) -> int:
     """Write ``plan`` to ``out`` (staged beside it, renamed when complete); returns bytes of tensor data."""
     import gguf
 
@@ -95,8 +104,10 @@ def write_gguf(plan: GgufPlan, reader: TensorReader, out: Path, *, overwrite: bo
                 check_interrupted()
                 encoded = t.produce(reader)
                 if encoded.nbytes != t.nbytes or encoded.type != t.type:
-                    raise InternalError(f"{t.name} came out as {encoded.type.name} of {encoded.nbytes} bytes, "
-                                    f"planned {t.type.name} of {t.nbytes}")
+                    raise InternalError(
+                        f"{t.name} came out as {encoded.type.name} of {encoded.nbytes} bytes, "
+                        f"planned {t.type.name} of {t.nbytes}"
+                    )
                 writer.write_tensor_data(encoded.data)
                 written += t.nbytes
                 if progress is not None:

@@ -25,9 +25,14 @@ SUPPORTED = "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 LAYER_NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.out_proj": "attn_out", "layer_norm1": "ln1", "layer_norm2": "ln2",
-    "mlp.fc1": "ffn_up", "mlp.fc2": "ffn_down",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.out_proj": "attn_out",
+    "layer_norm1": "ln1",
+    "layer_norm2": "ln2",
+    "mlp.fc1": "ffn_up",
+    "mlp.fc2": "ffn_down",
 }
 
 
@@ -68,7 +73,9 @@ def _image_stats(root: Path) -> tuple[list[float], list[float]]:
 def _channels(path: Path, values: object) -> list[float]:
     """Three per-channel numbers (image_mean or image_std), or a CorruptCheckpointError naming the file."""
     if not (isinstance(values, list) and len(values) == 3 and all(is_number(v) for v in values)):
-        raise CorruptCheckpointError(f"{path}: image_mean and image_std must be lists of 3 finite numbers, got {str(values)[:80]}")
+        raise CorruptCheckpointError(
+            f"{path}: image_mean and image_std must be lists of 3 finite numbers, got {str(values)[:80]}"
+        )
     return [float(v) for v in values]
 
 
@@ -79,16 +86,24 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
     patch = [n for n in index.tensors if n.endswith("embeddings.patch_embedding.weight") and "vision_tower." in n]
     linear = [n for n in index.tensors if n.endswith("multi_modal_projector.linear_1.weight")]
     if len(patch) != 1 or len(linear) != 1:
-        raise UnsupportedArchitectureError(f"{root}: no CLIP vision tower and MLP projector found (--mmproj supports {SUPPORTED})")
+        raise UnsupportedArchitectureError(
+            f"{root}: no CLIP vision tower and MLP projector found (--mmproj supports {SUPPORTED})"
+        )
     vroot = patch[0].removesuffix("embeddings.patch_embedding.weight")
     proot = linear[0].removesuffix("linear_1.weight")
+
     def number(key: str, **kw: Any) -> int:
         return config_int(vision, key, f"vision_config.{key}", purpose="--mmproj", **kw)
 
     n_layers = number("num_hidden_layers")
-    feature = config_int(config, "vision_feature_layer", "vision_feature_layer", default=-2, low=-n_layers, high=n_layers)
+    feature = config_int(
+        config, "vision_feature_layer", "vision_feature_layer", default=-2, low=-n_layers, high=n_layers
+    )
     feature = feature if feature >= 0 else n_layers + feature + 1  # an index into the hidden states
-    sizes = {key: number(key) for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")}
+    sizes = {
+        key: number(key)
+        for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")
+    }
     projection = number("projection_dim", default=512)
     eps = config_float(vision, "layer_norm_eps", "vision_config.layer_norm_eps", default=1e-5)
     mean, std = _image_stats(root)

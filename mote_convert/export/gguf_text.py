@@ -63,7 +63,9 @@ def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
             f"computes their attention); this one is {kind!r}"
         )
     if text.get("hidden_act", "silu") != "silu":
-        raise UnsupportedArchitectureError(f"GGUF export needs SiLU-gated FFNs; this model's act is {text.get('hidden_act')!r}")
+        raise UnsupportedArchitectureError(
+            f"GGUF export needs SiLU-gated FFNs; this model's act is {text.get('hidden_act')!r}"
+        )
     scaling = config_mapping(text, "rope_scaling", arch.text_key("rope_scaling"))
     rope = config_mapping(text, "rope_parameters", arch.text_key("rope_parameters"))
     kind_of_rope = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
@@ -86,8 +88,12 @@ def _check_shapes(index: CheckpointIndex, lm_root: str, *, hidden: int, q: int, 
     }
     for key, shape in expect.items():
         info = index.tensors.get(lm_root + key)
-        if info is not None and any(want is not None and want != got for want, got in zip(shape, info.shape, strict=False)):
-            raise FormatError(f"{index.root}: {lm_root + key} is {list(info.shape)}; config.json's sizes say {[d if d is not None else '*' for d in shape]}")
+        if info is not None and any(
+            want is not None and want != got for want, got in zip(shape, info.shape, strict=False)
+        ):
+            raise FormatError(
+                f"{index.root}: {lm_root + key} is {list(info.shape)}; config.json's sizes say {[d if d is not None else '*' for d in shape]}"
+            )
 
 
 def lm_head_name(index: CheckpointIndex, arch: Architecture) -> str | None:
@@ -106,7 +112,9 @@ def _find_lm(index: CheckpointIndex, arch: Architecture) -> str:
             root = first.split("layers.0.")[0]
             break
     else:
-        raise FormatError(f"{index.root}: no decoder layer 0 FFN under {', '.join(s.format(layer=0) for s in arch.ffn_prefixes)}")
+        raise FormatError(
+            f"{index.root}: no decoder layer 0 FFN under {', '.join(s.format(layer=0) for s in arch.ffn_prefixes)}"
+        )
     return root
 
 
@@ -163,7 +171,9 @@ def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
             f"{root}: GGUF export supports Llama-style tokenizers (byte-fallback BPE in tokenizer.json): {exc}"
         ) from None
     except Exception as exc:  # noqa: BLE001 - transformers and tokenizers refuse bad files with any kind, even a bare Exception
-        raise CorruptCheckpointError(f"{root}: transformers cannot load the tokenizer ({type(exc).__name__}: {exc})") from exc
+        raise CorruptCheckpointError(
+            f"{root}: transformers cannot load the tokenizer ({type(exc).__name__}: {exc})"
+        ) from exc
     tokens, scores, types = [], [], []
     for text, score, kind in entries:
         tokens.append(text)
@@ -182,8 +192,14 @@ def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
     plan.kv.append(special.add_to_gguf)
 
 
-def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, expert_type: TensorType,
-              shared_type: TensorType | None) -> GgufPlan:
+def plan_text(
+    root: Path,
+    index: CheckpointIndex,
+    config: dict[str, Any],
+    *,
+    expert_type: TensorType,
+    shared_type: TensorType | None,
+) -> GgufPlan:
     """Every key and tensor of the language model's GGUF, from headers; nothing is read yet."""
     arch = get_architecture(config.get("model_type"))
     text = _text_config(config, arch)
@@ -199,13 +215,18 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
     n_kv = number("num_key_value_heads", default=n_head)
     head_dim = number("head_dim", default=hidden // n_head)
     if head_dim % 2:
-        raise UnsupportedArchitectureError(f"{root}: head dimension {head_dim} is odd; llama.cpp's rotary embedding "
-                                           "rotates pairs of dimensions")
+        raise UnsupportedArchitectureError(
+            f"{root}: head dimension {head_dim} is odd; llama.cpp's rotary embedding rotates pairs of dimensions"
+        )
     inter = number("intermediate_size")
     context = number("max_position_embeddings", default=4096)
     rope = config_mapping(text, "rope_parameters", arch.text_key("rope_parameters"))
-    theta = config_float(rope, "rope_theta", arch.text_key("rope_parameters.rope_theta"),
-                         default=config_float(text, "rope_theta", arch.text_key("rope_theta"), default=10000.0))
+    theta = config_float(
+        rope,
+        "rope_theta",
+        arch.text_key("rope_parameters.rope_theta"),
+        default=config_float(text, "rope_theta", arch.text_key("rope_theta"), default=10000.0),
+    )
     eps = config_float(text, "rms_norm_eps", arch.text_key("rms_norm_eps"), default=1e-6)
     embed = f"{lm_root}embed_tokens.weight"
     if embed not in index.tensors:
@@ -221,8 +242,10 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
     lead = 0
     if mote is not None:
         if mote.top_k < 1 or mote.norm_topk_prob:
-            raise UnsupportedArchitectureError("llama.cpp's deepseek architecture uses the top-k probabilities as they are: "
-                                               "norm_topk_prob must be false")
+            raise UnsupportedArchitectureError(
+                "llama.cpp's deepseek architecture uses the top-k probabilities as they are: "
+                "norm_topk_prob must be false"
+            )
         lead = min(moe_layers)
         if sorted(moe_layers) != list(range(lead, n_layers)):
             raise UnsupportedArchitectureError(
@@ -276,7 +299,9 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
         for proj in PROJECTIONS:
             name = f"{ffn}.{proj}.weight"
             if shared_type is not None and name in index.tensors and not shared_type.fits(index.tensors[name].shape):
-                raise FormatError(f"{name}: --shared-type {shared_type.name} needs rows that are a multiple of {shared_type.block}")
+                raise FormatError(
+                    f"{name}: --shared-type {shared_type.name} needs rows that are a multiple of {shared_type.block}"
+                )
             copy(f"{blk}ffn_{GGUF_FFN[proj]}{suffix}.weight", name, shared_type)
         if layer in moe_layers:
             _plan_moe_layer(plan, index, mote, layer, ffn, expert_type)
@@ -285,29 +310,43 @@ def plan_text(root: Path, index: CheckpointIndex, config: dict[str, Any], *, exp
         copy("output.weight", lm_head)
 
     used = {source for t in plan.tensors for source in t.sources}
-    left = sorted(n for n in index.tensors
-                  if n not in used and not n.startswith(arch.non_text_prefixes) and not n.endswith(IGNORED_SUFFIXES))
+    left = sorted(
+        n
+        for n in index.tensors
+        if n not in used and not n.startswith(arch.non_text_prefixes) and not n.endswith(IGNORED_SUFFIXES)
+    )
     if left:
-        raise FormatError(f"{root}: GGUF export does not know where {left[0]} goes ({len(left)} tensor(s) unaccounted for)")
+        raise FormatError(
+            f"{root}: GGUF export does not know where {left[0]} goes ({len(left)} tensor(s) unaccounted for)"
+        )
     return plan
 
 
-def _plan_moe_layer(plan: GgufPlan, index: CheckpointIndex, mote: Any, layer: int, prefix: str,
-                    expert_type: TensorType) -> None:
+def _plan_moe_layer(
+    plan: GgufPlan, index: CheckpointIndex, mote: Any, layer: int, prefix: str, expert_type: TensorType
+) -> None:
     blk = f"blk.{layer}."
     router = router_name(prefix)
     info = index.tensors[router]
-    plan.tensor(GgufTensor(blk + "ffn_gate_inp.weight", info.shape, TYPES["f32"], _copy(router, TYPES["f32"]), (router,)))
+    plan.tensor(
+        GgufTensor(blk + "ffn_gate_inp.weight", info.shape, TYPES["f32"], _copy(router, TYPES["f32"]), (router,))
+    )
     fmt = mote.expert_format
     codec = get_codec(fmt)
     for proj in PROJECTIONS:
         shared = index.tensors[f"{prefix}.{proj}.weight"]  # the experts' shape is the shared FFN's
         rows, cols = shared.shape
         experts = [(expert_base(prefix, i, proj), rows) for i in range(mote.num_experts)]
-        parts = tuple(f"{base}.{part.suffix}" for base, _ in experts for part in codec.parts(shared.dtype, shared.shape))
+        parts = tuple(
+            f"{base}.{part.suffix}" for base, _ in experts for part in codec.parts(shared.dtype, shared.shape)
+        )
         ttype = expert_type if expert_type.fits((rows, cols)) else TYPES[TERNARY_FALLBACK]
         if ttype is not expert_type:
-            plan.notes.append(f"{blk}ffn_{GGUF_FFN[proj]}_exps: rows of {cols} weights are not whole "
-                              f"{expert_type.block}-weight blocks; written as {ttype.name} (exact ternary too)")
+            plan.notes.append(
+                f"{blk}ffn_{GGUF_FFN[proj]}_exps: rows of {cols} weights are not whole "
+                f"{expert_type.block}-weight blocks; written as {ttype.name} (exact ternary too)"
+            )
         shape = (mote.num_experts, rows, cols)
-        plan.tensor(GgufTensor(f"{blk}ffn_{GGUF_FFN[proj]}_exps.weight", shape, ttype, _experts(experts, fmt, ttype), parts))
+        plan.tensor(
+            GgufTensor(f"{blk}ffn_{GGUF_FFN[proj]}_exps.weight", shape, ttype, _experts(experts, fmt, ttype), parts)
+        )

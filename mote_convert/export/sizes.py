@@ -67,15 +67,29 @@ def gguf_sizes(lm: LmShapes) -> dict[str, int]:
     routers = lm.moe_layers * lm.num_experts * lm.hidden * 4
     return {
         SETTINGS[0]: other + sum(_weight(s, bf16) for s in dense_ffn),
-        SETTINGS[1]: _weight(lm.output, q6k) + sum(_weight(s, q4) for s in lm.other) + sum(_weight(s, q4) for s in dense_ffn),
-        SETTINGS[2]: other + sum(_weight(s, bf16) for s in dense_ffn) + routers + _experts(lm.moe_ffn, tq2, lm.num_experts),
-        SETTINGS[3]: other + sum(_weight(s, bf16) for s in dense_only) + sum(_weight(s, q4) for s in lm.moe_ffn)
-        + routers + _experts(lm.moe_ffn, tq1, lm.num_experts),
+        SETTINGS[1]: _weight(lm.output, q6k)
+        + sum(_weight(s, q4) for s in lm.other)
+        + sum(_weight(s, q4) for s in dense_ffn),
+        SETTINGS[2]: other
+        + sum(_weight(s, bf16) for s in dense_ffn)
+        + routers
+        + _experts(lm.moe_ffn, tq2, lm.num_experts),
+        SETTINGS[3]: other
+        + sum(_weight(s, bf16) for s in dense_only)
+        + sum(_weight(s, q4) for s in lm.moe_ffn)
+        + routers
+        + _experts(lm.moe_ffn, tq1, lm.num_experts),
     }
 
 
-def lm_shapes(index: CheckpointIndex, arch: Architecture, moe_layers: Iterable[int], num_experts: int,
-              num_layers: int, hidden: int) -> LmShapes:
+def lm_shapes(
+    index: CheckpointIndex,
+    arch: Architecture,
+    moe_layers: Iterable[int],
+    num_experts: int,
+    num_layers: int,
+    hidden: int,
+) -> LmShapes:
     """The language model's tensor shapes by role, from a (dense or MoTE) checkpoint's headers."""
     import re
 
@@ -92,7 +106,9 @@ def lm_shapes(index: CheckpointIndex, arch: Architecture, moe_layers: Iterable[i
                 if name in index.tensors:
                     ffn_names[name] = layer
     router = re.compile(r".*\.router\.weight$")
-    output = lm_head_name(index, arch) or next(n for n in index.tensors if n.endswith("embed_tokens.weight") and not n.startswith(vision))
+    output = lm_head_name(index, arch) or next(
+        n for n in index.tensors if n.endswith("embed_tokens.weight") and not n.startswith(vision)
+    )
     other, ffn, moe_ffn = [], [], []
     for name, info in index.tensors.items():
         if name.startswith(vision) or EXPERT_NAME.match(name) or router.match(name) or name == output:
@@ -103,7 +119,9 @@ def lm_shapes(index: CheckpointIndex, arch: Architecture, moe_layers: Iterable[i
                 moe_ffn.append(info.shape)
         else:
             other.append(info.shape)
-    return LmShapes(index.tensors[output].shape, tuple(other), tuple(ffn), tuple(moe_ffn), num_experts, hidden, len(moe))
+    return LmShapes(
+        index.tensors[output].shape, tuple(other), tuple(ffn), tuple(moe_ffn), num_experts, hidden, len(moe)
+    )
 
 
 def checkpoint_gguf_sizes(report: InspectionReport, path: str | Path) -> dict[str, int]:
@@ -119,6 +137,12 @@ def checkpoint_gguf_sizes(report: InspectionReport, path: str | Path) -> dict[st
     text = arch.text_config_of(config)
     mote = report.mote
     layers = int(text[arch.num_layers_key])
-    shapes = lm_shapes(load_index(root), arch, mote.moe_layers if mote else (), mote.num_experts if mote else 0,
-                       layers, int(text[arch.hidden_size_key]))
+    shapes = lm_shapes(
+        load_index(root),
+        arch,
+        mote.moe_layers if mote else (),
+        mote.num_experts if mote else 0,
+        layers,
+        int(text[arch.hidden_size_key]),
+    )
     return gguf_sizes(shapes)

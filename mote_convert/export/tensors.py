@@ -46,10 +46,19 @@ class TensorType:
         return math.prod(shape) // block * type_size
 
 
-TYPES = {t.name: t for t in (
-    TensorType("f32", 1), TensorType("f16", 1), TensorType("bf16", 1),
-    TensorType("q8_0", 32), TensorType("q4_0", 32), TensorType("q6_k", 256), TensorType("tq2_0", 256), TensorType("tq1_0", 256),
-)}
+TYPES = {
+    t.name: t
+    for t in (
+        TensorType("f32", 1),
+        TensorType("f16", 1),
+        TensorType("bf16", 1),
+        TensorType("q8_0", 32),
+        TensorType("q4_0", 32),
+        TensorType("q6_k", 256),
+        TensorType("tq2_0", 256),
+        TensorType("tq1_0", 256),
+    )
+}
 EXPERT_TYPES = ("tq2_0", "tq1_0")
 SHARED_TYPES = ("bf16", "f16", "f32", "q8_0", "q4_0")
 # A ternary weight whose rows are not whole 256-weight blocks (Qwen2-0.5B's hidden size is 896) is
@@ -110,4 +119,4 @@ def permute_rope(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     interleaved one llama.cpp's "normal" RoPE architectures read (llama.cpp's own Llama conversion)."""
     rows = weight.shape[0]
     assert rows % (2 * n_head) == 0, (weight.shape, n_head)
-    return (weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape))
+    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)

@@ -118,7 +118,9 @@ def get_codec(expert_format: ExpertFormat | str) -> ExpertCodec:
     try:
         return CODECS[fmt]
     except KeyError:  # pragma: no cover - every ExpertFormat member has a codec (tested)
-        raise FormatError(f"no codec for expert format {fmt.value!r}; known: {', '.join(f.value for f in CODECS)}") from None
+        raise FormatError(
+            f"no codec for expert format {fmt.value!r}; known: {', '.join(f.value for f in CODECS)}"
+        ) from None
 
 
 def codec_of_suffix(suffix: str) -> ExpertCodec | None:
@@ -139,7 +141,10 @@ class Packed2BitCodec(ExpertCodec):
 
     def parts(self, dtype: str, shape: tuple[int, ...]) -> tuple[PartSpec, ...]:
         out_features, in_features = shape
-        return (PartSpec(self.primary, "U8", (packed_rows(out_features), in_features)), PartSpec(self.scale, "F32", (1,)))
+        return (
+            PartSpec(self.primary, "U8", (packed_rows(out_features), in_features)),
+            PartSpec(self.scale, "F32", (1,)),
+        )
 
     def encode(self, weight: torch.Tensor, workspace: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         from mote_convert.kernels import quantize_pack  # the fused kernel where one runs, else the reference
@@ -203,5 +208,3 @@ class LatentCodec(ExpertCodec):
         minus, zero, plus = (int(((codes == t) & finite).sum()) for t in (-1, 0, 1))
         invalid = int(weight.numel() - int(finite.sum()))
         return CodeStats(minus, zero, plus, invalid, 0, None if invalid else float(gamma))
-
-

@@ -181,7 +181,9 @@ class MoteConfig:
     ) -> MoteConfig:
         """A valid config or a :class:`FormatError` naming ``where`` and every problem."""
         if raw is None:
-            raise FormatError(f"{where} is not a MoTE checkpoint (config.json has no 'mote' section); run upcycle first")
+            raise FormatError(
+                f"{where} is not a MoTE checkpoint (config.json has no 'mote' section); run upcycle first"
+            )
         config, problems = cls.check(raw, arch=arch, num_layers=num_layers)
         if config is None:
             listed = "; ".join(str(p) for p in problems[:5]) + ("; ..." if len(problems) > 5 else "")
@@ -189,17 +191,26 @@ class MoteConfig:
         return config
 
 
-def _check_layers(raw: Mapping[str, Any], arch: Architecture | None, num_layers: int | None, bad: Any) -> dict[int, str] | None:
+def _check_layers(
+    raw: Mapping[str, Any], arch: Architecture | None, num_layers: int | None, bad: Any
+) -> dict[int, str] | None:
     layers, prefixes = raw.get("moe_layers"), raw.get("layer_prefixes")
     ok = True
-    if not isinstance(layers, list) or not layers or len(layers) > MAX_LAYERS or not all(is_int(x) and x >= 0 for x in layers):
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or len(layers) > MAX_LAYERS
+        or not all(is_int(x) and x >= 0 for x in layers)
+    ):
         if "moe_layers" in raw:
             bad("moe_layers", f"is {_short(layers)}, expected a non-empty list of layer indices")
         ok = False
     elif len(set(layers)) != len(layers):
         bad("moe_layers", "lists a layer twice")
         ok = False
-    if not isinstance(prefixes, Mapping) or not all(isinstance(v, str) and isinstance(key, str) for key, v in prefixes.items()):
+    if not isinstance(prefixes, Mapping) or not all(
+        isinstance(v, str) and isinstance(key, str) for key, v in prefixes.items()
+    ):
         if "layer_prefixes" in raw:
             bad("layer_prefixes", "expected an object of layer index -> FFN prefix")
         ok = False

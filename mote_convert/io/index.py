@@ -100,7 +100,13 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         raise CorruptCheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     except OSError as exc:
         raise read_error(path, exc) from None
-    except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:  # pragma: no cover - safe_open checked it
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        RecursionError,
+        OverflowError,
+    ) as exc:  # pragma: no cover - safe_open checked it
         raise CorruptCheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     for name, info in tensors.items():
         begin, end = offsets[name]
@@ -200,7 +206,9 @@ def _read_weight_map(index_path: Path) -> dict[str, str]:
         if Path(file_name).name != file_name or file_name in ("", ".", ".."):
             raise CorruptCheckpointError(f"{index_path}: file {file_name[:80]!r} is not inside the checkpoint")
         if len(os.fsencode(file_name)) > 255:
-            raise CorruptCheckpointError(f"{index_path}: file name {file_name[:40]!r}... is longer than a file name can be")
+            raise CorruptCheckpointError(
+                f"{index_path}: file name {file_name[:40]!r}... is longer than a file name can be"
+            )
     return weight_map
 
 

@@ -169,7 +169,11 @@ def stream_tensors(index: CheckpointIndex, names: Iterable[str]) -> Iterator[tup
             path = index.root / info.file
             if got != info.nbytes:
                 raise CorruptCheckpointError(f"{path}: {info.name} ends early (file truncated while reading?)")
-            data = torch.frombuffer(buf, dtype=torch.uint8, count=info.nbytes) if info.nbytes else torch.empty(0, dtype=torch.uint8)
+            data = (
+                torch.frombuffer(buf, dtype=torch.uint8, count=info.nbytes)
+                if info.nbytes
+                else torch.empty(0, dtype=torch.uint8)
+            )
             yield info, data.view(torch_dtype(info.dtype)).reshape(info.shape)
             free.put(buf)
     finally:

@@ -91,7 +91,11 @@ def encode_header(tensors: Iterable[TensorSpec], metadata: Mapping[str, str]) ->
     header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for spec in tensors:
-        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
+        header[spec.name] = {
+            "dtype": spec.dtype,
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + spec.nbytes],
+        }
         offset += spec.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % HEADER_ALIGNMENT)
@@ -217,5 +221,3 @@ def write_index(directory: Path, shards: Sequence[Shard], mode: int = 0o666) -> 
         "weight_map": dict(sorted(weight_map.items())),
     }
     write_text(directory / INDEX_FILE, json.dumps(index, indent=2) + "\n", mode)
-
-

@@ -46,7 +46,12 @@ class StagedOutput:
     """
 
     def __init__(
-        self, final: str | Path, *, overwrite: bool = False, protect: Sequence[Path] = (), mode: int = 0o777,
+        self,
+        final: str | Path,
+        *,
+        overwrite: bool = False,
+        protect: Sequence[Path] = (),
+        mode: int = 0o777,
         directory: bool = True,
     ) -> None:
         self.final = Path(final).absolute()
@@ -68,7 +73,9 @@ class StagedOutput:
         self._lock = acquire_lock(self.lock_path, self.final)
         try:
             self._remove_stale()
-            check_output_path(self.final, overwrite=self.overwrite, protect=self.protect, directory=self.directory)  # again, under the lock
+            check_output_path(
+                self.final, overwrite=self.overwrite, protect=self.protect, directory=self.directory
+            )  # again, under the lock
             if self.directory:
                 try:
                     self.path.mkdir(mode=self.mode)
@@ -158,7 +165,9 @@ class StagedOutput:
                 try:
                     _remove_tree(entry)
                 except OSError as exc:
-                    raise OutputWriteError(f"{entry}: cannot remove a killed run's leftovers ({describe_os_error(exc)})") from None
+                    raise OutputWriteError(
+                        f"{entry}: cannot remove a killed run's leftovers ({describe_os_error(exc)})"
+                    ) from None
 
     def _unlock(self) -> None:
         if self._lock is not None:

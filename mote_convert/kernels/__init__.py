@@ -19,8 +19,16 @@ from mote_convert.kernels.registry import KERNELS, Kernel, get_kernel, register_
 from mote_convert.quant.ternary import activation_quant
 
 __all__ = [
-    "KERNELS", "Kernel", "absmean_scale", "get_kernel", "one_thread", "quantize_pack", "register_kernel", "select_kernel",
-    "ternary_codes", "ternary_linear",
+    "KERNELS",
+    "Kernel",
+    "absmean_scale",
+    "get_kernel",
+    "one_thread",
+    "quantize_pack",
+    "register_kernel",
+    "select_kernel",
+    "ternary_codes",
+    "ternary_linear",
 ]
 
 # One float32 buffer per device for the train mode's codes, grown to the largest weight seen: the
@@ -40,7 +48,9 @@ def ternary_codes(weight: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         buffer = _CODES_WORKSPACE.get(weight.device)
         if buffer is None or buffer.numel() < weight.numel():
             _CODES_WORKSPACE.pop(weight.device, None)  # free the old one before the new one exists
-            buffer = _CODES_WORKSPACE[weight.device] = torch.empty(weight.numel(), dtype=torch.float32, device=weight.device)
+            buffer = _CODES_WORKSPACE[weight.device] = torch.empty(
+                weight.numel(), dtype=torch.float32, device=weight.device
+            )
         out = buffer[: weight.numel()].view(weight.shape)
         if kernel.codes(weight, gamma, out):
             return out

@@ -39,8 +39,13 @@ def build_directory() -> Path:
     """Where the build is cached: one directory per source, flags, torch and Python version, under
     ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``, as torch's own)."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), repr(CFLAGS).encode(), torch.__version__.encode(), sys.version.encode(),
-                 platform.machine().encode()):
+    for part in (
+        SOURCE.read_bytes(),
+        repr(CFLAGS).encode(),
+        torch.__version__.encode(),
+        sys.version.encode(),
+        platform.machine().encode(),
+    ):
         key.update(part)
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions"
@@ -65,8 +70,12 @@ def load() -> bool:
             _ninja_on_path()
             directory.mkdir(parents=True, exist_ok=True)
             cpp_extension.load(
-                name=NAME, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), build_directory=str(directory),
-                is_python_module=False, verbose=False,
+                name=NAME,
+                sources=[str(SOURCE)],
+                extra_cflags=list(CFLAGS),
+                build_directory=str(directory),
+                is_python_module=False,
+                verbose=False,
             )
         torch.ops.mote.ternary_matmul  # noqa: B018 - fails if the library did not register
         return True
@@ -97,10 +106,14 @@ def best_path() -> str:
     return str(torch.ops.mote.best_path()) if load() else "unavailable"
 
 
-def cpu_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_features: int, path: str = "auto") -> torch.Tensor:
+def cpu_linear(
+    x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, out_features: int, path: str = "auto"
+) -> torch.Tensor:
     """``torch.ops.mote.ternary_linear``: quantization, integer product and scaling in one call."""
     if not load():
-        raise MoteError("the C++ ternary kernel is not available here (see the warning above); use MOTE_KERNEL=reference")
+        raise MoteError(
+            "the C++ ternary kernel is not available here (see the warning above); use MOTE_KERNEL=reference"
+        )
     return torch.ops.mote.ternary_linear(x, packed, scale, out_features, path)
 
 
@@ -146,10 +159,13 @@ def cpu_codes(weight: torch.Tensor, gamma: torch.Tensor, out: torch.Tensor) -> b
     return True
 
 
-@register_kernel("cpu", ("cpu",), priority=10, available=load, linear=cpu_linear, pack=cpu_pack, gamma=cpu_gamma,
-                 codes=cpu_codes)
+@register_kernel(
+    "cpu", ("cpu",), priority=10, available=load, linear=cpu_linear, pack=cpu_pack, gamma=cpu_gamma, codes=cpu_codes
+)
 def cpu_matmul(x_q: torch.Tensor, packed: torch.Tensor, out_features: int, path: str = "auto") -> torch.Tensor:
     """``torch.ops.mote.ternary_matmul``: int32 [T, out] from int8 [T, in] and packed uint8 codes."""
     if not load():
-        raise MoteError("the C++ ternary kernel is not available here (see the warning above); use MOTE_KERNEL=reference")
+        raise MoteError(
+            "the C++ ternary kernel is not available here (see the warning above); use MOTE_KERNEL=reference"
+        )
     return torch.ops.mote.ternary_matmul(x_q, packed, out_features, path)

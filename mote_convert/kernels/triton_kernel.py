@@ -33,8 +33,9 @@ def _kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def ternary_matmul_kernel(x_ptr, w_ptr, y_ptr, tokens, k_len, rows, out_features,
-                              BT: tl.constexpr, BR: tl.constexpr, BK: tl.constexpr):
+    def ternary_matmul_kernel(
+        x_ptr, w_ptr, y_ptr, tokens, k_len, rows, out_features, BT: tl.constexpr, BR: tl.constexpr, BK: tl.constexpr
+    ):
         t = tl.program_id(0) * BT + tl.arange(0, BT)
         r = tl.program_id(1) * BR + tl.arange(0, BR)
         a0 = tl.zeros((BT, BR), dtype=tl.int32)
@@ -44,8 +45,12 @@ def _kernel() -> Any:
         xsum = tl.zeros((BT,), dtype=tl.int32)
         for k0 in range(0, k_len, BK):
             k = k0 + tl.arange(0, BK)
-            x = tl.load(x_ptr + t[:, None] * k_len + k[None, :], mask=(t[:, None] < tokens) & (k[None, :] < k_len), other=0)
-            w = tl.load(w_ptr + r[:, None] * k_len + k[None, :], mask=(r[:, None] < rows) & (k[None, :] < k_len), other=0)
+            x = tl.load(
+                x_ptr + t[:, None] * k_len + k[None, :], mask=(t[:, None] < tokens) & (k[None, :] < k_len), other=0
+            )
+            w = tl.load(
+                w_ptr + r[:, None] * k_len + k[None, :], mask=(r[:, None] < rows) & (k[None, :] < k_len), other=0
+            )
             xsum += tl.sum(x.to(tl.int32), axis=1)
             a0 += tl.dot(x, tl.trans((w & 3).to(tl.int8)))
             a1 += tl.dot(x, tl.trans(((w >> 2) & 3).to(tl.int8)))

@@ -44,7 +44,12 @@ class KeepFloat32(nn.Module):
             return self
         for name in self.FLOAT32:
             tensor = getattr(self, name, None)
-            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.dtype != torch.float32 and not tensor.is_meta:
+            if (
+                isinstance(tensor, torch.Tensor)
+                and tensor.is_floating_point()
+                and tensor.dtype != torch.float32
+                and not tensor.is_meta
+            ):
                 if isinstance(tensor, nn.Parameter):
                     tensor.data = tensor.data.to(torch.float32)
                 else:

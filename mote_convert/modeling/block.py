@@ -42,7 +42,11 @@ class TernaryExpert(nn.Module):
                 self.add_module(
                     name,
                     TernaryLinear(
-                        linear.in_features, linear.out_features, bias=linear.bias is not None, mode=mode, dtype=dtype,
+                        linear.in_features,
+                        linear.out_features,
+                        bias=linear.bias is not None,
+                        mode=mode,
+                        dtype=dtype,
                         device="meta" if linear.weight.is_meta else linear.weight.device,
                     ),
                 )

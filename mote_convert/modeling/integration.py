@@ -29,7 +29,9 @@ def mote_blocks(model: nn.Module) -> list[MoTEBlock]:
     return [m for m in model.modules() if isinstance(m, MoTEBlock)]
 
 
-def replace_ffns(model: nn.Module, arch: Architecture, mote: MoteConfig, stored_mode: str, dtype: Any) -> dict[str, str]:
+def replace_ffns(
+    model: nn.Module, arch: Architecture, mote: MoteConfig, stored_mode: str, dtype: Any
+) -> dict[str, str]:
     """Swap each MoE layer's FFN module for a MoTE block whose experts hold ``stored_mode``'s tensors
     (the checkpoint's format, so that its tensors load under their names). Returns the in-memory
     path of each block -> its FFN prefix P as the checkpoint names it."""
@@ -89,10 +91,14 @@ def attach_aux_loss(model: nn.Module, coef: float) -> None:
             output.loss = probe_loss(loss + coef * extra.detach().to(loss.dtype), cell)
         return output
 
-    setattr(model, _HOOK_ATTR, (
-        model.register_forward_pre_hook(reset, with_kwargs=True),
-        model.register_forward_hook(hook, with_kwargs=True),
-    ))
+    setattr(
+        model,
+        _HOOK_ATTR,
+        (
+            model.register_forward_pre_hook(reset, with_kwargs=True),
+            model.register_forward_hook(hook, with_kwargs=True),
+        ),
+    )
 
 
 def expert_state_dict(model: nn.Module, codec: ExpertCodec) -> dict[str, torch.Tensor]:
@@ -145,7 +151,9 @@ def float_dtype(model: nn.Module) -> torch.dtype:
 def make_block(ffn: nn.Module, mote: MoteConfig, mode: str, dtype: Any) -> MoTEBlock:
     for proj in mote.projections:
         if not isinstance(getattr(ffn, proj, None), nn.Linear):
-            raise FormatError(f"{type(ffn).__name__} has no linear {proj!r}; the checkpoint's projections do not fit the model")
+            raise FormatError(
+                f"{type(ffn).__name__} has no linear {proj!r}; the checkpoint's projections do not fit the model"
+            )
     first = getattr(ffn, mote.projections[0])  # every FFN kind leads with an [intermediate, hidden] projection
     weight = first.weight
     return MoTEBlock(

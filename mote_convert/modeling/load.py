@@ -40,7 +40,10 @@ def _model_class(config: dict[str, Any]) -> type:
 
     names = config.get("architectures") or []
     candidates = [str(n) for n in names] if isinstance(names, list) else []
-    for mapping in (modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+    for mapping in (
+        modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    ):
         name = mapping.get(str(config.get("model_type")))
         if name is not None:
             candidates.append(name)
@@ -48,7 +51,9 @@ def _model_class(config: dict[str, Any]) -> type:
         cls = getattr(transformers, name, None)
         if cls is not None:
             return cls
-    raise FormatError(f"no transformers model class for this checkpoint (architectures: {names}, model_type: {config.get('model_type')!r})")
+    raise FormatError(
+        f"no transformers model class for this checkpoint (architectures: {names}, model_type: {config.get('model_type')!r})"
+    )
 
 
 def load_model(
@@ -113,7 +118,11 @@ def quiet_progress() -> Iterator[None]:
 def _raise_on_loading_problems(root: Path, info: dict[str, Any]) -> None:
     """transformers' loading report, as one error naming the tensors (it would initialise them at random)."""
     parts = []
-    for key, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"), ("mismatched_keys", "of the wrong shape")):
+    for key, label in (
+        ("missing_keys", "missing"),
+        ("unexpected_keys", "unexpected"),
+        ("mismatched_keys", "of the wrong shape"),
+    ):
         found = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get(key) or ())
         if found:
             shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
@@ -143,7 +152,9 @@ def save_model(
     mote = MoteConfig.parse(raw, "model.config.mote")
     size = parse_size(max_shard_size)
     source = getattr(model, "name_or_path", "") or ""
-    protect = (Path(source),) if source and Path(source).exists() else ()  # never written into the checkpoint it came from
+    protect = (
+        (Path(source),) if source and Path(source).exists() else ()
+    )  # never written into the checkpoint it came from
     with StagedOutput(Path(out_path), overwrite=overwrite, protect=protect) as staging:
         model.config.mote = mote.with_format(codec.format).to_dict()
         try:
@@ -177,8 +188,10 @@ def load_trainable(model: nn.Module, root: str | Path) -> int:
         if info is None:
             raise FormatError(f"{root}: not a checkpoint of this model: it has no {key}")
         if tuple(info.shape) != tuple(params[name].shape):
-            raise FormatError(f"{root}: not a checkpoint of this model: {key} is {list(info.shape)}, "
-                              f"the model's is {list(params[name].shape)}")
+            raise FormatError(
+                f"{root}: not a checkpoint of this model: {key} is {list(info.shape)}, "
+                f"the model's is {list(params[name].shape)}"
+            )
     reader = TensorReader(index)
     with torch.no_grad():
         for key, name in on_disk.items():

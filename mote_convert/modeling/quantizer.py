@@ -78,7 +78,12 @@ class MoteHfQuantizer(HfQuantizer):
         arch = get_architecture(config.model_type)
         config_dict = config.to_dict()
         num_layers = arch.text_config_of(config_dict).get(arch.num_layers_key)
-        mote = MoteConfig.parse(getattr(config, "mote", None), where, arch=arch, num_layers=num_layers if isinstance(num_layers, int) else None)
+        mote = MoteConfig.parse(
+            getattr(config, "mote", None),
+            where,
+            arch=arch,
+            num_layers=num_layers if isinstance(num_layers, int) else None,
+        )
         files = kwargs.get("checkpoint_files") or []
         if files:  # refuse, naming them, what inspect would report, before anything loads
             root = Path(files[0]).parent
@@ -86,7 +91,9 @@ class MoteHfQuantizer(HfQuantizer):
         self.mote = mote
         # in-memory block path -> P, as the checkpoint names it
         self.checkpoint_prefixes = replace_ffns(model, arch, mote, FORMAT_MODE[mote.expert_format], kwargs.get("dtype"))
-        model._keep_in_fp32_modules_strict = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ()) | set(FLOAT32_KEYS)
+        model._keep_in_fp32_modules_strict = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ()) | set(
+            FLOAT32_KEYS
+        )
 
     def _process_model_after_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
         mode = self.quantization_config.mode

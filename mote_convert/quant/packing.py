@@ -18,7 +18,6 @@ from mote_convert.quant.ternary import absmean_of_abs, absmean_scale
 __all__ = ["VALUES_PER_BYTE", "code_counts", "pack_ternary", "packed_rows", "quantize_pack", "unpack_ternary"]
 
 
-
 def pack_ternary(codes: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     """Pack int codes in {-1, 0, 1} of shape [out, in] into uint8 [ceil(out/4), in].
 
@@ -103,9 +102,7 @@ def unpack_ternary(packed: torch.Tensor, out_features: int, dtype: torch.dtype =
         raise TernaryInputError(f"expected 2-D packed codes, got shape {tuple(packed.shape)}")
     rows = packed_rows(out_features)
     if packed.shape[0] != rows:
-        raise TernaryInputError(
-            f"packed codes have {packed.shape[0]} rows; {out_features} output features need {rows}"
-        )
+        raise TernaryInputError(f"packed codes have {packed.shape[0]} rows; {out_features} output features need {rows}")
     planes = torch.stack([(packed >> (2 * j)) & 0b11 for j in range(VALUES_PER_BYTE)])
     if bool((planes == 0b11).any()):
         raise TernaryInputError("packed codes hold the invalid 2-bit value 0b11")
@@ -129,7 +126,9 @@ def code_counts(packed: torch.Tensor, out_features: int) -> tuple[list[int], int
         raise TernaryInputError(f"expected 2-D uint8 packed codes, got {getattr(packed, 'dtype', type(packed))}")
     rows = packed.shape[0]
     if rows != packed_rows(out_features):
-        raise TernaryInputError(f"packed codes have {rows} rows; {out_features} output features need {packed_rows(out_features)}")
+        raise TernaryInputError(
+            f"packed codes have {rows} rows; {out_features} output features need {packed_rows(out_features)}"
+        )
     real = [min(rows, max(0, out_features - j * rows)) for j in range(VALUES_PER_BYTE)]  # real rows of plane j
     fields = _field_table()  # [256, 4]: field j of byte b
     counts = [0, 0, 0, 0]

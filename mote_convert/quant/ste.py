@@ -36,7 +36,9 @@ class TernarySTE(torch.autograd.Function):
     """``out`` float32 [tokens, out] of ``x`` [tokens, in] (any float dtype) and a latent weight."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, codes_fn: CodesFn) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, codes_fn: CodesFn
+    ) -> torch.Tensor:
         assert x.dim() == 2 and weight.dim() == 2 and x.shape[1] == weight.shape[1], (x.shape, weight.shape)
         x_q, s_x = activation_quant(x)
         codes = codes_fn(weight, gamma)

@@ -1,9 +1,9 @@
 """BitNet b1.58 quantizers exactly as docs/method.md states them; pure tensors in and out.
 
-    gamma  = max(mean(|W|), 1e-5)              one scale per tensor: float64 sum, rounded once to float32
-    T      = clamp(round(W / gamma), -1, 1)    round half to even (torch.round)
-    s_x    = 127 / max(max_j |x_j|, 1e-5)      per token, last dimension
-    x_q    = clamp(round(x * s_x), -128, 127)
+gamma  = max(mean(|W|), 1e-5)              one scale per tensor: float64 sum, rounded once to float32
+T      = clamp(round(W / gamma), -1, 1)    round half to even (torch.round)
+s_x    = 127 / max(max_j |x_j|, 1e-5)      per token, last dimension
+x_q    = clamp(round(x * s_x), -128, 127)
 """
 
 from __future__ import annotations

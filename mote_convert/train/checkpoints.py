@@ -121,7 +121,9 @@ def check_fits(model: Path, checkpoint: Path) -> None:
     where = f"--resume: {checkpoint} is a checkpoint of another model"
     for what in ("num_experts", "top_k", "layer_prefixes", "projections", "norm_topk_prob"):
         if getattr(have, what) != getattr(want, what):
-            raise FormatError(f"{where}: its {what} is {_show(getattr(have, what))}, the model's is {_show(getattr(want, what))}")
+            raise FormatError(
+                f"{where}: its {what} is {_show(getattr(have, what))}, the model's is {_show(getattr(want, what))}"
+            )
     source, saved = load_index(model), load_index(checkpoint)
     for prefix in want.layer_prefixes.values():
         expected = {router_name(prefix): source.tensors.get(router_name(prefix))}

@@ -48,7 +48,9 @@ def _short(path: object, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
 
 
-def read_records(data_path: str | Path, image_folder: str | Path | None, *, allow_outside: bool = False) -> list[Record]:
+def read_records(
+    data_path: str | Path, image_folder: str | Path | None, *, allow_outside: bool = False
+) -> list[Record]:
     """Parse and check a LLaVA-format JSON file; every image must exist under ``image_folder``.
 
     An image path that leads outside ``image_folder`` (``../``, an absolute path, a symbolic link
@@ -77,7 +79,9 @@ def read_records(data_path: str | Path, image_folder: str | Path | None, *, allo
         turns = []
         for turn in conversations:
             if not isinstance(turn, dict) or turn.get("from") not in ROLES or not isinstance(turn.get("value"), str):
-                raise DataError(f"{where}: each turn must be {{'from': 'human' | 'gpt', 'value': str}}, got {turn!r:.80}")
+                raise DataError(
+                    f"{where}: each turn must be {{'from': 'human' | 'gpt', 'value': str}}, got {turn!r:.80}"
+                )
             turns.append((ROLES[turn["from"]], turn["value"]))
         if not any(role == "assistant" for role, _ in turns):
             raise DataError(f"{where}: no 'gpt' turn, nothing to learn")
@@ -97,8 +101,10 @@ def read_records(data_path: str | Path, image_folder: str | Path | None, *, allo
             if not found:
                 raise InputNotFoundError(f"{where}: image {_short(image_path)} not found")
             if not inside and not allow_outside:
-                raise DataError(f"{where}: image {_short(image)} is outside --image-folder {_short(folder)} "
-                                "(allow it with --allow-images-outside)")
+                raise DataError(
+                    f"{where}: image {_short(image)} is outside --image-folder {_short(folder)} "
+                    "(allow it with --allow-images-outside)"
+                )
             if sum(text.count(IMAGE_PLACEHOLDER) for role, text in turns if role == "user") > 1:
                 raise DataError(f"{where}: more than one {IMAGE_PLACEHOLDER} placeholder for one image")
             if not any(IMAGE_PLACEHOLDER in text for role, text in turns if role == "user"):
@@ -132,7 +138,9 @@ class ConversationDataset(torch.utils.data.Dataset):
     reaches the tokens kept. Images over ``max_pixels`` are refused by name before they are decoded.
     """
 
-    def __init__(self, records: Sequence[Record], processor: Any, max_length: int, max_pixels: int | None = None) -> None:
+    def __init__(
+        self, records: Sequence[Record], processor: Any, max_length: int, max_pixels: int | None = None
+    ) -> None:
         from PIL import Image
 
         if getattr(processor, "chat_template", None) is None:
@@ -150,8 +158,9 @@ class ConversationDataset(torch.utils.data.Dataset):
         for i in range(len(self)):
             if bool((self[i]["labels"] != IGNORE_INDEX).any()):
                 return i
-        raise DataError(f"no record keeps any answer token within max_length {self.max_length}: nothing to learn "
-                        "(raise max_length)")
+        raise DataError(
+            f"no record keeps any answer token within max_length {self.max_length}: nothing to learn (raise max_length)"
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -166,8 +175,9 @@ class ConversationDataset(torch.utils.data.Dataset):
         except MoteError:
             raise
         except Exception as exc:  # noqa: BLE001 - the processor, its chat template and PIL refuse bad input with any kind
-            raise DataError(f"record {record.id!r} cannot be encoded with the model's processor "
-                            f"({type(exc).__name__}: {exc})") from exc
+            raise DataError(
+                f"record {record.id!r} cannot be encoded with the model's processor ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def _encode(self, record: Record) -> dict[str, torch.Tensor]:
         from PIL import Image
@@ -181,8 +191,10 @@ class ConversationDataset(torch.utils.data.Dataset):
                     warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not printed
                     with Image.open(record.image) as img:
                         if img.width * img.height > self.max_pixels:
-                            raise DataError(f"record {record.id!r}: image {_short(record.image)} has "
-                                            f"{img.width} x {img.height} pixels, over the limit of {self.max_pixels}")
+                            raise DataError(
+                                f"record {record.id!r}: image {_short(record.image)} has "
+                                f"{img.width} x {img.height} pixels, over the limit of {self.max_pixels}"
+                            )
                         images = [img.convert("RGB")]
             except (OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
                 # unreadable, not an image PIL knows (UnidentifiedImageError), or too large to decode
@@ -198,8 +210,10 @@ class ConversationDataset(torch.utils.data.Dataset):
             expanded = prefix.replace(image_token, image_token * per_image) if per_image else prefix
             prefix_ids = self.processor.tokenizer(expanded, return_tensors="pt")["input_ids"][0]
             if not torch.equal(ids[: prefix_ids.numel()], prefix_ids):
-                raise DataError(f"record {record.id!r}: the chat template does not render a conversation's "
-                                "beginning as the beginning of the whole; answer-only labels need it to")
+                raise DataError(
+                    f"record {record.id!r}: the chat template does not render a conversation's "
+                    "beginning as the beginning of the whole; answer-only labels need it to"
+                )
             return prefix_ids.numel()
 
         labels = torch.full_like(ids, IGNORE_INDEX)

@@ -54,9 +54,17 @@ class TrainRecipe:
             object.__setattr__(self, name, float(value))
         if self.warmup_ratio >= 1:
             raise OptionsError(f"warmup_ratio must be below 1, got {self.warmup_ratio}")
-        for name, low in (("max_steps", -1), ("global_batch_size", 1), ("per_device_batch_size", 1), ("max_length", 8),
-                          ("save_steps", 1), ("save_total_limit", 1), ("logging_steps", 1), ("seed", 0),
-                          ("dataloader_num_workers", 0)):
+        for name, low in (
+            ("max_steps", -1),
+            ("global_batch_size", 1),
+            ("per_device_batch_size", 1),
+            ("max_length", 8),
+            ("save_steps", 1),
+            ("save_total_limit", 1),
+            ("logging_steps", 1),
+            ("seed", 0),
+            ("dataloader_num_workers", 0),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise OptionsError(f"{name} must be an integer >= {low}, got {value!r}")

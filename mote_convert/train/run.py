@@ -125,7 +125,9 @@ def fsdp2_launch(args: Any) -> bool:
     if not torch.cuda.is_available():
         return False
     from_env = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and os.environ.get("FSDP_VERSION") == "2"
-    from_args = bool(getattr(args, "fsdp", None)) and str((getattr(args, "fsdp_config", None) or {}).get("version")) == "2"
+    from_args = (
+        bool(getattr(args, "fsdp", None)) and str((getattr(args, "fsdp_config", None) or {}).get("version")) == "2"
+    )
     return from_env or from_args
 
 
@@ -190,7 +192,9 @@ def train(
             if notify is not None and main_rank:
                 notify(point.describe())
         elif checkpoints_in(checkpoints) and not overwrite:
-            raise OptionsError(f"{checkpoints} holds checkpoints of an earlier run: give --resume to continue it, or --overwrite")
+            raise OptionsError(
+                f"{checkpoints} holds checkpoints of an earlier run: give --resume to continue it, or --overwrite"
+            )
 
         records = read_records(data, image_folder, allow_outside=allow_images_outside)
         try:
@@ -198,7 +202,9 @@ def train(
         except (OSError, ValueError, TypeError) as exc:
             raise InputNotFoundError(f"{model_path}: no processor to render the data with ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - tokenizers refuses a malformed file with any kind (KeyError, ...)
-            raise CorruptCheckpointError(f"{model_path}: transformers cannot load the processor ({type(exc).__name__}: {exc})") from exc
+            raise CorruptCheckpointError(
+                f"{model_path}: transformers cannot load the processor ({type(exc).__name__}: {exc})"
+            ) from exc
         dataset = ConversationDataset(records, processor, recipe.max_length)
         dataset.first_supervised()  # no record with an answer left after max_length: refused before the model loads
         check_first_step_learns(recipe, len(dataset), world)
@@ -215,7 +221,9 @@ def train(
         except (MoteError, OSError, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - config values transformers' model classes accept, then fail to build with
-            raise CorruptCheckpointError(f"{model_path}: transformers cannot build the model ({type(exc).__name__}: {exc})") from exc
+            raise CorruptCheckpointError(
+                f"{model_path}: transformers cannot build the model ({type(exc).__name__}: {exc})"
+            ) from exc
         attach_aux_loss(net, recipe.router_aux_loss_coef)
         net.config.use_cache = False
         if recipe.deepspeed is not None and recipe.bf16:
@@ -230,8 +238,14 @@ def train(
         if fsdp2_launch(args):
             _ = args.device  # sets up the process group, as the Trainer would
             shard_routers(net)  # float32 FSDP units that accelerate's bf16 policy then leaves alone
-        trainer = MoteTrainer(model=net, args=args, train_dataset=dataset, data_collator=Collator(pad_id),
-                              processing_class=processor, callbacks=[StopOnSignal(), *callbacks])
+        trainer = MoteTrainer(
+            model=net,
+            args=args,
+            train_dataset=dataset,
+            data_collator=Collator(pad_id),
+            processing_class=processor,
+            callbacks=[StopOnSignal(), *callbacks],
+        )
         trainer.remove_callback(PrinterCallback)  # the library never prints
         with InterruptSignals():
             try:
@@ -249,8 +263,16 @@ def train(
                 _publish_copy(final, out, overwrite)
         trainer.accelerator.wait_for_everyone()
     losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
-    return TrainResult(out, checkpoints, trainer.state.global_step, losses, world, args.gradient_accumulation_steps, main,
-                       point.path if point is not None else None)
+    return TrainResult(
+        out,
+        checkpoints,
+        trainer.state.global_step,
+        losses,
+        world,
+        args.gradient_accumulation_steps,
+        main,
+        point.path if point is not None else None,
+    )
 
 
 def check_first_step_learns(recipe: TrainRecipe, records: int, world: int) -> None:

@@ -93,7 +93,9 @@ class MoteTrainer(Trainer):
 
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # their engines load their own checkpoint files
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_trainable(self.accelerator.unwrap_model(model if model is not None else self.model), resume_from_checkpoint)
+        load_trainable(
+            self.accelerator.unwrap_model(model if model is not None else self.model), resume_from_checkpoint
+        )
 
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)

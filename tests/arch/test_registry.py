@@ -31,19 +31,38 @@ def test_ffn_kinds() -> None:
 
 def test_every_family_of_the_issue_is_defined() -> None:
     wanted = {
-        "llava": "gated", "llava_next": "gated", "llava_onevision": "gated", "vipllava": "gated",
-        "paligemma": "gated", "idefics3": "gated", "smolvlm": "gated", "qwen2_vl": "gated", "qwen2_5_vl": "gated",
-        "gemma3": "gated", "mistral3": "gated", "llama": "gated", "mistral": "gated", "qwen2": "gated",
-        "gemma": "gated", "phi": "plain", "phi3": "fused_gated",
+        "llava": "gated",
+        "llava_next": "gated",
+        "llava_onevision": "gated",
+        "vipllava": "gated",
+        "paligemma": "gated",
+        "idefics3": "gated",
+        "smolvlm": "gated",
+        "qwen2_vl": "gated",
+        "qwen2_5_vl": "gated",
+        "gemma3": "gated",
+        "mistral3": "gated",
+        "llama": "gated",
+        "mistral": "gated",
+        "qwen2": "gated",
+        "gemma": "gated",
+        "phi": "plain",
+        "phi3": "fused_gated",
     }
     assert {t: get_architecture(t).ffn_kind.name for t in wanted} == wanted
 
 
 def test_refused_model_types_say_why_and_list_supported() -> None:
-    with pytest.raises(UnsupportedArchitectureError, match=r"'mixtral' cannot be up-cycled: its decoder FFNs are already mixture-of-experts layers .*; supported: .*llava"):
+    with pytest.raises(
+        UnsupportedArchitectureError,
+        match=r"'mixtral' cannot be up-cycled: its decoder FFNs are already mixture-of-experts layers .*; supported: .*llava",
+    ):
         get_architecture("mixtral")
     llava = get_architecture("llava")
-    with pytest.raises(UnsupportedArchitectureError, match=r"llava with a 'qwen2_moe' language model cannot be up-cycled: its decoder FFNs are already"):
+    with pytest.raises(
+        UnsupportedArchitectureError,
+        match=r"llava with a 'qwen2_moe' language model cannot be up-cycled: its decoder FFNs are already",
+    ):
         check_text_model(llava, {"model_type": "llava", "text_config": {"model_type": "qwen2_moe"}})
     check_text_model(llava, {"model_type": "llava", "text_config": {"model_type": "qwen2"}})  # fine
 

@@ -34,8 +34,19 @@ def _run(engine: str, model: Path, out: Path, *extra: str) -> list[dict]:
     if engine == "single":
         cmd = [sys.executable, str(WORKER), engine, str(model), str(out)]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), engine, str(model), str(out), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(WORKER),
+            engine,
+            str(model),
+            str(out),
+            *extra,
+        ]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=170)
     assert result.returncode == 0, result.stderr[-4000:]
     return [torch.load(f, weights_only=False) for f in sorted(out.glob("rank*.pt"))]
@@ -62,8 +73,11 @@ def test_sharded_training_equals_one_process(engine: str, moe_model: Path, singl
     assert len(ranks) == 2
     # the case that used to go wrong: an expert with no token on one rank, in the same step and layer
     assert any(0 in counts for counts in ranks[0]["routing"] + ranks[1]["routing"])
-    starved = [i for i, (a, b) in enumerate(zip(ranks[0]["routing"], ranks[1]["routing"], strict=True))
-               if [x == 0 for x in a] != [x == 0 for x in b]]
+    starved = [
+        i
+        for i, (a, b) in enumerate(zip(ranks[0]["routing"], ranks[1]["routing"], strict=True))
+        if [x == 0 for x in a] != [x == 0 for x in b]
+    ]
     assert starved, "routing did not diverge across ranks"
     names = set(single["params"])
     assert names and all(".router." in n or ".experts." in n for n in names)

@@ -42,8 +42,10 @@ def record_routing(model: torch.nn.Module, log: list[list[int]]) -> None:
     from mote_convert.modeling.load import mote_blocks
 
     for block in mote_blocks(model):
+
         def hook(module, args, output, n=block.num_experts):  # noqa: ANN001, ANN202
             log.append(torch.bincount(output.detach().argmax(-1).reshape(-1), minlength=n).tolist())
+
         block.router.register_forward_hook(hook)
 
 
@@ -64,12 +66,20 @@ def accelerate_fsdp2(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
     from mote_convert.modeling.distributed import shard_routers
 
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
-    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-                                            transformer_cls_names_to_wrap=["LlamaDecoderLayer", "CLIPEncoderLayer"],
-                                            mixed_precision_policy=policy, cpu_ram_efficient_loading=False)
-    accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), torch_device_mesh=None,
-                                  mixed_precision="bf16" if bf16 else "no", is_main_process=True,
-                                  device=torch.device("cpu"))
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        transformer_cls_names_to_wrap=["LlamaDecoderLayer", "CLIPEncoderLayer"],
+        mixed_precision_policy=policy,
+        cpu_ram_efficient_loading=False,
+    )
+    accelerator = SimpleNamespace(
+        state=SimpleNamespace(fsdp_plugin=plugin),
+        torch_device_mesh=None,
+        mixed_precision="bf16" if bf16 else "no",
+        is_main_process=True,
+        device=torch.device("cpu"),
+    )
     shard_routers(model)
     return fsdp2_prepare_model(accelerator, model)
 
@@ -122,6 +132,7 @@ def main() -> None:
 
             def probe(module, args, output):  # noqa: ANN001, ANN202
                 router_dtypes.append(f"{module.weight.dtype}/{output.dtype}")
+
             for block in mote_blocks(model):
                 block.router.register_forward_hook(probe)
         if engine != "ddp":
@@ -157,9 +168,13 @@ def main() -> None:
 
     if engine not in ("zero2", "zero3"):
         frozen_after = {n: full(p) for n, p in model.named_parameters() if not p.requires_grad}
-    result = {"params": params, "routing": routing, "router_dtypes": router_dtypes,
-              "frozen_unchanged": all(torch.equal(frozen_before[n].float(), frozen_after[n]) for n in frozen_before),
-              "frozen_count": len(frozen_before)}
+    result = {
+        "params": params,
+        "routing": routing,
+        "router_dtypes": router_dtypes,
+        "frozen_unchanged": all(torch.equal(frozen_before[n].float(), frozen_after[n]) for n in frozen_before),
+        "frozen_count": len(frozen_before),
+    }
     torch.save(result, out / f"rank{rank}.pt")
     if engine != "single":
         import torch.distributed as dist

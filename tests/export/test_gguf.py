@@ -25,8 +25,13 @@ runner = CliRunner()
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Rows of 256 (TQ blocks) for hidden 256 / intermediate 512; bf16 like real checkpoints."""
     root = tmp_path_factory.mktemp("gguf")
-    dense = build_tiny_llava(root / "dense", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR,
-                             dtype=torch.bfloat16)
+    dense = build_tiny_llava(
+        root / "dense",
+        hidden_size=256,
+        intermediate_size=512,
+        vocab_size=TINY_VOCAB_WITH_PROCESSOR,
+        dtype=torch.bfloat16,
+    )
     build_tiny_processor(dense)
     mote_convert.upcycle(dense, root / "mote")
     mote_convert.upcycle(dense, root / "latent", latent=True)
@@ -34,8 +39,15 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # experts that differ: an expert written in another one's place changes the values
     distinct = distinct_experts(root / "latent", root / "distinct-latent")
     mote_convert.pack(distinct, root / "distinct-packed")
-    return {"root": root, "dense": dense, "mote": root / "mote", "latent": root / "latent", "even": root / "even",
-            "distinct-latent": distinct, "distinct-packed": root / "distinct-packed"}
+    return {
+        "root": root,
+        "dense": dense,
+        "mote": root / "mote",
+        "latent": root / "latent",
+        "even": root / "even",
+        "distinct-latent": distinct,
+        "distinct-packed": root / "distinct-packed",
+    }
 
 
 def _tensors(path: Path) -> dict[str, object]:
@@ -50,13 +62,16 @@ def _values(t: object) -> np.ndarray:
 
 @pytest.mark.parametrize("expert_type", ["tq2_0", "tq1_0"])
 @pytest.mark.parametrize("source", ["distinct-packed", "distinct-latent"])
-def test_expert_blocks_decode_to_gamma_times_the_spec_codes(models: dict[str, Path], tmp_path: Path, expert_type: str,
-                                                            source: str) -> None:
+def test_expert_blocks_decode_to_gamma_times_the_spec_codes(
+    models: dict[str, Path], tmp_path: Path, expert_type: str, source: str
+) -> None:
     """Expert e of each stacked tensor is expert e's own gamma * T (the experts differ)."""
     out = tmp_path / "m.gguf"
     export_gguf(models[source], out, expert_type=expert_type)
     tensors = _tensors(out)
-    packed = read_all(models["distinct-packed"])  # the SPEC codes and gamma of each expert (pack's, from the same latents)
+    packed = read_all(
+        models["distinct-packed"]
+    )  # the SPEC codes and gamma of each expert (pack's, from the same latents)
     prefix = "language_model.model.layers"
     for layer in (0, 1):
         for proj, short in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
@@ -78,13 +93,20 @@ def test_everything_else_is_bit_exact(models: dict[str, Path], tmp_path: Path) -
     source = read_all(models["mote"])
     lm = "language_model.model."
     config = mote_convert.load_model(models["mote"]).config.text_config
-    checks = {"token_embd.weight": source[f"{lm}embed_tokens.weight"], "output_norm.weight": source[f"{lm}norm.weight"],
-              "output.weight": source["language_model.lm_head.weight"]}
+    checks = {
+        "token_embd.weight": source[f"{lm}embed_tokens.weight"],
+        "output_norm.weight": source[f"{lm}norm.weight"],
+        "output.weight": source["language_model.lm_head.weight"],
+    }
     for layer in (0, 1):
         src = f"{lm}layers.{layer}."
         checks |= {
-            f"blk.{layer}.attn_q.weight": permute_rope(source[src + "self_attn.q_proj.weight"], config.num_attention_heads),
-            f"blk.{layer}.attn_k.weight": permute_rope(source[src + "self_attn.k_proj.weight"], config.num_key_value_heads),
+            f"blk.{layer}.attn_q.weight": permute_rope(
+                source[src + "self_attn.q_proj.weight"], config.num_attention_heads
+            ),
+            f"blk.{layer}.attn_k.weight": permute_rope(
+                source[src + "self_attn.k_proj.weight"], config.num_key_value_heads
+            ),
             f"blk.{layer}.attn_v.weight": source[src + "self_attn.v_proj.weight"],
             f"blk.{layer}.ffn_down_shexp.weight": source[src + "mlp.down_proj.weight"],
             f"blk.{layer}.ffn_gate_inp.weight": source[src + "mlp.router.weight"],
@@ -114,8 +136,9 @@ def test_permutation_is_the_rope_layout_change() -> None:
     c, s = ang.cos()[:, None], ang.sin()[:, None]
     inter = torch.stack([qp[..., 0] * c - qp[..., 1] * s, qp[..., 0] * s + qp[..., 1] * c], -1).view(3, heads, dim)
     # interleaved row 2j + h is rotate-half row h * dim/2 + j: the same rotation, rows reordered
-    torch.testing.assert_close(inter.view(3, heads, dim // 2, 2).transpose(-1, -2).reshape(3, heads, dim), hf,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        inter.view(3, heads, dim // 2, 2).transpose(-1, -2).reshape(3, heads, dim), hf, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_shared_type_and_mmproj_and_vocab(models: dict[str, Path], tmp_path: Path) -> None:
@@ -155,25 +178,47 @@ def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.gguf"
     result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--dry-run"])
     assert result.exit_code == 0 and "deepseek" in result.output and not out.exists()
-    result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--mmproj", str(tmp_path / "v.gguf")])
+    result = runner.invoke(
+        app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--mmproj", str(tmp_path / "v.gguf")]
+    )
     assert result.exit_code == 0, result.output
     assert out.is_file() and (tmp_path / "v.gguf").is_file()
-    assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out)]), 7, "already exists")
-    assert_one_line_error(runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(tmp_path / "y.gguf"),
-                                              "--shared-type", "q3"]), 2, "unknown tensor type 'q3'")
+    assert_one_line_error(
+        runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out)]), 7, "already exists"
+    )
+    assert_one_line_error(
+        runner.invoke(
+            app, ["export", "gguf", str(models["mote"]), "-o", str(tmp_path / "y.gguf"), "--shared-type", "q3"]
+        ),
+        2,
+        "unknown tensor type 'q3'",
+    )
     assert tree_digest(models["mote"]) == before  # exports, a refused one too, never touch the input
 
 
-@pytest.mark.parametrize(("name", "content", "code", "needle"), [
-    ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
-    ("tokenizer_config.json", "[1, 2]", 4, "tokenizer_config.json: must hold a JSON object, not a list"),
-    ("tokenizer.json", "{}", 5, "GGUF export supports Llama-style tokenizers"),
-    ("tokenizer_config.json", '{"added_tokens_decoder": 3}', 4, "transformers cannot load the tokenizer (AttributeError"),
-    ("processor_config.json", '{"image_mean": [1, "a", 2], "image_std": [1, 2, 3]}', 4,
-     "processor_config.json: image_mean and image_std must be lists of 3 finite numbers"),
-])
-def test_broken_tokenizer_and_processor_files_are_one_line_errors(models: dict[str, Path], tmp_path: Path, name: str,
-                                                                  content: str, code: int, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "code", "needle"),
+    [
+        ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
+        ("tokenizer_config.json", "[1, 2]", 4, "tokenizer_config.json: must hold a JSON object, not a list"),
+        ("tokenizer.json", "{}", 5, "GGUF export supports Llama-style tokenizers"),
+        (
+            "tokenizer_config.json",
+            '{"added_tokens_decoder": 3}',
+            4,
+            "transformers cannot load the tokenizer (AttributeError",
+        ),
+        (
+            "processor_config.json",
+            '{"image_mean": [1, "a", 2], "image_std": [1, 2, 3]}',
+            4,
+            "processor_config.json: image_mean and image_std must be lists of 3 finite numbers",
+        ),
+    ],
+)
+def test_broken_tokenizer_and_processor_files_are_one_line_errors(
+    models: dict[str, Path], tmp_path: Path, name: str, content: str, code: int, needle: str
+) -> None:
     import shutil
 
     broken = tmp_path / "mote"
@@ -186,19 +231,40 @@ def test_broken_tokenizer_and_processor_files_are_one_line_errors(models: dict[s
 
 
 CONFIG_FAULTS = {
-    "hidden_size a string": (lambda c: c["text_config"].update(hidden_size="x"), 5, "no integer text_config.hidden_size"),
-    "hidden_size not the tensors'": (lambda c: c["text_config"].update(hidden_size=128), 8,
-                                     "embed_tokens.weight is [384, 256]; config.json's sizes say ['*', 128]"),
+    "hidden_size a string": (
+        lambda c: c["text_config"].update(hidden_size="x"),
+        5,
+        "no integer text_config.hidden_size",
+    ),
+    "hidden_size not the tensors'": (
+        lambda c: c["text_config"].update(hidden_size=128),
+        8,
+        "embed_tokens.weight is [384, 256]; config.json's sizes say ['*', 128]",
+    ),
     "head_dim a list": (lambda c: c["text_config"].update(head_dim=[1, 2]), 5, "no integer text_config.head_dim"),
-    "rope_parameters true": (lambda c: c["text_config"].update(rope_parameters=True), 5, "rope_parameters is 'True'; expected an object"),
-    "rms_norm_eps a string": (lambda c: c["text_config"].update(rms_norm_eps="x"), 5, "rms_norm_eps is 'x'; expected a positive number"),
-    "vision layers beyond the tower": (lambda c: c["vision_config"].update(num_hidden_layers=2**31), 8, "no vision_tower.encoder.layers.2."),
+    "rope_parameters true": (
+        lambda c: c["text_config"].update(rope_parameters=True),
+        5,
+        "rope_parameters is 'True'; expected an object",
+    ),
+    "rms_norm_eps a string": (
+        lambda c: c["text_config"].update(rms_norm_eps="x"),
+        5,
+        "rms_norm_eps is 'x'; expected a positive number",
+    ),
+    "vision layers beyond the tower": (
+        lambda c: c["vision_config"].update(num_hidden_layers=2**31),
+        8,
+        "no vision_tower.encoder.layers.2.",
+    ),
     "vision_feature_layer true": (lambda c: c.update(vision_feature_layer=True), 5, "vision_feature_layer is True"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_FAULTS))
-def test_config_values_of_the_wrong_kind_are_one_line_errors(models: dict[str, Path], tmp_path: Path, case: str) -> None:
+def test_config_values_of_the_wrong_kind_are_one_line_errors(
+    models: dict[str, Path], tmp_path: Path, case: str
+) -> None:
     import json
     import shutil
 
@@ -208,7 +274,9 @@ def test_config_values_of_the_wrong_kind_are_one_line_errors(models: dict[str, P
     config = json.loads((broken / "config.json").read_text())
     edit(config)
     (broken / "config.json").write_text(json.dumps(config))
-    result = runner.invoke(app, ["export", "gguf", str(broken), "-o", str(tmp_path / "m.gguf"), "--mmproj", str(tmp_path / "v.gguf")])
+    result = runner.invoke(
+        app, ["export", "gguf", str(broken), "-o", str(tmp_path / "m.gguf"), "--mmproj", str(tmp_path / "v.gguf")]
+    )
     assert_one_line_error(result, code, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mote"]
 
@@ -222,11 +290,18 @@ def test_inspect_gguf_sizes_equal_what_export_writes(models: dict[str, Path], tm
     written = {
         "dense bf16": export_gguf(models["dense"], tmp_path / "d.gguf"),
         "MoTE TQ2_0 + bf16 shared": export_gguf(models["mote"], tmp_path / "m2.gguf"),
-        "MoTE TQ1_0 + Q4_0 shared": export_gguf(models["mote"], tmp_path / "m1.gguf", expert_type="tq1_0", shared_type="q4_0"),
+        "MoTE TQ1_0 + Q4_0 shared": export_gguf(
+            models["mote"], tmp_path / "m1.gguf", expert_type="tq1_0", shared_type="q4_0"
+        ),
     }
     for setting, result in written.items():
         assert result.files[0].nbytes == sizes[setting], setting
-    assert sizes["dense Q4_0"] < sizes["MoTE TQ1_0 + Q4_0 shared"] < sizes["dense bf16"] < sizes["MoTE TQ2_0 + bf16 shared"]
+    assert (
+        sizes["dense Q4_0"]
+        < sizes["MoTE TQ1_0 + Q4_0 shared"]
+        < sizes["dense bf16"]
+        < sizes["MoTE TQ2_0 + bf16 shared"]
+    )
     result = runner.invoke(app, ["inspect", str(models["dense"]), "--gguf", "--json"])
     assert result.exit_code == 0 and '"gguf_sizes"' in result.output
 
@@ -240,7 +315,10 @@ def test_mmproj_refuses_other_vision_families_by_name(models: dict[str, Path], t
     config = json.loads((other / "config.json").read_text())
     config["projector_hidden_act"] = "relu"
     (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UnsupportedArchitectureError, match=r"--mmproj supports LLaVA-1.5-style models .*projector's activation is 'relu'"):
+    with pytest.raises(
+        UnsupportedArchitectureError,
+        match=r"--mmproj supports LLaVA-1.5-style models .*projector's activation is 'relu'",
+    ):
         export_gguf(other, tmp_path / "x.gguf", mmproj=tmp_path / "v.gguf")
     assert not (tmp_path / "x.gguf").exists()  # refused from the plan, before anything was written
 
@@ -264,7 +342,9 @@ def test_a_tensor_the_export_does_not_place_is_refused_by_name(models: dict[str,
         index = json.loads((extra / "model.safetensors.index.json").read_text())
         index["weight_map"]["language_model.model.layers.0.mlp.mystery.weight"] = shard.name
         (extra / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(FormatError, match=r"does not know where language_model\.model\.layers\.0\.mlp\.mystery\.weight goes"):
+    with pytest.raises(
+        FormatError, match=r"does not know where language_model\.model\.layers\.0\.mlp\.mystery\.weight goes"
+    ):
         export_gguf(extra, tmp_path / "x.gguf", dry_run=True)
 
 
@@ -290,10 +370,25 @@ def test_an_export_prints_nothing_but_its_table(models: dict[str, Path], tmp_pat
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "mote_convert.cli", "export", "gguf", str(models["mote"]), "-o",
-                             str(tmp_path / "m.gguf")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mote_convert.cli",
+            "export",
+            "gguf",
+            str(models["mote"]),
+            "-o",
+            str(tmp_path / "m.gguf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
-    assert not [line for line in result.stderr.splitlines() if line.strip() and "━" not in line and "exporting" not in line]
+    assert not [
+        line for line in result.stderr.splitlines() if line.strip() and "━" not in line and "exporting" not in line
+    ]
 
 
 def test_an_odd_head_dimension_is_refused_by_name(models: dict[str, Path], tmp_path: Path) -> None:
@@ -307,11 +402,14 @@ def test_an_odd_head_dimension_is_refused_by_name(models: dict[str, Path], tmp_p
     config["text_config"]["num_attention_heads"] = 256
     config["text_config"]["num_key_value_heads"] = 256
     (root / "config.json").write_text(json.dumps(config))
-    assert_one_line_error(runner.invoke(app, ["export", "gguf", str(root), "-o", str(tmp_path / "m.gguf")]), 5,
-                          "head dimension 1 is odd")
+    assert_one_line_error(
+        runner.invoke(app, ["export", "gguf", str(root), "-o", str(tmp_path / "m.gguf")]), 5, "head dimension 1 is odd"
+    )
 
 
-def test_q8_0_shared_experts_and_the_vocabulary_are_values_not_only_types(models: dict[str, Path], tmp_path: Path) -> None:
+def test_q8_0_shared_experts_and_the_vocabulary_are_values_not_only_types(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
     """Each shared projection is llama.cpp's Q8_0 of its own weight (gguf's quantizer as the oracle);
     the vocabulary is the HF tokenizer's, token by token."""
     from transformers import AutoTokenizer
@@ -323,8 +421,9 @@ def test_q8_0_shared_experts_and_the_vocabulary_are_values_not_only_types(models
     for layer in (0, 1):
         for proj, short in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
             weight = source[f"language_model.model.layers.{layer}.mlp.{proj}.weight"].float().numpy()
-            expected = gguf.quants.dequantize(gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q8_0),
-                                              gguf.GGMLQuantizationType.Q8_0)
+            expected = gguf.quants.dequantize(
+                gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0
+            )
             assert np.array_equal(_values(tensors[f"blk.{layer}.ffn_{short}_shexp.weight"]), expected), (layer, proj)
     field = gguf.GGUFReader(out).fields["tokenizer.ggml.tokens"]
     tokens = [bytes(field.parts[i]).decode("utf-8") for i in field.data]
@@ -364,7 +463,9 @@ def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0(tmp_path: Path) 
     """Hidden 64 (no 256-weight TQ blocks): each expert is llama.cpp's Q8_0 of its own gamma * T."""
     dense = build_tiny_llava(tmp_path / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
     build_tiny_processor(dense)
-    latent = distinct_experts(mote_convert.upcycle(dense, tmp_path / "latent", latent=True).output, tmp_path / "distinct")
+    latent = distinct_experts(
+        mote_convert.upcycle(dense, tmp_path / "latent", latent=True).output, tmp_path / "distinct"
+    )
     packed = read_all(mote_convert.pack(latent, tmp_path / "packed").output)
     result = export_gguf(latent, tmp_path / "m.gguf")
     assert any("written as q8_0" in note for note in result.notes)
@@ -375,18 +476,31 @@ def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0(tmp_path: Path) 
         got = _values(t)
         for e in range(4):
             base = f"language_model.model.layers.1.mlp.experts.{e}.{proj}"
-            weight = (spec_unpack(packed[f"{base}.weight_packed"], got.shape[1]).float() * packed[f"{base}.weight_scale"]).numpy()
+            weight = (
+                spec_unpack(packed[f"{base}.weight_packed"], got.shape[1]).float() * packed[f"{base}.weight_scale"]
+            ).numpy()
             q8 = gguf.GGMLQuantizationType.Q8_0
             assert np.array_equal(got[e], gguf.quants.dequantize(gguf.quants.quantize(weight, q8), q8)), (proj, e)
 
 
-@pytest.mark.parametrize(("edit", "needle"), [
-    (lambda c: c["mote"].__setitem__("norm_topk_prob", True), "norm_topk_prob must be false"),
-    (lambda c: c["text_config"].__setitem__("hidden_act", "gelu"), "needs SiLU-gated FFNs; this model's act is 'gelu'"),
-    (lambda c: c["text_config"]["rope_parameters"].__setitem__("rope_type", "linear"), "does not carry RoPE scaling ('linear')"),
-    (lambda c: c["text_config"].update(model_type="mistral", sliding_window=4096), "sliding-window attention"),
-])
-def test_what_llama_cpp_would_compute_otherwise_is_refused(models: dict[str, Path], tmp_path: Path, edit, needle: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda c: c["mote"].__setitem__("norm_topk_prob", True), "norm_topk_prob must be false"),
+        (
+            lambda c: c["text_config"].__setitem__("hidden_act", "gelu"),
+            "needs SiLU-gated FFNs; this model's act is 'gelu'",
+        ),
+        (
+            lambda c: c["text_config"]["rope_parameters"].__setitem__("rope_type", "linear"),
+            "does not carry RoPE scaling ('linear')",
+        ),
+        (lambda c: c["text_config"].update(model_type="mistral", sliding_window=4096), "sliding-window attention"),
+    ],
+)
+def test_what_llama_cpp_would_compute_otherwise_is_refused(
+    models: dict[str, Path], tmp_path: Path, edit, needle: str
+) -> None:  # noqa: ANN001
     """Settings the deepseek GGUF cannot carry would give a file that runs and computes another model."""
     import json
     import shutil

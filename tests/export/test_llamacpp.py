@@ -42,7 +42,9 @@ def _train_briefly(path: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("llamacpp")
-    random = build_tiny_llava(root / "random", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR)
+    random = build_tiny_llava(
+        root / "random", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR
+    )
     dense = _train_briefly(random, root / "dense")
     build_tiny_processor(dense)
     mote_convert.upcycle(dense, root / "mote")
@@ -91,10 +93,22 @@ def test_image_prompt_runs_end_to_end(exported: dict[str, Path]) -> None:
     Image.fromarray(np.full((16, 16, 3), (220, 30, 30), dtype=np.uint8)).save(buffer, format="PNG")
     uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     handler = Llava15ChatHandler(clip_model_path=str(exported["root"] / "mmproj-tq2_0.gguf"), verbose=False)
-    llm = llama_cpp.Llama(model_path=str(exported["tq2_0"]), chat_handler=handler, n_ctx=256, verbose=False, n_threads=2)
-    reply = llm.create_chat_completion(messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "What color is this?"}]}],
-        max_tokens=4, temperature=0)
+    llm = llama_cpp.Llama(
+        model_path=str(exported["tq2_0"]), chat_handler=handler, n_ctx=256, verbose=False, n_threads=2
+    )
+    reply = llm.create_chat_completion(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": uri}},
+                    {"type": "text", "text": "What color is this?"},
+                ],
+            }
+        ],
+        max_tokens=4,
+        temperature=0,
+    )
     # the image went in as the projector's 16 embeddings (4 x 4 patches of 16 x 16 pixels), then text came out
     assert reply["usage"]["prompt_tokens"] > 16 and reply["usage"]["completion_tokens"] >= 1
 
@@ -108,4 +122,7 @@ def test_llamacpp_tokenizes_as_the_hf_tokenizer_does(exported: dict[str, Path]) 
     llm = llama_cpp.Llama(model_path=str(exported["tq2_0"]), vocab_only=True, verbose=False)
     for text in ("What color is this?", "hello  world, again!", "red\ngreen\tblue", "héllo ☃ 颜色"):
         expected = tokenizer(text)["input_ids"]
-        assert llm.tokenize(text.encode("utf-8"), add_bos=expected[:1] == [tokenizer.bos_token_id], special=False) == expected, text
+        assert (
+            llm.tokenize(text.encode("utf-8"), add_bos=expected[:1] == [tokenizer.bos_token_id], special=False)
+            == expected
+        ), text

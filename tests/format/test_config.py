@@ -46,12 +46,21 @@ BAD = {
     "num_experts huge": ({"num_experts": 10**8}, "mote.num_experts: is 100000000"),
     "top_k true": ({"top_k": True}, "mote.top_k: is True"),
     "top_k above num_experts": ({"top_k": 5}, "mote.top_k: is 5"),
-    "an unknown expert format": ({"expert_format": "int4"}, "mote.expert_format: is 'int4'; known: packed-2bit, latent"),
+    "an unknown expert format": (
+        {"expert_format": "int4"},
+        "mote.expert_format: is 'int4'; known: packed-2bit, latent",
+    ),
     "norm_topk_prob a string": ({"norm_topk_prob": "false"}, "mote.norm_topk_prob"),
     "an infinite coefficient": ({"router_aux_loss_coef": float("inf")}, "mote.router_aux_loss_coef"),
     "another format version": ({"format_version": 2}, "mote.format_version: is 2"),
     "layers not a list": ({"moe_layers": "all"}, "mote.moe_layers: is 'all'"),
-    "a layer out of range": ({"moe_layers": [0, 7], "layer_prefixes": {"0": GOOD["layer_prefixes"]["0"], "7": "language_model.model.layers.7.mlp"}}, "layer 7 is outside"),
+    "a layer out of range": (
+        {
+            "moe_layers": [0, 7],
+            "layer_prefixes": {"0": GOOD["layer_prefixes"]["0"], "7": "language_model.model.layers.7.mlp"},
+        },
+        "layer 7 is outside",
+    ),
     "prefixes for other layers": ({"moe_layers": [0]}, "mote.layer_prefixes: has layers"),
     "another family's projections": ({"projections": ["fc1", "fc2"]}, "mote.projections"),
 }
@@ -80,7 +89,9 @@ def test_file_metadata_rule() -> None:
     assert "this tool reads '1'" in str(check_file_metadata("f", {"mote_format": "2"}))
 
 
-@pytest.mark.parametrize("case", ["a missing top_k", "num_experts a string", "a missing projections", "a missing layer_prefixes"])
+@pytest.mark.parametrize(
+    "case", ["a missing top_k", "num_experts a string", "a missing projections", "a missing layer_prefixes"]
+)
 def test_load_and_pack_refuse_malformed_sections_like_inspect(case: str, tiny_llava: Path, tmp_path: Path) -> None:
     """The issue's cases: load_model and pack gave a bare KeyError / ValueError; now the same named
     problem inspect reports, as a FormatError."""

@@ -61,10 +61,14 @@ def test_index_json_that_disagrees_with_the_files(tmp_path: Path) -> None:
     save_file({"a": torch.zeros(2)}, tmp_path / "model-00001-of-00002.safetensors")
     save_file({"b": torch.zeros(2), "c": torch.zeros(1)}, tmp_path / "model-00002-of-00002.safetensors")
     idx = tmp_path / "model.safetensors.index.json"
-    idx.write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    idx.write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})
+    )
     with pytest.raises(CorruptCheckpointError, match="does not list tensor c"):
         load_index(tmp_path)
-    idx.write_text(json.dumps({"weight_map": {"a": "model-00002-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    idx.write_text(
+        json.dumps({"weight_map": {"a": "model-00002-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})
+    )
     with pytest.raises(CorruptCheckpointError, match="lists a in"):
         load_index(tmp_path)
     idx.write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))

@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 from mote_convert.errors import CorruptCheckpointError, InputReadError
 from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, check_side_files, load_json
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=20)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=50, deadline=None)
@@ -24,16 +27,19 @@ def test_an_object_reads_back_as_written(tmp_path_factory: pytest.TempPathFactor
     assert load_json(path, 1 << 20) == value
 
 
-@pytest.mark.parametrize(("data", "kind", "needle"), [
-    (b"{not json", dict, "not valid JSON (Expecting property name"),
-    (b"", dict, "not valid JSON (Expecting value"),
-    (b"[" * 100_000, list, "nested too deeply"),
-    (b"\xff\xfe{}", dict, "not UTF-8 text"),
-    (b"[1, 2]", dict, "must hold a JSON object, not a list"),
-    (b'"text"', dict, "must hold a JSON object, not a string"),
-    (b"3", list, "must hold a JSON list, not a number"),
-    (b"{}" + b" " * 100, dict, "larger than 64 bytes"),
-])
+@pytest.mark.parametrize(
+    ("data", "kind", "needle"),
+    [
+        (b"{not json", dict, "not valid JSON (Expecting property name"),
+        (b"", dict, "not valid JSON (Expecting value"),
+        (b"[" * 100_000, list, "nested too deeply"),
+        (b"\xff\xfe{}", dict, "not UTF-8 text"),
+        (b"[1, 2]", dict, "must hold a JSON object, not a list"),
+        (b'"text"', dict, "must hold a JSON object, not a string"),
+        (b"3", list, "must hold a JSON list, not a number"),
+        (b"{}" + b" " * 100, dict, "larger than 64 bytes"),
+    ],
+)
 def test_refusals_say_what_is_wrong(tmp_path: Path, data: bytes, kind: type, needle: str) -> None:
     path = tmp_path / "a.json"
     path.write_bytes(data)

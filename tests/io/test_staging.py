@@ -34,7 +34,9 @@ def _cli(*args: object) -> list[str]:
 
 
 def _start_and_wait_for_staging(model: Path, out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(_cli("upcycle", model, "-o", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli("upcycle", model, "-o", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         shards = list(out.parent.glob(f".{out.name}.partial-*/*.safetensors"))
@@ -69,11 +71,18 @@ def test_stale_partial_of_a_killed_run_is_removed_by_the_next(slow_model: Path, 
     assert any(".partial-" in p.name for p in tmp_path.iterdir())
     other = tmp_path / ".another.partial-12345678"  # not ours: a different output's name
     other.mkdir()
-    result = subprocess.run(_cli("upcycle", slow_model, "-o", out, "--layers", "0"), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        _cli("upcycle", slow_model, "-o", out, "--layers", "0"), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert leftovers(tmp_path) == [".another.partial-12345678"]
     reference = tmp_path.parent / f"{tmp_path.name}-reference"  # an undisturbed run's output, file for file
-    assert subprocess.run(_cli("upcycle", slow_model, "-o", reference, "--layers", "0"), capture_output=True, timeout=300).returncode == 0
+    assert (
+        subprocess.run(
+            _cli("upcycle", slow_model, "-o", reference, "--layers", "0"), capture_output=True, timeout=300
+        ).returncode
+        == 0
+    )
     assert tree_digest(out) == tree_digest(reference)
 
 

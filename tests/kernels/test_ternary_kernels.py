@@ -29,7 +29,9 @@ def test_the_compiled_kernel_is_built_here() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     out=st.integers(1, 70),  # rows not a multiple of 4
-    inp=st.sampled_from([1, 7, 31, 32, 33, 63, 64, 65, 95, 129, 1023, 1056, 1057]),  # around the 32- and 64-byte vectors and the 1024-byte block
+    inp=st.sampled_from(
+        [1, 7, 31, 32, 33, 63, 64, 65, 95, 129, 1023, 1056, 1057]
+    ),  # around the 32- and 64-byte vectors and the 1024-byte block
     tokens=st.sampled_from([1, 2, 3, 4, 5, 8, 17]),  # around the 4-token blocks of the VNNI path
     seed=st.integers(0, 2**16),
 )
@@ -43,7 +45,11 @@ def test_integer_products_equal_the_reference(out: int, inp: int, tokens: int, s
     assert torch.equal(get_kernel("reference").matmul(x_q, packed, out).to(torch.int64), expected)
     for name in FAST:
         for path in PATHS:
-            got = torch.ops.mote.ternary_matmul(x_q, packed, out, path) if name == "cpu" else get_kernel(name).matmul(x_q, packed, out)
+            got = (
+                torch.ops.mote.ternary_matmul(x_q, packed, out, path)
+                if name == "cpu"
+                else get_kernel(name).matmul(x_q, packed, out)
+            )
             assert got.dtype == torch.int32 and torch.equal(got.to(torch.int64), expected), (name, path)
 
 
@@ -56,7 +62,9 @@ def test_integer_products_equal_the_reference(out: int, inp: int, tokens: int, s
     bias=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_ternary_linear_equals_the_reference(out: int, inp: int, lead: tuple, dtype: torch.dtype, bias: bool, seed: int) -> None:
+def test_ternary_linear_equals_the_reference(
+    out: int, inp: int, lead: tuple, dtype: torch.dtype, bias: bool, seed: int
+) -> None:
     g = torch.Generator().manual_seed(seed)
     packed, gamma = quantize_pack(torch.randn(out, inp, generator=g))
     x = (torch.randn(*lead, inp, generator=g) * 3).to(dtype)
@@ -128,8 +136,10 @@ def test_a_cached_build_loads_without_cpp_extension() -> None:
 
 @settings(max_examples=20, deadline=None)
 @given(
-    rows=st.integers(1, 300), cols=st.sampled_from([1, 7, 64, 1000, 16384, 16385]),
-    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**16),
+    rows=st.integers(1, 300),
+    cols=st.sampled_from([1, 7, 64, 1000, 16384, 16385]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    seed=st.integers(0, 2**16),
 )
 def test_fused_gamma_and_pack_equal_the_reference(rows: int, cols: int, dtype: torch.dtype, seed: int) -> None:
     """gamma (eight block chains side by side in C++) and the packed codes, bit for bit; sizes span
@@ -139,7 +149,11 @@ def test_fused_gamma_and_pack_equal_the_reference(rows: int, cols: int, dtype: t
     from mote_convert.quant.ternary import absmean_scale as reference_gamma
 
     g = torch.Generator().manual_seed(seed)
-    w = (torch.randn(rows, cols, generator=g) * torch.rand(rows, 1, generator=g) * 10.0 ** torch.randint(-3, 3, (1,), generator=g)).to(dtype)
+    w = (
+        torch.randn(rows, cols, generator=g)
+        * torch.rand(rows, 1, generator=g)
+        * 10.0 ** torch.randint(-3, 3, (1,), generator=g)
+    ).to(dtype)
     assert torch.equal(absmean_scale(w), reference_gamma(w))
     packed, gamma = fused_quantize_pack(w)
     ref_packed, ref_gamma = quantize_pack(w)

@@ -33,7 +33,9 @@ def _inputs(config, batch: int = 2, seq: int = 24, seed: int = 0) -> dict[str, t
     return {"input_ids": ids, "pixel_values": torch.randn(batch, 3, 16, 16, generator=g)}
 
 
-def reference_moe(x: torch.Tensor, dense: dict[str, torch.Tensor], router: torch.Tensor, n: int, k: int) -> torch.Tensor:
+def reference_moe(
+    x: torch.Tensor, dense: dict[str, torch.Tensor], router: torch.Tensor, n: int, k: int
+) -> torch.Tensor:
     """SPEC section 1 written out plainly, from the dense FFN weights and the router (float32)."""
 
     def bitlinear(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -59,7 +61,10 @@ def reference_moe(x: torch.Tensor, dense: dict[str, torch.Tensor], router: torch
 
 def _capture_block_io(model, inputs) -> list[tuple[torch.Tensor, torch.Tensor]]:
     captured = []
-    hooks = [b.register_forward_hook(lambda m, a, o: captured.append((a[0].detach(), o.detach()))) for b in mote_blocks(model)]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o: captured.append((a[0].detach(), o.detach())))
+        for b in mote_blocks(model)
+    ]
     with torch.no_grad():
         model(**inputs)
     for h in hooks:
@@ -96,9 +101,11 @@ def test_top_k_two_and_norm(tiny_llava: Path, tmp_path: Path) -> None:
     mote_convert.upcycle(tiny_llava, out, num_experts=3, top_k=2, layers="1")
     model = mote_convert.load_model(out)
     dense, saved = read_all(tiny_llava), read_all(out)
-    (x, y), = _capture_block_io(model, _inputs(model.config))
+    ((x, y),) = _capture_block_io(model, _inputs(model.config))
     p = "language_model.model.layers.1.mlp"
-    ref = reference_moe(x.reshape(-1, 64), {proj: dense[f"{p}.{proj}.weight"] for proj in PROJ}, saved[f"{p}.router.weight"], 3, 2)
+    ref = reference_moe(
+        x.reshape(-1, 64), {proj: dense[f"{p}.{proj}.weight"] for proj in PROJ}, saved[f"{p}.router.weight"], 3, 2
+    )
     torch.testing.assert_close(y.reshape(-1, 64), ref, rtol=1e-5, atol=1e-6)
 
 
@@ -150,7 +157,11 @@ def test_packed_memory_is_the_packed_bytes(upcycled: Path) -> None:
                 assert linear.weight_packed.dtype == torch.uint8
                 stray = [k for k, v in vars(linear).items() if isinstance(v, torch.Tensor)]
                 assert stray == []  # no decoded float copy kept between calls
-                bits = 8 * sum(t.numel() * t.element_size() for t in tensors.values()) / (linear.out_features * linear.in_features)
+                bits = (
+                    8
+                    * sum(t.numel() * t.element_size() for t in tensors.values())
+                    / (linear.out_features * linear.in_features)
+                )
                 assert bits <= 2.01
 
 
@@ -163,7 +174,9 @@ class _NewStorages(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's signature
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr() for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
+        }
         for t in pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
                 self.sizes.append((t.untyped_storage().nbytes(), str(func)))
@@ -177,7 +190,9 @@ def test_packed_forward_never_decodes_an_expert_weight(upcycled: Path, tokens: i
     weights: even a one-byte-per-weight decode would (the reference kernel shows the check bites)."""
     from mote_convert.kernels import KERNELS
 
-    if kernel == "fastest" and not any(k.available() for n, k in KERNELS.items() if n != "reference" and "cpu" in k.devices):
+    if kernel == "fastest" and not any(
+        k.available() for n, k in KERNELS.items() if n != "reference" and "cpu" in k.devices
+    ):
         pytest.skip("no compiled kernel here")
     if kernel == "reference":
         monkeypatch.setenv("MOTE_KERNEL", "reference")
@@ -227,10 +242,22 @@ def test_load_errors(upcycled: Path, tiny_llava: Path, tmp_path: Path) -> None:
         "missing shared-expert weight": (lambda t: t.pop(f"{p}.gate_proj.weight"), rf"{p}.gate_proj.weight: missing"),
         "missing router": (lambda t: t.pop(f"{p}.router.weight"), rf"{p}.router.weight: missing"),
         "missing expert": (lambda t: t.pop(expert), rf"{expert}: missing"),
-        "extra expert": (lambda t: t.__setitem__(extra, torch.zeros(32, 64, dtype=torch.uint8)), rf"holds experts 0, 1, 2, 3, 9 ({extra})"),
-        "wrong shape": (lambda t: t.__setitem__(expert, torch.zeros(3, 64, dtype=torch.uint8)), rf"{expert}: is U8 \[3, 64\], expected U8 \[32, 64\]"),
-        "missing dense weight": (lambda t: t.pop("language_model.model.layers.0.self_attn.q_proj.weight"), r"tensors missing: model.language_model.layers.0.self_attn.q_proj.weight"),
-        "misshapen dense weight": (lambda t: t.__setitem__("language_model.model.norm.weight", torch.ones(3)), r"of the wrong shape: model.language_model.norm.weight"),
+        "extra expert": (
+            lambda t: t.__setitem__(extra, torch.zeros(32, 64, dtype=torch.uint8)),
+            rf"holds experts 0, 1, 2, 3, 9 ({extra})",
+        ),
+        "wrong shape": (
+            lambda t: t.__setitem__(expert, torch.zeros(3, 64, dtype=torch.uint8)),
+            rf"{expert}: is U8 \[3, 64\], expected U8 \[32, 64\]",
+        ),
+        "missing dense weight": (
+            lambda t: t.pop("language_model.model.layers.0.self_attn.q_proj.weight"),
+            r"tensors missing: model.language_model.layers.0.self_attn.q_proj.weight",
+        ),
+        "misshapen dense weight": (
+            lambda t: t.__setitem__("language_model.model.norm.weight", torch.ones(3)),
+            r"of the wrong shape: model.language_model.norm.weight",
+        ),
     }
     for case, (edit, needle) in cases.items():
         root = broken(edit)
@@ -244,7 +271,9 @@ def test_load_errors(upcycled: Path, tiny_llava: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("top_k", [1, 2])
 @pytest.mark.parametrize("mode", ["packed", "train"])
-def test_one_token_decoding_path_equals_the_general_path(tiny_llava: Path, tmp_path: Path, top_k: int, mode: str) -> None:
+def test_one_token_decoding_path_equals_the_general_path(
+    tiny_llava: Path, tmp_path: Path, top_k: int, mode: str
+) -> None:
     """Decoding (one token, no autograd) skips the sort, count and scatter: its output is the general
     path's, bit for bit (the general path runs while autograd records), and equal to the reference."""
     out = tmp_path / "k"
@@ -260,5 +289,7 @@ def test_one_token_decoding_path_equals_the_general_path(tiny_llava: Path, tmp_p
             with torch.enable_grad():
                 general = block(x).detach()
             assert torch.equal(fast, general)
-            ref = reference_moe(x[0], {proj: dense[f"{p}.{proj}.weight"] for proj in PROJ}, saved[f"{p}.router.weight"], 3, top_k)
+            ref = reference_moe(
+                x[0], {proj: dense[f"{p}.{proj}.weight"] for proj in PROJ}, saved[f"{p}.router.weight"], 3, top_k
+            )
             torch.testing.assert_close(fast[0], ref, rtol=1e-5, atol=1e-6)

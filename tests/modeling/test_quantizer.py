@@ -52,7 +52,10 @@ def test_from_pretrained_with_the_config_is_load_model(packed: Path, mode: str) 
     _same_state(direct, wrapped)
     inputs = _inputs(wrapped.config)
     torch.testing.assert_close(_logits(direct, inputs), _logits(wrapped, inputs), rtol=0, atol=0)
-    assert all(b.mode == mode for b in mote_blocks(direct)) and direct.config.mote["expert_format"] == {"packed": "packed-2bit", "train": "latent"}[mode]
+    assert (
+        all(b.mode == mode for b in mote_blocks(direct))
+        and direct.config.mote["expert_format"] == {"packed": "packed-2bit", "train": "latent"}[mode]
+    )
 
 
 @pytest.mark.parametrize("device_map", ["auto", {"": "cpu"}])
@@ -67,7 +70,9 @@ def test_latent_checkpoint_in_both_modes_matches_packed(packed: Path, latent: Pa
     inputs = _inputs(mote_convert.load_model(packed).config)
     reference = _logits(mote_convert.load_model(packed, mode="packed"), inputs)
     for mode in ("packed", "train"):
-        torch.testing.assert_close(_logits(mote_convert.load_model(latent, mode=mode), inputs), reference, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            _logits(mote_convert.load_model(latent, mode=mode), inputs), reference, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_router_and_scales_stay_float32(packed: Path, latent: Path) -> None:
@@ -111,17 +116,30 @@ def _dataset(config, n: int = 8) -> list[dict[str, torch.Tensor]]:  # noqa: ANN0
     for _ in range(n):
         ids = torch.randint(0, 64, (32,), generator=g)
         ids[1 : 1 + config.image_seq_length] = config.image_token_id
-        rows.append({"input_ids": ids, "labels": ids.masked_fill(ids == config.image_token_id, -100),
-                     "pixel_values": torch.randn(3, 16, 16, generator=g)})
+        rows.append(
+            {
+                "input_ids": ids,
+                "labels": ids.masked_fill(ids == config.image_token_id, -100),
+                "pixel_values": torch.randn(3, 16, 16, generator=g),
+            }
+        )
     return rows
 
 
 def test_trainer_checkpoints_are_mote_checkpoints(packed: Path, tmp_path: Path) -> None:
     model = mote_convert.load_model(packed, mode="train")  # a packed checkpoint, trained from its fixed point
     args = TrainingArguments(
-        output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=4, learning_rate=3e-3,
-        save_strategy="steps", save_steps=4, report_to=[], use_cpu=True, remove_unused_columns=False,
-        disable_tqdm=True, seed=0,
+        output_dir=str(tmp_path / "run"),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        save_strategy="steps",
+        save_steps=4,
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        seed=0,
     )
     Trainer(model=model, args=args, train_dataset=_dataset(model.config)).train()
     checkpoint = tmp_path / "run" / "checkpoint-4"
@@ -133,11 +151,17 @@ def test_trainer_checkpoints_are_mote_checkpoints(packed: Path, tmp_path: Path) 
     model.eval()
     inputs = _inputs(model.config)
     trained = _logits(model, inputs)
-    torch.testing.assert_close(_logits(mote_convert.load_model(checkpoint, mode="train"), inputs), trained, rtol=0, atol=0)
+    torch.testing.assert_close(
+        _logits(mote_convert.load_model(checkpoint, mode="train"), inputs), trained, rtol=0, atol=0
+    )
     repacked = mote_convert.pack(checkpoint, tmp_path / "packed").output
     assert mote_convert.inspect_checkpoint(repacked).ok
-    torch.testing.assert_close(_logits(mote_convert.load_model(repacked, mode="packed"), inputs), trained, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(_logits(mote_convert.load_model(checkpoint, mode="packed"), inputs), trained, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        _logits(mote_convert.load_model(repacked, mode="packed"), inputs), trained, rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        _logits(mote_convert.load_model(checkpoint, mode="packed"), inputs), trained, rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("expert_format", ["packed-2bit", "latent"])
@@ -150,7 +174,9 @@ def test_save_model_in_either_format(packed: Path, tmp_path: Path, mode: str, ex
     assert mote_convert.inspect_checkpoint(out).ok
     assert len(list(out.glob("*.safetensors"))) > 1
     inputs = _inputs(model.config)
-    torch.testing.assert_close(_logits(mote_convert.load_model(out), inputs), _logits(model, inputs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        _logits(mote_convert.load_model(out), inputs), _logits(model, inputs), rtol=1e-5, atol=1e-5
+    )
     assert not any(p.name.startswith(".saved") for p in tmp_path.iterdir())
 
 
@@ -187,7 +213,9 @@ def test_aux_loss_gradient_without_a_stash(packed: Path, variant: str) -> None:
     model = mote_convert.load_model(packed, mode="train")
     model.train()
     if "checkpointing" in variant:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": variant.startswith("reentrant")})
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": variant.startswith("reentrant")}
+        )
         model.enable_input_require_grads()  # what reentrant checkpointing needs with frozen embeddings
     loss = model(**inputs, labels=inputs["input_ids"]).loss
     scale = 0.25 if "accumulation" in variant else 1.0

@@ -22,8 +22,12 @@ from tests.helpers import distinct_experts, read_all, spec_bitlinear, spec_unpac
 PROJ = ("gate_proj", "up_proj", "down_proj")
 
 
-def _variant(tiny_llava: Path, root: Path, name: str, *, num_experts: int = 4, top_k: int = 1, norm: bool = False) -> dict[str, Path]:
-    latent = mote_convert.upcycle(tiny_llava, root / f"{name}-upcycled", latent=True, num_experts=num_experts, top_k=top_k).output
+def _variant(
+    tiny_llava: Path, root: Path, name: str, *, num_experts: int = 4, top_k: int = 1, norm: bool = False
+) -> dict[str, Path]:
+    latent = mote_convert.upcycle(
+        tiny_llava, root / f"{name}-upcycled", latent=True, num_experts=num_experts, top_k=top_k
+    ).output
     distinct = distinct_experts(latent, root / f"{name}-latent")
     if norm:
         config = json.loads((distinct / "config.json").read_text())
@@ -52,7 +56,10 @@ def _inputs(config, batch: int = 2, seq: int = 24, seed: int = 0) -> dict[str, t
 
 def _block_io(model, inputs) -> list[tuple[torch.Tensor, torch.Tensor]]:  # noqa: ANN001
     captured = []
-    hooks = [b.register_forward_hook(lambda m, a, o: captured.append((a[0].detach(), o.detach()))) for b in mote_blocks(model)]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o: captured.append((a[0].detach(), o.detach())))
+        for b in mote_blocks(model)
+    ]
     with torch.no_grad():
         model(**inputs)
     for h in hooks:
@@ -69,14 +76,21 @@ class Reference:
         self.router = tensors[f"{p}.router.weight"]
         self.k, self.norm = mote["top_k"], mote["norm_topk_prob"]
         self.experts = [
-            {proj: (spec_unpack(tensors[f"{p}.experts.{e}.{proj}.weight_packed"], self.shared[proj].shape[0]),
-                    tensors[f"{p}.experts.{e}.{proj}.weight_scale"]) for proj in PROJ}
+            {
+                proj: (
+                    spec_unpack(tensors[f"{p}.experts.{e}.{proj}.weight_packed"], self.shared[proj].shape[0]),
+                    tensors[f"{p}.experts.{e}.{proj}.weight_scale"],
+                )
+                for proj in PROJ
+            }
             for e in range(mote["num_experts"])
         ]
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         w = self.experts[e]
-        return spec_bitlinear(F.silu(spec_bitlinear(x, *w["gate_proj"])) * spec_bitlinear(x, *w["up_proj"]), *w["down_proj"])
+        return spec_bitlinear(
+            F.silu(spec_bitlinear(x, *w["gate_proj"])) * spec_bitlinear(x, *w["up_proj"]), *w["down_proj"]
+        )
 
     def choices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = torch.softmax(x.float() @ self.router.t(), dim=-1)

@@ -82,7 +82,12 @@ def test_unpack_rejects_bad_input() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 70), st.integers(1, 40), st.integers(0, 2**31 - 1), st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
+@given(
+    st.integers(1, 70),
+    st.integers(1, 40),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+)
 def test_quantize_pack_equals_ternarize_then_pack(rows: int, cols: int, seed: int, dtype: torch.dtype) -> None:
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)).to(dtype)
     codes, gamma = ternarize(w)

@@ -24,11 +24,16 @@ def _oracle(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    out=st.integers(1, 40), inp=st.integers(1, 70), tokens=st.integers(0, 9),
-    dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**16), kernel_codes=st.booleans(),
+    out=st.integers(1, 40),
+    inp=st.integers(1, 70),
+    tokens=st.integers(0, 9),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    seed=st.integers(0, 2**16),
+    kernel_codes=st.booleans(),
 )
-def test_forward_and_gradients_are_the_methods(out: int, inp: int, tokens: int, dtype: torch.dtype, seed: int,
-                                               kernel_codes: bool) -> None:
+def test_forward_and_gradients_are_the_methods(
+    out: int, inp: int, tokens: int, dtype: torch.dtype, seed: int, kernel_codes: bool
+) -> None:
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(out, inp, generator=g).to(dtype).requires_grad_()
     x = torch.randn(tokens, inp, generator=g).to(dtype).requires_grad_()
@@ -56,8 +61,12 @@ def test_no_token_gives_a_zero_weight_gradient() -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(rows=st.integers(1, 50), cols=st.integers(1, 70000 // 50), dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
-       seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 50),
+    cols=st.integers(1, 70000 // 50),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    seed=st.integers(0, 2**16),
+)
 def test_kernel_codes_equal_the_reference(rows: int, cols: int, dtype: torch.dtype, seed: int) -> None:
     from mote_convert.quant.ste import ternary_codes_f32
 

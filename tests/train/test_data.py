@@ -40,7 +40,7 @@ def test_labels_are_the_answers_and_images_expand(processor, data: Path) -> None
     batch = Collator(tok.pad_token_id)([ds[0], ds[7]])
     assert batch["pixel_values"].shape == (1, 3, 16, 16)
     assert batch["attention_mask"][1].sum() == text_only["input_ids"].numel()
-    assert (batch["labels"][1, text_only["input_ids"].numel():] == IGNORE_INDEX).all()
+    assert (batch["labels"][1, text_only["input_ids"].numel() :] == IGNORE_INDEX).all()
 
 
 def _write(tmp_path: Path, records: object) -> Path:
@@ -49,13 +49,24 @@ def _write(tmp_path: Path, records: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("records", "error", "needle"), [
-    ({"id": 1}, DataError, "must hold a JSON list, not an object; expected a JSON list of LLaVA-format records"),
-    ([], DataError, "an empty list; expected LLaVA-format records"),
-    ([{"id": "a", "conversations": [{"from": "human", "value": "hi"}]}], DataError, r"record 0 \(id 'a'\): no 'gpt' turn"),
-    ([{"id": "a", "conversations": [{"from": "bot", "value": "hi"}]}], DataError, "each turn must be"),
-    ([{"id": "a", "image": "missing.png", "conversations": [{"from": "gpt", "value": "x"}]}], InputNotFoundError, "missing.png not found"),
-])
+@pytest.mark.parametrize(
+    ("records", "error", "needle"),
+    [
+        ({"id": 1}, DataError, "must hold a JSON list, not an object; expected a JSON list of LLaVA-format records"),
+        ([], DataError, "an empty list; expected LLaVA-format records"),
+        (
+            [{"id": "a", "conversations": [{"from": "human", "value": "hi"}]}],
+            DataError,
+            r"record 0 \(id 'a'\): no 'gpt' turn",
+        ),
+        ([{"id": "a", "conversations": [{"from": "bot", "value": "hi"}]}], DataError, "each turn must be"),
+        (
+            [{"id": "a", "image": "missing.png", "conversations": [{"from": "gpt", "value": "x"}]}],
+            InputNotFoundError,
+            "missing.png not found",
+        ),
+    ],
+)
 def test_bad_data_is_refused_by_record(tmp_path: Path, records: object, error: type, needle: str) -> None:
     with pytest.raises(error, match=needle):
         read_records(_write(tmp_path, records), tmp_path)
@@ -72,11 +83,15 @@ def test_truncation_never_cuts_an_image(processor, data: Path) -> None:  # noqa:
     ds = ConversationDataset(read_records(data, data.parent), processor, max_length=12)
     with pytest.raises(DataError, match="cuts into the image's tokens"):
         ds[0]
-    assert torch.equal(ConversationDataset(read_records(data, data.parent), processor, max_length=12)[7]["input_ids"],
-                       ds[7]["input_ids"][:12])
+    assert torch.equal(
+        ConversationDataset(read_records(data, data.parent), processor, max_length=12)[7]["input_ids"],
+        ds[7]["input_ids"][:12],
+    )
 
 
-def test_an_unreadable_image_or_template_is_a_data_error_naming_the_record(processor, data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_an_unreadable_image_or_template_is_a_data_error_naming_the_record(
+    processor, data: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
     import copy
     import shutil
 
@@ -88,5 +103,7 @@ def test_an_unreadable_image_or_template_is_a_data_error_naming_the_record(proce
         ConversationDataset(records, processor, max_length=256)[0]
     broken = copy.copy(processor)
     broken.chat_template = "{{ messages[0]['content'] }}"  # renders no image token for the image
-    with pytest.raises(DataError, match=r"record '1' cannot be encoded with the model's processor \(ValueError: .*image"):
+    with pytest.raises(
+        DataError, match=r"record '1' cannot be encoded with the model's processor \(ValueError: .*image"
+    ):
         ConversationDataset(records, broken, max_length=256)[1]

@@ -10,7 +10,13 @@ from mote_convert.train.recipe import TrainRecipe, load_train_recipe
 
 def test_defaults_are_moe_llava_stage3_and_the_shipped_file_says_the_same() -> None:
     r = TrainRecipe()
-    assert (r.learning_rate, r.lr_scheduler, r.warmup_ratio, r.weight_decay, r.epochs) == (2e-5, "cosine", 0.03, 0.0, 1.0)
+    assert (r.learning_rate, r.lr_scheduler, r.warmup_ratio, r.weight_decay, r.epochs) == (
+        2e-5,
+        "cosine",
+        0.03,
+        0.0,
+        1.0,
+    )
     assert (r.global_batch_size, r.bf16, r.router_aux_loss_coef, r.gradient_checkpointing) == (128, True, 0.01, True)
     assert load_train_recipe("moe-llava-stage3") == r
 
@@ -22,16 +28,19 @@ def test_accumulation_is_derived_from_the_global_batch() -> None:
         r.accumulation_steps(3)
 
 
-@pytest.mark.parametrize(("values", "needle"), [
-    ({"learning_rate": "2e-5"}, "learning_rate must be a finite number"),
-    ({"bf16": "yes"}, "bf16 must be true or false"),
-    ({"max_steps": 0}, "max_steps must be positive"),
-    ({"global_batch_size": 1.5}, "global_batch_size must be an integer"),
-    ({"lr_scheduler": "cosine_annealing"}, "unknown lr_scheduler 'cosine_annealing'; known: cosine"),
-    ({"expert_format": "int4"}, "unknown expert_format"),
-    ({"warmup_ratio": 1.0}, "warmup_ratio must be below 1"),
-    ({"batch": 4}, "unknown training option.s. batch; known:"),
-])
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"learning_rate": "2e-5"}, "learning_rate must be a finite number"),
+        ({"bf16": "yes"}, "bf16 must be true or false"),
+        ({"max_steps": 0}, "max_steps must be positive"),
+        ({"global_batch_size": 1.5}, "global_batch_size must be an integer"),
+        ({"lr_scheduler": "cosine_annealing"}, "unknown lr_scheduler 'cosine_annealing'; known: cosine"),
+        ({"expert_format": "int4"}, "unknown expert_format"),
+        ({"warmup_ratio": 1.0}, "warmup_ratio must be below 1"),
+        ({"batch": 4}, "unknown training option.s. batch; known:"),
+    ],
+)
 def test_bad_values_are_refused_by_name(values: dict, needle: str) -> None:
     with pytest.raises(OptionsError, match=needle):
         TrainRecipe.from_mapping(values)

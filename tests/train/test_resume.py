@@ -47,12 +47,30 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     full = root / "full"
     result = runner.invoke(app, _args(root / "mote", data, root / "recipe.yaml", full))
     assert result.exit_code == 0, result.output
-    return {"root": root, "dense": dense, "mote": root / "mote", "data": data, "recipe": root / "recipe.yaml", "full": full}
+    return {
+        "root": root,
+        "dense": dense,
+        "mote": root / "mote",
+        "data": data,
+        "recipe": root / "recipe.yaml",
+        "full": full,
+    }
 
 
 def _args(model: Path, data: Path, recipe: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", str(model), "--data", str(data), "--image-folder", str(data.parent), "-o", str(out),
-            "--recipe", str(recipe), *extra]
+    return [
+        "train",
+        str(model),
+        "--data",
+        str(data),
+        "--image-folder",
+        str(data.parent),
+        "-o",
+        str(out),
+        "--recipe",
+        str(recipe),
+        *extra,
+    ]
 
 
 class SignalAfterSave(TrainerCallback):
@@ -68,9 +86,17 @@ class SignalAfterSave(TrainerCallback):
 
 def _stop_after(s: dict[str, Path], out: Path, step: int) -> Path:
     """Train into ``out`` until a SIGTERM after ``step``'s checkpoint; returns the checkpoints directory."""
-    with pytest.raises(Interrupted, match="SIGTERM; the checkpoints in .* are complete; --resume continues from checkpoint-2"):
-        train(s["mote"], s["data"], out, image_folder=s["data"].parent, recipe=load_train_recipe(s["recipe"]),
-              callbacks=[SignalAfterSave(step)])
+    with pytest.raises(
+        Interrupted, match="SIGTERM; the checkpoints in .* are complete; --resume continues from checkpoint-2"
+    ):
+        train(
+            s["mote"],
+            s["data"],
+            out,
+            image_folder=s["data"].parent,
+            recipe=load_train_recipe(s["recipe"]),
+            callbacks=[SignalAfterSave(step)],
+        )
     assert not out.exists()
     return out.with_name(out.name + ".checkpoints")
 
@@ -105,7 +131,9 @@ def test_a_half_written_latest_checkpoint_is_skipped_by_name(setup: dict[str, Pa
     (checkpoints / ".checkpoint-6.partial").mkdir()  # and a killed save's staging directory
     result = runner.invoke(app, _args(setup["mote"], setup["data"], setup["recipe"], out, "--resume"))
     assert result.exit_code == 0, result.output
-    assert "resuming from checkpoint-2 (step 2); skipped checkpoint-4: no trainer_state.json" in " ".join(result.stderr.split())
+    assert "resuming from checkpoint-2 (step 2); skipped checkpoint-4: no trainer_state.json" in " ".join(
+        result.stderr.split()
+    )
     assert _max_difference(out, setup["full"]) <= 1e-6
     assert not (checkpoints / ".checkpoint-6.partial").exists()
 
@@ -118,8 +146,14 @@ DAMAGE = {
     "truncated weights": (lambda c: _truncate(c / "model.safetensors"), "its weights cannot be read"),
     "truncated optimizer": (lambda c: _truncate(c / "optimizer.pt"), "optimizer.pt is truncated or damaged"),
     "truncated rng state": (lambda c: _truncate(c / "rng_state.pth"), "rng_state.pth is truncated or damaged"),
-    "corrupt trainer state": (lambda c: (c / "trainer_state.json").write_text("{not json"), "trainer_state.json cannot be read"),
-    "empty directory": (lambda c: [shutil.rmtree(p) if p.is_dir() else p.unlink() for p in c.iterdir()], "no trainer_state.json"),
+    "corrupt trainer state": (
+        lambda c: (c / "trainer_state.json").write_text("{not json"),
+        "trainer_state.json cannot be read",
+    ),
+    "empty directory": (
+        lambda c: [shutil.rmtree(p) if p.is_dir() else p.unlink() for p in c.iterdir()],
+        "no trainer_state.json",
+    ),
 }
 
 
@@ -153,16 +187,21 @@ def _foreign_checkpoint(setup: dict[str, Path], tmp_path: Path, **dense: int) ->
     return checkpoints
 
 
-@pytest.mark.parametrize(("other", "needle"), [
-    ({"hidden_size": 32}, "router.weight is [4, 32], the model's is [4, 64]"),
-    ({"num_layers": 3}, "its layer_prefixes is"),
-])
-def test_a_checkpoint_of_another_model_is_refused_before_training(setup: dict[str, Path], tmp_path: Path, other: dict,
-                                                                   needle: str) -> None:
+@pytest.mark.parametrize(
+    ("other", "needle"),
+    [
+        ({"hidden_size": 32}, "router.weight is [4, 32], the model's is [4, 64]"),
+        ({"num_layers": 3}, "its layer_prefixes is"),
+    ],
+)
+def test_a_checkpoint_of_another_model_is_refused_before_training(
+    setup: dict[str, Path], tmp_path: Path, other: dict, needle: str
+) -> None:
     checkpoints = _foreign_checkpoint(setup, tmp_path, **other)
     out = tmp_path / "out"
-    result = runner.invoke(app, _args(setup["mote"], setup["data"], setup["recipe"], out, "--resume",
-                                      "--checkpoints", str(checkpoints)))
+    result = runner.invoke(
+        app, _args(setup["mote"], setup["data"], setup["recipe"], out, "--resume", "--checkpoints", str(checkpoints))
+    )
     assert_one_line_error(result, 8, needle)
     assert "is a checkpoint of another model" in result.stderr
     assert not out.exists() and sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2"]
@@ -174,8 +213,18 @@ def test_another_expert_count_is_refused_before_training(setup: dict[str, Path],
     source = setup["full"].with_name("full.checkpoints") / "checkpoint-2"
     for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
         shutil.copy2(source / name, ckpt / name)
-    result = runner.invoke(app, _args(setup["mote"], setup["data"], setup["recipe"], tmp_path / "out", "--resume",
-                                      "--checkpoints", str(checkpoints)))
+    result = runner.invoke(
+        app,
+        _args(
+            setup["mote"],
+            setup["data"],
+            setup["recipe"],
+            tmp_path / "out",
+            "--resume",
+            "--checkpoints",
+            str(checkpoints),
+        ),
+    )
     assert_one_line_error(result, 8, "its num_experts is 8, the model's is 4")
 
 

@@ -41,8 +41,19 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["train", str(s["mote"]), "--data", str(s["data"]), "--image-folder", str(s["data"].parent),
-            "-o", str(out), "--recipe", str(s["recipe"]), *extra]
+    return [
+        "train",
+        str(s["mote"]),
+        "--data",
+        str(s["data"]),
+        "--image-folder",
+        str(s["data"].parent),
+        "-o",
+        str(out),
+        "--recipe",
+        str(s["recipe"]),
+        *extra,
+    ]
 
 
 def _log(checkpoint: Path) -> list[dict]:
@@ -59,12 +70,16 @@ def _generates(out: Path, data: Path) -> None:
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[prompt], images=[Image.open(data.parent / "images" / "0.png")], return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    assert generated.shape[1] == inputs["input_ids"].shape[1] + 4 or generated[0, -1] == processor.tokenizer.eos_token_id
+    assert (
+        generated.shape[1] == inputs["input_ids"].shape[1] + 4 or generated[0, -1] == processor.tokenizer.eos_token_id
+    )
     # greedy decoding is the argmax of a full forward at each step (no cache): what generate returned
     ids = inputs["input_ids"]
     with torch.no_grad():
         for _ in range(generated.shape[1] - ids.shape[1]):
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"]).logits
+            logits = model(
+                input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"]
+            ).logits
             ids = torch.cat([ids, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
     assert torch.equal(ids, generated)
 
@@ -86,7 +101,9 @@ def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
     ffn = [n for n in dense if ".mlp." in n and "language_model" in n]
     assert ffn and all(torch.equal(dense[n], trained[n]) for n in ffn)
     # what was published is the training's result: pack of the final latent weights, not the input
-    packed_final = mote_convert.pack(setup["root"] / "trained.checkpoints" / "final-latent", setup["root"] / "packed-final").output
+    packed_final = mote_convert.pack(
+        setup["root"] / "trained.checkpoints" / "final-latent", setup["root"] / "packed-final"
+    ).output
     expected, untrained = read_all(packed_final), read_all(setup["mote"])
     assert trained.keys() == expected.keys() and all(torch.equal(trained[n], expected[n]) for n in trained)
     routers = [n for n in trained if n.endswith(".router.weight")]
@@ -105,19 +122,31 @@ def test_train_refusals(setup: dict[str, Path]) -> None:
     dense_args[1] = str(setup["dense"])
     assert_one_line_error(runner.invoke(app, dense_args), 8, "is not a MoTE checkpoint")
     assert_one_line_error(runner.invoke(app, _args(setup, setup["root"] / "y", "--resume")), 3, "no checkpoint-* in")
-    assert_one_line_error(runner.invoke(app, _args(setup, setup["root"] / "z", "--global-batch-size", "6")), 2,
-                          "global_batch_size 6 is not a multiple")
+    assert_one_line_error(
+        runner.invoke(app, _args(setup, setup["root"] / "z", "--global-batch-size", "6")),
+        2,
+        "global_batch_size 6 is not a multiple",
+    )
     assert not (setup["root"] / "x").exists() and not (setup["root"] / "z").exists()
 
 
-@pytest.mark.parametrize(("name", "content", "code", "needle"), [
-    ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
-    ("generation_config.json", "[1]", 4, "generation_config.json: must hold a JSON object, not a list"),
-    ("tokenizer.json", "{}", 4, "transformers cannot load the processor (KeyError"),
-    ("chat_template.jinja", "{{ messages[0]['role'] }}", 14, "record '0' cannot be encoded with the model's processor"),
-])
-def test_train_refuses_broken_tokenizer_files_in_one_line(setup: dict[str, Path], tmp_path: Path, name: str, content: str,
-                                                           code: int, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "code", "needle"),
+    [
+        ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
+        ("generation_config.json", "[1]", 4, "generation_config.json: must hold a JSON object, not a list"),
+        ("tokenizer.json", "{}", 4, "transformers cannot load the processor (KeyError"),
+        (
+            "chat_template.jinja",
+            "{{ messages[0]['role'] }}",
+            14,
+            "record '0' cannot be encoded with the model's processor",
+        ),
+    ],
+)
+def test_train_refuses_broken_tokenizer_files_in_one_line(
+    setup: dict[str, Path], tmp_path: Path, name: str, content: str, code: int, needle: str
+) -> None:
     import shutil
 
     broken = tmp_path / "mote"
@@ -135,7 +164,9 @@ def test_train_refuses_a_config_transformers_cannot_build_in_one_line(setup: dic
     broken = tmp_path / "mote"
     shutil.copytree(setup["mote"], broken)
     config = json.loads((broken / "config.json").read_text())
-    config["text_config"]["rope_parameters"]["rope_type"] = 0  # a value of a kind transformers' RoPE table has no entry for
+    config["text_config"]["rope_parameters"]["rope_type"] = (
+        0  # a value of a kind transformers' RoPE table has no entry for
+    )
     (broken / "config.json").write_text(json.dumps(config))
     args = _args(setup, tmp_path / "out")
     args[1] = str(broken)
@@ -151,8 +182,17 @@ def test_train_two_processes_under_torchrun(setup: dict[str, Path], engine: str)
 
     out = setup["root"] / f"trained-{engine}"
     extra = ["--deepspeed", str(launch_dir() / f"{engine}.json")] if engine != "ddp" else []
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mote_convert.cli", *_args(setup, out, "--max-steps", "8", *extra)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mote_convert.cli",
+        *_args(setup, out, "--max-steps", "8", *extra),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -169,14 +209,27 @@ def test_deepspeed_in_one_process_without_a_launcher(setup: dict[str, Path]) -> 
     from mote_convert.resources import launch_dir
 
     out = setup["root"] / "trained-zero2-alone"
-    cmd = [sys.executable, "-m", "mote_convert.cli", *_args(setup, out, "--max-steps", "2", "--deepspeed", str(launch_dir() / "zero2.json"))]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    proc = subprocess.run(cmd, env={**env, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mote_convert.cli",
+        *_args(setup, out, "--max-steps", "2", "--deepspeed", str(launch_dir() / "zero2.json")),
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    proc = subprocess.run(
+        cmd, env={**env, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert mote_convert.inspect_checkpoint(out).ok
 
 
-def test_a_deepspeed_config_that_is_not_a_json_object_is_refused_in_one_line(setup: dict[str, Path], tmp_path: Path) -> None:
+def test_a_deepspeed_config_that_is_not_a_json_object_is_refused_in_one_line(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
     config = tmp_path / "ds.json"
     config.write_text("[1]")
     result = runner.invoke(app, _args(setup, tmp_path / "out", "--deepspeed", str(config)))
@@ -195,12 +248,26 @@ def test_training_in_bf16_changes_only_routers_and_experts(tmp_path: Path) -> No
     build_tiny_processor(dense)
     mote = mote_convert.upcycle(dense, tmp_path / "mote").output
     data = build_tiny_dataset(tmp_path / "data")
-    (tmp_path / "r.yaml").write_text("learning_rate: 3.0e-3\nmax_steps: 2\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
-                                     "warmup_ratio: 0\n")
+    (tmp_path / "r.yaml").write_text(
+        "learning_rate: 3.0e-3\nmax_steps: 2\nglobal_batch_size: 8\nper_device_batch_size: 4\nwarmup_ratio: 0\n"
+    )
     before = tree_digest(mote)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["train", str(mote), "--data", str(data), "--image-folder", str(data.parent), "-o", str(out),
-                                 "--recipe", str(tmp_path / "r.yaml")])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(mote),
+            "--data",
+            str(data),
+            "--image-folder",
+            str(data.parent),
+            "-o",
+            str(out),
+            "--recipe",
+            str(tmp_path / "r.yaml"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert tree_digest(mote) == before
     source, trained = read_all(mote), read_all(out)
@@ -219,10 +286,17 @@ def test_the_recipes_load_balancing_coefficient_reaches_the_loss(setup: dict[str
     losses = {}
     for coef in (0, 1000):
         recipe = tmp_path / f"r{coef}.yaml"
-        recipe.write_text(f"learning_rate: 1.0e-3\nmax_steps: 2\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
-                          f"warmup_ratio: 0\nrouter_aux_loss_coef: {coef}\n")
-        result = train(setup["mote"], setup["data"], tmp_path / f"out{coef}", image_folder=setup["data"].parent,
-                                    recipe=load_train_recipe(recipe))
+        recipe.write_text(
+            f"learning_rate: 1.0e-3\nmax_steps: 2\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
+            f"warmup_ratio: 0\nrouter_aux_loss_coef: {coef}\n"
+        )
+        result = train(
+            setup["mote"],
+            setup["data"],
+            tmp_path / f"out{coef}",
+            image_folder=setup["data"].parent,
+            recipe=load_train_recipe(recipe),
+        )
         losses[coef] = result.losses[0]
     aux = (losses[1000] - losses[0]) / 1000
     assert 2 * 0.9 <= aux <= 2 * 4, losses
@@ -233,14 +307,35 @@ def test_two_processes_train_what_one_process_trains(setup: dict[str, Path], tmp
     """DDP on 2 processes (2 x 1 micro-batches) and one process (1 x 2 accumulated) make the same
     global batches: float32, the trained latent weights agree (not only the loss falling)."""
     recipe = tmp_path / "fp32.yaml"
-    recipe.write_text("learning_rate: 3.0e-3\nmax_steps: 4\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
-                      "warmup_ratio: 0\nbf16: false\nexpert_format: latent\n")
-    args = ["train", str(setup["mote"]), "--data", str(setup["data"]), "--image-folder", str(setup["data"].parent),
-            "--recipe", str(recipe)]
+    recipe.write_text(
+        "learning_rate: 3.0e-3\nmax_steps: 4\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
+        "warmup_ratio: 0\nbf16: false\nexpert_format: latent\n"
+    )
+    args = [
+        "train",
+        str(setup["mote"]),
+        "--data",
+        str(setup["data"]),
+        "--image-folder",
+        str(setup["data"].parent),
+        "--recipe",
+        str(recipe),
+    ]
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "one")])
     assert result.exit_code == 0, result.output
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mote_convert.cli",
-           *args, "-o", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mote_convert.cli",
+        *args,
+        "-o",
+        str(tmp_path / "two"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -46,8 +46,19 @@ def _recipe(tmp_path: Path, **values: object) -> Path:
 
 def _args(s: dict[str, Path], out: Path, recipe: Path, *extra: str, data: Path | None = None) -> list[str]:
     data = data or s["data"]
-    return ["train", str(s["mote"]), "--data", str(data), "--image-folder", str(s["data"].parent), "-o", str(out),
-            "--recipe", str(recipe), *extra]
+    return [
+        "train",
+        str(s["mote"]),
+        "--data",
+        str(data),
+        "--image-folder",
+        str(s["data"].parent),
+        "-o",
+        str(out),
+        "--recipe",
+        str(recipe),
+        *extra,
+    ]
 
 
 def _records(tmp_path: Path, records: list[dict]) -> Path:
@@ -68,8 +79,13 @@ def test_a_non_finite_gradient_stops_training_with_an_error(setup: dict[str, Pat
 
 def test_max_length_that_cuts_every_answer_is_refused(setup: dict[str, Path], tmp_path: Path) -> None:
     long_prompt = "Please answer the following question after reading all of this text. " * 4
-    data = _records(tmp_path, [{"id": i, "conversations": [{"from": "human", "value": long_prompt},
-                                                           {"from": "gpt", "value": "hello"}]} for i in range(8)])
+    data = _records(
+        tmp_path,
+        [
+            {"id": i, "conversations": [{"from": "human", "value": long_prompt}, {"from": "gpt", "value": "hello"}]}
+            for i in range(8)
+        ],
+    )
     result = runner.invoke(app, _args(setup, tmp_path / "out", _recipe(tmp_path, max_length=16), data=data))
     assert_one_line_error(result, 14, "no record keeps any answer token within max_length 16")
 
@@ -82,12 +98,16 @@ def test_one_step_at_zero_learning_rate_is_refused(setup: dict[str, Path], tmp_p
     assert_one_line_error(result, 2, "this run makes 1 optimizer step (32 records, global_batch_size 128)")
 
 
-@pytest.mark.parametrize(("values", "needle"), [
-    ({"epochs": 0, "max_steps": -1}, "epochs must be above 0"),
-    ({"seed": 1099511627776}, "seed must be at most 4294967295"),
-])
-def test_recipe_values_that_train_nothing_or_fail_later_are_refused(setup: dict[str, Path], tmp_path: Path, values: dict,
-                                                                    needle: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"epochs": 0, "max_steps": -1}, "epochs must be above 0"),
+        ({"seed": 1099511627776}, "seed must be at most 4294967295"),
+    ],
+)
+def test_recipe_values_that_train_nothing_or_fail_later_are_refused(
+    setup: dict[str, Path], tmp_path: Path, values: dict, needle: str
+) -> None:
     assert_one_line_error(runner.invoke(app, _args(setup, tmp_path / "out", _recipe(tmp_path, **values))), 2, needle)
 
 
@@ -95,11 +115,17 @@ def test_checkpoints_and_outputs_never_inside_the_input(setup: dict[str, Path], 
     before = tree_digest(setup["mote"])
     recipe = _recipe(tmp_path)
     out = tmp_path / "out"
-    assert_one_line_error(runner.invoke(app, _args(setup, out, recipe, "--checkpoints", str(setup["mote"]))), 7,
-                          "overlaps the input")
-    assert_one_line_error(runner.invoke(app, _args(setup, out, recipe, "--checkpoints", str(setup["mote"] / "ck"))), 7,
-                          "overlaps the input")
-    assert_one_line_error(runner.invoke(app, _args(setup, out, recipe, "--checkpoints", str(out))), 7, "overlaps the output")
+    assert_one_line_error(
+        runner.invoke(app, _args(setup, out, recipe, "--checkpoints", str(setup["mote"]))), 7, "overlaps the input"
+    )
+    assert_one_line_error(
+        runner.invoke(app, _args(setup, out, recipe, "--checkpoints", str(setup["mote"] / "ck"))),
+        7,
+        "overlaps the input",
+    )
+    assert_one_line_error(
+        runner.invoke(app, _args(setup, out, recipe, "--checkpoints", str(out))), 7, "overlaps the output"
+    )
     model = mote_convert.load_model(setup["mote"], mode="packed")
     with pytest.raises(mote_convert.MoteError, match="overlaps the input"):
         mote_convert.save_model(model, setup["mote"] / "sub")
@@ -110,9 +136,12 @@ def test_unwritable_places_are_refused_before_training(setup: dict[str, Path], t
     recipe = _recipe(tmp_path)
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    assert_one_line_error(runner.invoke(app, _args(setup, a_file / "out", recipe)), 12, f"{a_file}: cannot write output there")
-    assert_one_line_error(runner.invoke(app, _args(setup, tmp_path / "out", recipe, "--checkpoints", str(a_file))), 12,
-                          "not a directory")
+    assert_one_line_error(
+        runner.invoke(app, _args(setup, a_file / "out", recipe)), 12, f"{a_file}: cannot write output there"
+    )
+    assert_one_line_error(
+        runner.invoke(app, _args(setup, tmp_path / "out", recipe, "--checkpoints", str(a_file))), 12, "not a directory"
+    )
     assert a_file.read_text() == "x"
 
 
@@ -130,14 +159,19 @@ def test_a_read_only_directory_is_refused_up_front(tmp_path: Path, monkeypatch: 
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(writer.os, "open", read_only)
-    with pytest.raises(mote_convert.MoteError, match=rf"{tmp_path}: cannot create entries in the directory of the output \(Read-only file system\)"):
+    with pytest.raises(
+        mote_convert.MoteError,
+        match=rf"{tmp_path}: cannot create entries in the directory of the output \(Read-only file system\)",
+    ):
         writer.check_output_path(tmp_path / "out", overwrite=False)
 
 
 def test_a_second_run_into_the_same_checkpoints_is_refused_at_once(setup: dict[str, Path], tmp_path: Path) -> None:
     checkpoints = tmp_path / "shared.checkpoints"
     with CheckpointsLock(checkpoints):
-        result = runner.invoke(app, _args(setup, tmp_path / "out", _recipe(tmp_path), "--checkpoints", str(checkpoints)))
+        result = runner.invoke(
+            app, _args(setup, tmp_path / "out", _recipe(tmp_path), "--checkpoints", str(checkpoints))
+        )
     assert_one_line_error(result, 7, "another mote-convert run is writing this output right now")
     assert not (tmp_path / "out").exists() and not checkpoints.exists()
 
@@ -146,20 +180,42 @@ def test_images_outside_the_image_folder_need_an_opt_in(setup: dict[str, Path], 
     outside = tmp_path / "elsewhere.png"
     outside.write_bytes((setup["data"].parent / "images" / "0.png").read_bytes())
     for image in ("../" * 8 + str(outside).lstrip("/"), str(outside)):
-        data = _records(tmp_path, [{"id": "x", "image": image, "conversations": [
-            {"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "red"}]}] * 8)
+        data = _records(
+            tmp_path,
+            [
+                {
+                    "id": "x",
+                    "image": image,
+                    "conversations": [
+                        {"from": "human", "value": "<image>\nWhat color?"},
+                        {"from": "gpt", "value": "red"},
+                    ],
+                }
+            ]
+            * 8,
+        )
         result = runner.invoke(app, _args(setup, tmp_path / "out", _recipe(tmp_path), data=data))
         assert_one_line_error(result, 14, "is outside --image-folder")
     result = runner.invoke(app, _args(setup, tmp_path / "out", _recipe(tmp_path), "--allow-images-outside", data=data))
     assert result.exit_code == 0, result.output
 
 
-def test_unusable_image_paths_and_huge_images_are_one_line(setup: dict[str, Path], tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _records(tmp_path, [{"id": "long", "image": "x" * 5000 + ".png", "conversations": [
-        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "red"}]}])
-    line = assert_one_line_error(runner.invoke(app, _args(setup, tmp_path / "out", _recipe(tmp_path), data=data)), 14,
-                                 "File name too long")
+def test_unusable_image_paths_and_huge_images_are_one_line(
+    setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _records(
+        tmp_path,
+        [
+            {
+                "id": "long",
+                "image": "x" * 5000 + ".png",
+                "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "red"}],
+            }
+        ],
+    )
+    line = assert_one_line_error(
+        runner.invoke(app, _args(setup, tmp_path / "out", _recipe(tmp_path), data=data)), 14, "File name too long"
+    )
     assert len(line) < 400
     from PIL import Image
 
@@ -202,8 +258,9 @@ def test_a_huge_answer_is_cut_before_tokenizing_and_the_tokens_kept_are_the_same
 
 
 @pytest.mark.parametrize("failing", ["optimizer.pt", "model.safetensors"])
-def test_disk_full_during_a_checkpoint_save_is_an_output_error(setup: dict[str, Path], tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+def test_disk_full_during_a_checkpoint_save_is_an_output_error(
+    setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
     """torch.save fails with ENOSPC; safetensors with its own SafetensorError: both are one output error."""
     import errno
 
@@ -243,7 +300,9 @@ def _train_command(s: dict[str, Path], out: Path, recipe: Path, *extra: str) -> 
     return [sys.executable, "-m", "mote_convert.cli", *_args(s, out, recipe, *extra)]
 
 
-def test_signals_at_random_points_leave_whole_checkpoints_and_resume_works(setup: dict[str, Path], tmp_path: Path) -> None:
+def test_signals_at_random_points_leave_whole_checkpoints_and_resume_works(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
     """SIGTERM or SIGINT at seeded random moments of a run that saves every step: every checkpoint-N
     left is complete, no staging directory survives, the message is one line, and --resume ends the run."""
     recipe = _recipe(tmp_path, max_steps=6, save_steps=1, save_total_limit=2)
@@ -253,8 +312,9 @@ def test_signals_at_random_points_leave_whole_checkpoints_and_resume_works(setup
     for trial in range(3):
         out = tmp_path / f"out{trial}"
         checkpoints = tmp_path / f"out{trial}.checkpoints"
-        proc = subprocess.Popen(_train_command(setup, out, recipe), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            _train_command(setup, out, recipe), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         while not (checkpoints.exists() and any(checkpoints.iterdir())) and proc.poll() is None:
             time.sleep(0.01)  # training has begun: the first save is under way or done
         time.sleep(rng.uniform(0.0, 0.6))
@@ -272,8 +332,13 @@ def test_signals_at_random_points_leave_whole_checkpoints_and_resume_works(setup
         assert all(n.startswith("checkpoint-") for n in names), names  # no staging directory left
         assert all(damage(checkpoints / n, int(n.split("-")[1])) is None for n in names), names
         assert not out.exists() and not leftovers(tmp_path)
-        resumed = subprocess.run(_train_command(setup, out, recipe, *(("--resume",) if names else ())), env=env,
-                                 capture_output=True, text=True, timeout=300)
+        resumed = subprocess.run(
+            _train_command(setup, out, recipe, *(("--resume",) if names else ())),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert resumed.returncode == 0, resumed.stderr
         assert mote_convert.inspect_checkpoint(out).ok
     assert len(stopped) >= 2, stopped  # the seeded moments fall inside the runs
