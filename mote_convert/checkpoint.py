@@ -5,8 +5,10 @@ here; the tensors' headers are :func:`mote_convert.io.index.load_index`'s.
 
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from mote_convert.arch import Architecture, check_text_model, get_architecture
 from mote_convert.errors import FormatError, InputNotFoundError, UnsupportedArchitectureError
@@ -27,10 +29,33 @@ def read_config(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputNotFoundError(f"{root}: no config.json (not a Hugging Face checkpoint directory)")
     try:
-        config = load_json(path, MAX_CONFIG_BYTES)
+        cache = _READS[-1] if _READS else None
+        key = str(path.resolve())
+        config = cache.get(key) if cache is not None else None
+        if config is None:
+            config = load_json(path, MAX_CONFIG_BYTES)
+            if cache is not None:
+                cache[key] = config
     except JsonFileError as exc:
         raise InputNotFoundError(f"{path}: {exc}; not a model config") from None
-    return config
+    return copy.deepcopy(config)  # callers may change their copy
+
+
+_READS: list[dict[str, dict[str, Any]]] = []
+
+
+@contextmanager
+def one_read_per_file() -> Iterator[None]:
+    """Within the block (a command: nested blocks share the outermost), each config.json is read
+    once, and every step that opens the checkpoint (a check, a plan, the loader) gets that read."""
+    if _READS:
+        yield
+        return
+    _READS.append({})
+    try:
+        yield
+    finally:
+        _READS.pop()
 
 
 def model_type_of(config: Mapping[str, Any], root: Path | str) -> str:
@@ -45,13 +70,18 @@ def read_mote_config(root: Path | str) -> tuple[dict[str, Any], Architecture, Mo
     """A MoTE checkpoint's config.json, architecture and validated ``mote`` section (FormatError if
     it has none or it is invalid: the same validation ``inspect`` reports problem by problem)."""
     config = read_config(root)
+    arch, mote = mote_config_of(config, root)
+    return config, arch, mote
+
+
+def mote_config_of(config: Mapping[str, Any], root: Path | str) -> tuple[Architecture, MoteConfig]:
+    """The architecture and validated ``mote`` section of a config.json already read."""
     arch = get_architecture(model_type_of(config, root))
-    text = arch.text_config_of(config)
-    num_layers = text.get(arch.num_layers_key)
+    num_layers = arch.text_config_of(config).get(arch.num_layers_key)
     mote = MoteConfig.parse(
         config.get("mote"), root, arch=arch, num_layers=num_layers if isinstance(num_layers, int) else None
     )
-    return config, arch, mote
+    return arch, mote
 
 
 def dense_architecture(config: Mapping[str, Any], root: str | Path) -> Architecture:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from mote_convert.arch import Architecture, get_architecture
 from mote_convert.check import check_metadata, check_mote_tensors, int_or_none, num_layers_of
-from mote_convert.checkpoint import model_type_of, read_config
+from mote_convert.checkpoint import model_type_of, one_read_per_file, read_config
 from mote_convert.errors import MoteError
 from mote_convert.format import ExpertCodec, MoteConfig, Problem, get_codec
 from mote_convert.io.dtypes import FLOAT_DTYPES
@@ -194,6 +194,7 @@ class InspectionReport:
         }
 
 
+@one_read_per_file()
 def inspect_checkpoint(
     path: str | Path,
     options: UpcycleOptions | None = None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mote_convert.arch import get_architecture
 from mote_convert.check import require_sound
-from mote_convert.checkpoint import model_type_of, read_mote_config
+from mote_convert.checkpoint import model_type_of, one_read_per_file, read_mote_config
 from mote_convert.errors import FormatError
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import load_index
@@ -20,6 +20,7 @@ from mote_convert.write import ConversionResult, write_plan
 ENGINE_ROUTER_DTYPES = ("F32", "BF16", "F16")
 
 
+@one_read_per_file()
 def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> ConversionPlan:
     """Plan ``pack``: each latent expert weight becomes the packed codec's tensors; routers stored in
     bf16 / fp16 are widened to float32; the rest is copied."""
@@ -60,6 +61,7 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
     return plan
 
 
+@one_read_per_file()
 def pack(
     in_path: str | Path,
     out_path: str | Path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mote_convert.checkpoint import dense_architecture, read_config
+from mote_convert.checkpoint import dense_architecture, one_read_per_file, read_config
 from mote_convert.io.index import load_index
 from mote_convert.io.shards import ProgressFn
 from mote_convert.options import LayerSelection, UpcycleOptions, load_recipe
@@ -39,6 +39,7 @@ def resolve_options(
     )
 
 
+@one_read_per_file()
 def plan_upcycle(model_path: str | Path, options: UpcycleOptions | None = None) -> ConversionPlan:
     """Build and validate the upcycle plan of a dense checkpoint, reading headers only."""
     model_path = Path(model_path)
@@ -48,6 +49,7 @@ def plan_upcycle(model_path: str | Path, options: UpcycleOptions | None = None) 
     return build_upcycle_plan(index, config, options or UpcycleOptions())
 
 
+@one_read_per_file()
 def upcycle(
     model_path: str | Path,
     out_path: str | Path,

@@ -138,9 +138,13 @@ def fail(exc: MoteError) -> None:
 
 @contextmanager
 def errors() -> Iterator[None]:
-    """Every failure the user can cause or meet becomes one line and a documented exit code."""
+    """Every failure the user can cause or meet becomes one line and a documented exit code. The
+    command inside reads each config.json once (its steps share the read)."""
+    from mote_convert.checkpoint import one_read_per_file
+
     try:
-        yield
+        with one_read_per_file():
+            yield
     except MoteError as exc:
         fail(exc)
     except InternalError as exc:  # a bug: the traceback, and a request to report it

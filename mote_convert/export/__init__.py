@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mote_convert.checkpoint import one_read_per_file
 from mote_convert.errors import InternalError, OptionsError
 from mote_convert.export.gguf_file import GgufPlan, write_gguf
 from mote_convert.export.tensors import EXPERT_TYPES, SHARED_TYPES, get_type
@@ -64,6 +65,7 @@ class GgufExportPlan:
         return self.text.nbytes + (self.vision.nbytes if self.vision is not None else 0)
 
 
+@one_read_per_file()
 def plan_gguf(
     model: str | Path, *, expert_type: str = "tq2_0", shared_type: str | None = None, mmproj: bool = False
 ) -> GgufExportPlan:
@@ -101,6 +103,7 @@ def _summary(path: Path, plan: GgufPlan) -> GgufFile:
     return GgufFile(path, plan.arch, len(plan.tensors), plan.nbytes, types)
 
 
+@one_read_per_file()
 def export_gguf(
     model: str | Path,
     out: str | Path,

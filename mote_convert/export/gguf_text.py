@@ -26,7 +26,7 @@ from mote_convert.arch import get_architecture
 from mote_convert.arch.registry import Architecture
 from mote_convert.arch.values import config_float, config_int, config_mapping
 from mote_convert.check import check_expert_values, require_sound
-from mote_convert.checkpoint import read_mote_config
+from mote_convert.checkpoint import mote_config_of
 from mote_convert.errors import CorruptCheckpointError, FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
@@ -203,7 +203,7 @@ def plan_text(
     """Every key and tensor of the language model's GGUF, from headers; nothing is read yet."""
     arch = get_architecture(config.get("model_type"))
     text = _text_config(config, arch)
-    mote = read_mote_config(root)[2] if config.get("mote") is not None else None
+    mote = mote_config_of(config, root)[1] if config.get("mote") is not None else None
     lm_root, lm_head = _find_lm(index, arch), lm_head_name(index, arch)
 
     def number(key: str, **kw: Any) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from mote_convert.errors import UnsupportedArchitectureError
 from mote_convert.export.tensors import TERNARY_FALLBACK, TYPES, TensorType
 
 if TYPE_CHECKING:
@@ -128,21 +129,19 @@ def checkpoint_gguf_sizes(report: InspectionReport, path: str | Path) -> dict[st
     """:func:`gguf_sizes` of an inspected checkpoint (a dense one: with the MoE layout it was
     inspected with, as upcycle would make it)."""
     from mote_convert.arch import get_architecture
-    from mote_convert.checkpoint import model_type_of, read_config
     from mote_convert.io.index import load_index
 
     root = Path(path)
-    config = read_config(root)
-    arch = get_architecture(model_type_of(config, root))
-    text = arch.text_config_of(config)
-    mote = report.mote
-    layers = int(text[arch.num_layers_key])
+    model, mote = report.model, report.mote
+    if model.num_layers is None or model.hidden_size is None:  # inspect reported them as malformed
+        raise UnsupportedArchitectureError(f"{root}: config.json's layer count or hidden size is not an integer")
+    arch = get_architecture(model.model_type)
     shapes = lm_shapes(
         load_index(root),
         arch,
         mote.moe_layers if mote else (),
         mote.num_experts if mote else 0,
-        layers,
-        int(text[arch.hidden_size_key]),
+        model.num_layers,
+        model.hidden_size,
     )
     return gguf_sizes(shapes)

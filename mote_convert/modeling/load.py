@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from mote_convert.checkpoint import read_mote_config
+from mote_convert.checkpoint import one_read_per_file, read_mote_config
 from mote_convert.errors import FormatError
 from mote_convert.format import MoteConfig, get_codec
 from mote_convert.io.index import load_index
@@ -56,6 +56,7 @@ def _model_class(config: dict[str, Any]) -> type:
     )
 
 
+@one_read_per_file()
 def load_model(
     path: str | Path,
     mode: str = PACKED,

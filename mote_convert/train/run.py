@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from mote_convert.checkpoint import one_read_per_file
 from mote_convert.errors import (
     CorruptCheckpointError,
     InputNotFoundError,
@@ -131,6 +132,7 @@ def fsdp2_launch(args: Any) -> bool:
     return from_env or from_args
 
 
+@one_read_per_file()
 def train(
     model: str | Path,
     data: str | Path,
