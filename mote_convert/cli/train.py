@@ -139,6 +139,7 @@ def train(
             callbacks=[train_progress()],
             notify=note,
         )
+    _end_process_group()
     if not result.main_process:
         return
     table = Table(title=f"trained {output}", show_header=False)
@@ -148,3 +149,14 @@ def train(
         table.add_row("loss (first -> last)", f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
     table.add_row("checkpoints", str(result.checkpoints))
     out_console.print(table)
+
+
+def _end_process_group() -> None:
+    """The command is the process: close a launch's process group before the interpreter exits.
+    Left to interpreter shutdown, gloo's threads were destroyed while joinable on some runs, and the
+    process aborted ("terminate called without an active exception") after a complete run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every process is done with the group (the main one wrote the output)
+        dist.destroy_process_group()
