@@ -237,8 +237,8 @@ MUTANTS = (
     Mutant(
         "gguf-gate-and-up-swapped",
         "mote_convert/export/gguf_text.py",
-        'GGUF_FFN = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down"}',
-        'GGUF_FFN = {"gate_proj": "up", "up_proj": "gate", "down_proj": "down"}',
+        '    "gate_proj": ("FFN_GATE", "FFN_GATE_SHEXP", "FFN_GATE_EXP"),\n    "up_proj": ("FFN_UP", "FFN_UP_SHEXP", "FFN_UP_EXP"),',
+        '    "gate_proj": ("FFN_UP", "FFN_UP_SHEXP", "FFN_UP_EXP"),\n    "up_proj": ("FFN_GATE", "FFN_GATE_SHEXP", "FFN_GATE_EXP"),',
         ("tests/export/test_gguf.py::test_q8_0_shared_experts_and_the_vocabulary_are_values_not_only_types",),
     ),
     Mutant(

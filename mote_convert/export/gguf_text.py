@@ -50,7 +50,23 @@ TEXT_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # An application that configures logging (the CLI's --debug does) still sees it.
 logging.getLogger("gguf").addHandler(logging.NullHandler())
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-GGUF_FFN = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down"}
+# llama.cpp's tensor kinds (gguf's MODEL_TENSOR) of each FFN projection: dense, shared expert, routed experts
+FFN_TENSORS = {
+    "gate_proj": ("FFN_GATE", "FFN_GATE_SHEXP", "FFN_GATE_EXP"),
+    "up_proj": ("FFN_UP", "FFN_UP_SHEXP", "FFN_UP_EXP"),
+    "down_proj": ("FFN_DOWN", "FFN_DOWN_SHEXP", "FFN_DOWN_EXP"),
+}
+DENSE, SHARED, ROUTED = 0, 1, 2
+
+
+def gguf_name(kind: str, layer: int | None = None, suffix: str = "weight") -> str:
+    """A tensor's name in the GGUF file, from gguf's own table (``TENSOR_NAMES``), e.g.
+    ``gguf_name("ATTN_Q", 3)`` is ``blk.3.attn_q.weight``."""
+    import gguf
+
+    return gguf.TENSOR_NAMES[gguf.MODEL_TENSOR[kind]].format(bid=layer) + f".{suffix}"
+
+
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
@@ -280,34 +296,37 @@ def plan_text(
         chosen = ttype or (TYPES["f32"] if len(info.shape) == 1 else stored_type(info.dtype))
         plan.tensor(GgufTensor(gguf_name, info.shape, chosen, _copy(source, chosen, heads), (source,)))
 
-    copy("token_embd.weight", embed)
+    copy(gguf_name("TOKEN_EMBD"), embed)
     for layer in range(n_layers):
         src = f"{lm_root}layers.{layer}."
-        blk = f"blk.{layer}."
-        copy(blk + "attn_norm.weight", src + "input_layernorm.weight")
-        copy(blk + "ffn_norm.weight", src + "post_attention_layernorm.weight")
-        copy(blk + "attn_q.weight", src + "self_attn.q_proj.weight", heads=n_head)
-        copy(blk + "attn_k.weight", src + "self_attn.k_proj.weight", heads=n_kv)
-        copy(blk + "attn_v.weight", src + "self_attn.v_proj.weight")
-        copy(blk + "attn_output.weight", src + "self_attn.o_proj.weight")
-        for proj, bias_heads in (("q_proj", n_head), ("k_proj", n_kv), ("v_proj", None)):
+        copy(gguf_name("ATTN_NORM", layer), src + "input_layernorm.weight")
+        copy(gguf_name("FFN_NORM", layer), src + "post_attention_layernorm.weight")
+        copy(gguf_name("ATTN_Q", layer), src + "self_attn.q_proj.weight", heads=n_head)
+        copy(gguf_name("ATTN_K", layer), src + "self_attn.k_proj.weight", heads=n_kv)
+        copy(gguf_name("ATTN_V", layer), src + "self_attn.v_proj.weight")
+        copy(gguf_name("ATTN_OUT", layer), src + "self_attn.o_proj.weight")
+        for proj, kind, bias_heads in (
+            ("q_proj", "ATTN_Q", n_head),
+            ("k_proj", "ATTN_K", n_kv),
+            ("v_proj", "ATTN_V", None),
+        ):
             bias = f"{src}self_attn.{proj}.bias"
             if bias in index.tensors:
-                copy(f"{blk}attn_{proj[0]}.bias", bias, TYPES["f32"], heads=bias_heads)
+                copy(gguf_name(kind, layer, "bias"), bias, TYPES["f32"], heads=bias_heads)
         ffn = moe_layers.get(layer, f"{src}mlp")
-        suffix = "_shexp" if layer in moe_layers else ""
+        role = SHARED if layer in moe_layers else DENSE
         for proj in PROJECTIONS:
             name = f"{ffn}.{proj}.weight"
             if shared_type is not None and name in index.tensors and not shared_type.fits(index.tensors[name].shape):
                 raise FormatError(
                     f"{name}: --shared-type {shared_type.name} needs rows that are a multiple of {shared_type.block}"
                 )
-            copy(f"{blk}ffn_{GGUF_FFN[proj]}{suffix}.weight", name, shared_type)
+            copy(gguf_name(FFN_TENSORS[proj][role], layer), name, shared_type)
         if layer in moe_layers:
             _plan_moe_layer(plan, index, mote, layer, ffn, expert_type)
-    copy("output_norm.weight", f"{lm_root}norm.weight")
+    copy(gguf_name("OUTPUT_NORM"), f"{lm_root}norm.weight")
     if lm_head is not None:
-        copy("output.weight", lm_head)
+        copy(gguf_name("OUTPUT"), lm_head)
 
     used = {source for t in plan.tensors for source in t.sources}
     left = sorted(
@@ -325,11 +344,10 @@ def plan_text(
 def _plan_moe_layer(
     plan: GgufPlan, index: CheckpointIndex, mote: Any, layer: int, prefix: str, expert_type: TensorType
 ) -> None:
-    blk = f"blk.{layer}."
     router = router_name(prefix)
     info = index.tensors[router]
     plan.tensor(
-        GgufTensor(blk + "ffn_gate_inp.weight", info.shape, TYPES["f32"], _copy(router, TYPES["f32"]), (router,))
+        GgufTensor(gguf_name("FFN_GATE_INP", layer), info.shape, TYPES["f32"], _copy(router, TYPES["f32"]), (router,))
     )
     fmt = mote.expert_format
     codec = get_codec(fmt)
@@ -341,12 +359,11 @@ def _plan_moe_layer(
             f"{base}.{part.suffix}" for base, _ in experts for part in codec.parts(shared.dtype, shared.shape)
         )
         ttype = expert_type if expert_type.fits((rows, cols)) else TYPES[TERNARY_FALLBACK]
+        name = gguf_name(FFN_TENSORS[proj][ROUTED], layer)
         if ttype is not expert_type:
             plan.notes.append(
-                f"{blk}ffn_{GGUF_FFN[proj]}_exps: rows of {cols} weights are not whole "
+                f"{name.removesuffix('.weight')}: rows of {cols} weights are not whole "
                 f"{expert_type.block}-weight blocks; written as {ttype.name} (exact ternary too)"
             )
         shape = (mote.num_experts, rows, cols)
-        plan.tensor(
-            GgufTensor(f"{blk}ffn_{GGUF_FFN[proj]}_exps.weight", shape, ttype, _experts(experts, fmt, ttype), parts)
-        )
+        plan.tensor(GgufTensor(name, shape, ttype, _experts(experts, fmt, ttype), parts))
