@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from mote_convert.arch import Architecture, get_architecture
 from mote_convert.check import check_metadata, check_mote_tensors, int_or_none, num_layers_of
@@ -24,6 +24,7 @@ from mote_convert.errors import MoteError
 from mote_convert.format import ExpertCodec, MoteConfig, Problem, get_codec
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex, TensorInfo, load_index
+from mote_convert.io.shards import ProgressFn
 from mote_convert.memory import ROUTED_EXPERTS, ROUTERS, Comparison, Layout, MemoryTable, compare, memory_table
 from mote_convert.options import UpcycleOptions
 from mote_convert.plan import ConversionPlan
@@ -34,7 +35,6 @@ MOTE = "mote"
 REPORT_VERSION = 1
 
 # Called with the bytes of each expert tensor read for ``stats`` and the bytes all of them hold.
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

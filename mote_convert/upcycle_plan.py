@@ -130,14 +130,13 @@ def _layer_end(ffn_prefix: str) -> str:
 def _check_layer_count(index: CheckpointIndex, arch: Architecture, style: int, num_layers: int) -> None:
     """The checkpoint must hold an FFN for each of config.json's layers, and none beyond them."""
     proj = arch.ffn_kind.projections[0]
-    key = arch.ffn_prefixes[style] + f".{proj}.weight"
     for layer in range(num_layers):
-        name = key.replace("{layer}", str(layer))
+        name = f"{arch.prefixes_for(layer)[style]}.{proj}.weight"
         if name not in index:
             raise UnsupportedArchitectureError(
                 f"{index.root}: key {name} not found (layer {layer} of {arch.name}, which has {num_layers} layers in config.json)"
             )
-    beyond = key.replace("{layer}", str(num_layers))
+    beyond = f"{arch.prefixes_for(num_layers)[style]}.{proj}.weight"
     if beyond in index:
         raise PlanError(
             f"config.json says the text model has {num_layers} decoder layers, but the checkpoint holds {beyond}"

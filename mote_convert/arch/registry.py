@@ -77,6 +77,10 @@ class Architecture:
         """Where a language-model config key sits in config.json, for messages (``text_config.hidden_size``)."""
         return f"{self.text_config}.{key}" if self.text_config else key
 
+    def module_path_for(self, layer: int) -> str:
+        """The attribute path of one decoder layer's FFN in the loaded transformers model."""
+        return self.module_path.replace(LAYER_FIELD, str(layer))
+
     def prefixes_for(self, layer: int) -> tuple[str, ...]:
         """Every key style's FFN prefix for one decoder layer."""
         return tuple(p.replace(LAYER_FIELD, str(layer)) for p in self.ffn_prefixes)

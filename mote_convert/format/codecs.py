@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from mote_convert.errors import FormatError
 from mote_convert.format.config import ExpertFormat
-from mote_convert.io.dtypes import itemsize
+from mote_convert.io.dtypes import tensor_nbytes
 from mote_convert.quant.layout import packed_rows
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class PartSpec:
     @property
     def nbytes(self) -> int:
         """Bytes of tensor data."""
-        return math.prod(self.shape) * itemsize(self.dtype)
+        return tensor_nbytes(self.dtype, self.shape)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,15 @@ def _unknown(dtype: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"unsupported safetensors dtype {dtype!r}; known: {', '.join(ITEMSIZES)}")
 
 
+def tensor_nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    """Bytes of a tensor's data: its element count times the dtype's size (every tensor description
+    of the package, header entry, planned output or codec part, counts with this)."""
+    n = itemsize(dtype)
+    for dim in shape:
+        n *= dim
+    return n
+
+
 def itemsize(dtype: str) -> int:
     """Bytes per element of a safetensors dtype name."""
     try:

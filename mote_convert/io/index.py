@@ -16,7 +16,7 @@ from typing import Iterator, Mapping
 from safetensors import SafetensorError, safe_open
 
 from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, InputReadError, MoteError, read_error
-from mote_convert.io.dtypes import itemsize
+from mote_convert.io.dtypes import tensor_nbytes
 from mote_convert.io.jsonfile import JsonFileError, load_json
 
 SINGLE_FILE = "model.safetensors"
@@ -42,7 +42,7 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         """Bytes of tensor data."""
-        return self.numel * itemsize(self.dtype)
+        return tensor_nbytes(self.dtype, self.shape)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from mote_convert.errors import (
     InternalError,
     MoteError,
 )
-from mote_convert.io.dtypes import itemsize, safetensors_dtype
+from mote_convert.io.dtypes import safetensors_dtype, tensor_nbytes
 from mote_convert.io.index import INDEX_FILE, SINGLE_FILE
 from mote_convert.io.reader import TensorReader, write_all
 from mote_convert.io.staging import check_interrupted
@@ -29,7 +29,13 @@ from mote_convert.io.staging import check_interrupted
 if TYPE_CHECKING:
     import torch
 
-ProgressFn = Callable[[int], None]  # called with the bytes just written
+
+class ProgressFn(Protocol):
+    """Progress of long work: called with the bytes just done, and the total when it is known
+    (the CLI's progress bars take both)."""
+
+    def __call__(self, nbytes: int, total: int | None = None, /) -> None: ...
+
 
 HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
 
@@ -45,10 +51,7 @@ class TensorSpec:
     @property
     def nbytes(self) -> int:
         """Bytes of tensor data."""
-        n = itemsize(self.dtype)
-        for dim in self.shape:
-            n *= dim
-        return n
+        return tensor_nbytes(self.dtype, self.shape)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def replace_ffns(
     path of each block -> its FFN prefix P as the checkpoint names it."""
     prefixes: dict[str, str] = {}
     for layer, prefix in mote.layer_prefixes.items():
-        path = arch.module_path.replace("{layer}", str(layer))
+        path = arch.module_path_for(layer)
         prefixes[path] = prefix
         ffn = model.get_submodule(path)
         block = make_block(ffn, mote, stored_mode, dtype)
