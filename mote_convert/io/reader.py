@@ -57,9 +57,9 @@ class TensorReader:
         a view of the buffer, valid until the buffer is reused.
 
         For a tensor that is read whole and at once (a weight to quantize), this is much cheaper than
-        :meth:`read`: a mapping faults its pages in one by one on first touch (about 0.15 s for a
-        90 MB weight here), a read copies them from the page cache in one pass, into memory that is
-        already faulted in when the buffer is reused.
+        :meth:`read`: a mapping faults its pages in one by one on first touch, a read copies them from
+        the page cache in one pass, into memory that is already faulted in when the buffer is reused
+        (docs/kernels.md has the measured figures).
         """
         import torch
 

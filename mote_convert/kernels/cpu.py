@@ -102,7 +102,8 @@ def _ninja_on_path() -> None:
 
 
 def best_path() -> str:
-    """``avx2`` or ``scalar``: the path the operator takes on this CPU."""
+    """``avx512vnni``, ``avx2`` or ``scalar``: the path the operator takes on this CPU (``unavailable``
+    without the built operator)."""
     return str(torch.ops.mote.best_path()) if load() else "unavailable"
 
 

@@ -7,10 +7,12 @@ activation quantization and scaling, so every kernel gives the same outputs bit 
 
 * ``reference``: pure torch, decodes the codes and multiplies in float32 (exact: integer sums below
   2^24). The oracle of the tests and the fallback everywhere.
-* ``cpu``: a C++ operator (``torch.ops.mote.ternary_matmul``), AVX2 with a scalar path, built on
-  first use by ``torch.utils.cpp_extension`` and cached; no decoded weight is ever materialised.
+* ``cpu``: a C++ operator (``torch.ops.mote.ternary_matmul``) with AVX-512 VNNI, AVX2 and scalar
+  paths chosen by the CPU's features at run time, built on first use by ``torch.utils.cpp_extension``
+  and cached; no decoded weight is ever materialised.
+* ``triton``: a Triton kernel for CUDA tensors, where triton and a GPU are there.
 
-``MOTE_KERNEL=reference|cpu`` forces one (for benchmarks and tests).
+``MOTE_KERNEL=reference|cpu|triton`` forces one (for benchmarks and tests).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@
 //     sum_k (c_k - 1) * q_k = sum_k c_k * q_k - sum_k q_k        (c_k in {0, 1, 2}, q_k int8)
 //
 // Integer accumulation is exact (|q| <= 128, codes <= 2: int16 pair sums <= 512, int32 totals), so
-// every path returns the same int32 values as the pure-torch reference. The AVX2 path is compiled
-// with a function target attribute and chosen at run time; the scalar path runs everywhere.
+// every path returns the same int32 values as the pure-torch reference. The AVX-512 VNNI and AVX2
+// paths are compiled with function target attributes and chosen at run time by the CPU's features;
+// the scalar path runs everywhere.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
