@@ -265,8 +265,8 @@ MUTANTS = (
     Mutant(
         "mmproj-tensor-misplaced",
         "mote_convert/export/gguf_mmproj.py",
-        'add("v.pre_ln.weight", f"{vroot}pre_layrnorm.weight")',
-        'add("v.pre_ln.weight", f"{vroot}pre_layrnorm.bias")',
+        'add(gguf_name("V_PRE_NORM"), f"{vroot}pre_layrnorm.weight")',
+        'add(gguf_name("V_PRE_NORM"), f"{vroot}pre_layrnorm.bias")',
         ("tests/export/test_gguf.py::test_mmproj_tensors_are_the_vision_towers_values",),
     ),
     # --- outputs, inputs and the command line

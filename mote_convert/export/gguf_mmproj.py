@@ -16,7 +16,7 @@ from mote_convert.arch.values import config_float, config_int, config_mapping
 from mote_convert.errors import CorruptCheckpointError, FormatError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.gguf_text import _copy
-from mote_convert.export.tensors import TYPES, TensorType
+from mote_convert.export.tensors import TYPES, TensorType, gguf_name
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, load_json
 from mote_convert.numbers import is_number
@@ -24,15 +24,16 @@ from mote_convert.numbers import is_number
 SUPPORTED = "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector)"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# a CLIP encoder layer's modules -> llama.cpp's tensor kinds (gguf's MODEL_TENSOR)
 LAYER_NAMES = {
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.out_proj": "attn_out",
-    "layer_norm1": "ln1",
-    "layer_norm2": "ln2",
-    "mlp.fc1": "ffn_up",
-    "mlp.fc2": "ffn_down",
+    "self_attn.q_proj": "V_ENC_ATTN_Q",
+    "self_attn.k_proj": "V_ENC_ATTN_K",
+    "self_attn.v_proj": "V_ENC_ATTN_V",
+    "self_attn.out_proj": "V_ENC_ATTN_O",
+    "layer_norm1": "V_ENC_INPUT_NORM",
+    "layer_norm2": "V_ENC_POST_ATTN_NORM",
+    "mlp.fc1": "V_ENC_FFN_UP",
+    "mlp.fc2": "V_ENC_FFN_DOWN",
 }
 
 
@@ -134,16 +135,16 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
             ttype = TYPES["f32"] if len(info.shape) == 1 or info.dtype == "F32" else TYPES["f16"]
         plan.tensor(GgufTensor(name, info.shape, ttype, _copy(source, ttype), (source,)))
 
-    add("v.patch_embd.weight", patch[0], TYPES["f16"])  # ggml's convolution takes f16 kernels
-    add("v.class_embd", f"{vroot}embeddings.class_embedding", TYPES["f32"])
-    add("v.position_embd.weight", f"{vroot}embeddings.position_embedding.weight")
-    add("v.pre_ln.weight", f"{vroot}pre_layrnorm.weight")
-    add("v.pre_ln.bias", f"{vroot}pre_layrnorm.bias")
+    add(gguf_name("V_ENC_EMBD_PATCH"), patch[0], TYPES["f16"])  # ggml's convolution takes f16 kernels
+    add(gguf_name("V_ENC_EMBD_CLS", suffix=None), f"{vroot}embeddings.class_embedding", TYPES["f32"])
+    add(gguf_name("V_ENC_EMBD_POS"), f"{vroot}embeddings.position_embedding.weight")
+    add(gguf_name("V_PRE_NORM"), f"{vroot}pre_layrnorm.weight")
+    add(gguf_name("V_PRE_NORM", suffix="bias"), f"{vroot}pre_layrnorm.bias")
     for layer in range(feature):
-        for hf, gg in LAYER_NAMES.items():
-            for kind in ("weight", "bias"):
-                add(f"v.blk.{layer}.{gg}.{kind}", f"{vroot}encoder.layers.{layer}.{hf}.{kind}")
-    for hf, gg in (("linear_1", "mm.0"), ("linear_2", "mm.2")):
-        for kind in ("weight", "bias"):
-            add(f"{gg}.{kind}", f"{proot}{hf}.{kind}")
+        for hf, kind in LAYER_NAMES.items():
+            for part in ("weight", "bias"):
+                add(gguf_name(kind, layer, part), f"{vroot}encoder.layers.{layer}.{hf}.{part}")
+    for hf, index_in_mlp in (("linear_1", 0), ("linear_2", 2)):  # LLaVA's projector: Linear, GELU, Linear
+        for part in ("weight", "bias"):
+            add(gguf_name("V_MMPROJ", index_in_mlp, part), f"{proot}{hf}.{part}")
     return plan

@@ -35,6 +35,7 @@ from mote_convert.export.tensors import (
     Encoded,
     TensorType,
     encode,
+    gguf_name,
     permute_rope,
     stored_type,
     ternary_weight,
@@ -57,14 +58,6 @@ FFN_TENSORS = {
     "down_proj": ("FFN_DOWN", "FFN_DOWN_SHEXP", "FFN_DOWN_EXP"),
 }
 DENSE, SHARED, ROUTED = 0, 1, 2
-
-
-def gguf_name(kind: str, layer: int | None = None, suffix: str = "weight") -> str:
-    """A tensor's name in the GGUF file, from gguf's own table (``TENSOR_NAMES``), e.g.
-    ``gguf_name("ATTN_Q", 3)`` is ``blk.3.attn_q.weight``."""
-    import gguf
-
-    return gguf.TENSOR_NAMES[gguf.MODEL_TENSOR[kind]].format(bid=layer) + f".{suffix}"
 
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)

@@ -67,6 +67,15 @@ SHARED_TYPES = ("bf16", "f16", "f32", "q8_0", "q4_0")
 TERNARY_FALLBACK = "q8_0"
 
 
+def gguf_name(kind: str, layer: int | None = None, suffix: str | None = "weight") -> str:
+    """A tensor's name in the GGUF file, from gguf's own table (``TENSOR_NAMES``): ``gguf_name("ATTN_Q",
+    3)`` is ``blk.3.attn_q.weight``; ``suffix=None`` for a tensor without one (``v.class_embd``)."""
+    import gguf
+
+    name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR[kind]].format(bid=layer)
+    return name if suffix is None else f"{name}.{suffix}"
+
+
 def get_type(name: str, allowed: tuple[str, ...]) -> TensorType:
     """The type called ``name``; one not in ``allowed`` lists the allowed ones."""
     if name not in allowed:
