@@ -160,3 +160,40 @@ def spec_bitlinear(x: torch.Tensor, codes: torch.Tensor, gamma: torch.Tensor) ->
     s = 127.0 / torch.clamp(x.abs().amax(dim=-1, keepdim=True), min=1e-5)
     x_q = torch.clamp(torch.round(x * s), -128, 127)
     return (x_q @ codes.to(x_q.dtype).t()) * gamma.reshape(()) / s
+
+
+def training_setup(root: Path, recipe: str | None = None) -> dict[str, Path]:
+    """What the training tests start from: a tiny LLaVA with its processor (``dense``), its upcycle
+    (``mote``), a LLaVA-format colour dataset (``data``) and, when given, a recipe file (``recipe``)."""
+    import mote_convert
+    from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
+
+    dense = build_tiny_llava(root / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
+    build_tiny_processor(dense)
+    setup = {
+        "root": root,
+        "dense": dense,
+        "mote": mote_convert.upcycle(dense, root / "mote").output,
+        "data": build_tiny_dataset(root / "data"),
+    }
+    if recipe is not None:
+        (root / "recipe.yaml").write_text(recipe)
+        setup["recipe"] = root / "recipe.yaml"
+    return setup
+
+
+def torchrun_cli(*args: str, processes: int = 2) -> list[str]:
+    """The command line of ``mote-convert ARGS`` under torchrun with ``processes`` local processes."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        "-m",
+        "mote_convert.cli",
+        *args,
+    ]

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 import mote_convert
 from mote_convert.cli import app
 from mote_convert.errors import Interrupted
-from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
+from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_llava
 from mote_convert.train.checkpoints import damage, resume_point
 from mote_convert.train.recipe import load_train_recipe
 from mote_convert.train.run import train
-from tests.helpers import assert_one_line_error, read_all
+from tests.helpers import assert_one_line_error, read_all, training_setup
 
 runner = CliRunner()
 RECIPE = """\
@@ -37,24 +37,12 @@ expert_format: latent
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("resume")
-    dense = build_tiny_llava(root / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
-    build_tiny_processor(dense)
-    mote_convert.upcycle(dense, root / "mote")
-    data = build_tiny_dataset(root / "data")
-    (root / "recipe.yaml").write_text(RECIPE)
+    s = training_setup(tmp_path_factory.mktemp("resume"), RECIPE)
     # the uninterrupted run every resumed one must end at
-    full = root / "full"
-    result = runner.invoke(app, _args(root / "mote", data, root / "recipe.yaml", full))
+    full = s["root"] / "full"
+    result = runner.invoke(app, _args(s["mote"], s["data"], s["recipe"], full))
     assert result.exit_code == 0, result.output
-    return {
-        "root": root,
-        "dense": dense,
-        "mote": root / "mote",
-        "data": data,
-        "recipe": root / "recipe.yaml",
-        "full": full,
-    }
+    return {**s, "full": full}
 
 
 def _args(model: Path, data: Path, recipe: Path, out: Path, *extra: str) -> list[str]:

@@ -17,7 +17,7 @@ from mote_convert.cli import app
 from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
 from mote_convert.train.recipe import load_train_recipe
 from mote_convert.train.run import train
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, torchrun_cli, training_setup
 
 runner = CliRunner()
 RECIPE = """\
@@ -31,13 +31,7 @@ save_steps: 8
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("train")
-    dense = build_tiny_llava(root / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
-    build_tiny_processor(dense)
-    mote_convert.upcycle(dense, root / "mote")
-    data = build_tiny_dataset(root / "data")
-    (root / "recipe.yaml").write_text(RECIPE)
-    return {"root": root, "dense": dense, "mote": root / "mote", "data": data, "recipe": root / "recipe.yaml"}
+    return training_setup(tmp_path_factory.mktemp("train"), RECIPE)
 
 
 def _args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
@@ -182,17 +176,7 @@ def test_train_two_processes_under_torchrun(setup: dict[str, Path], engine: str)
 
     out = setup["root"] / f"trained-{engine}"
     extra = ["--deepspeed", str(launch_dir() / f"{engine}.json")] if engine != "ddp" else []
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mote_convert.cli",
-        *_args(setup, out, "--max-steps", "8", *extra),
-    ]
+    cmd = torchrun_cli(*_args(setup, out, "--max-steps", "8", *extra))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -323,19 +307,7 @@ def test_two_processes_train_what_one_process_trains(setup: dict[str, Path], tmp
     ]
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "one")])
     assert result.exit_code == 0, result.output
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mote_convert.cli",
-        *args,
-        "-o",
-        str(tmp_path / "two"),
-    ]
+    cmd = torchrun_cli(*args, "-o", str(tmp_path / "two"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,10 +19,9 @@ from typer.testing import CliRunner
 
 import mote_convert
 from mote_convert.cli import app
-from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
 from mote_convert.train.checkpoints import CheckpointsLock, damage
 from tests.conftest import tree_digest
-from tests.helpers import assert_one_line_error, leftovers
+from tests.helpers import assert_one_line_error, leftovers, training_setup
 
 runner = CliRunner()
 RECIPE = {"learning_rate": 3.0e-3, "max_steps": 2, "global_batch_size": 8, "per_device_batch_size": 4, "save_steps": 1}
@@ -30,12 +29,7 @@ RECIPE = {"learning_rate": 3.0e-3, "max_steps": 2, "global_batch_size": 8, "per_
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("refusals")
-    dense = build_tiny_llava(root / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
-    build_tiny_processor(dense)
-    mote_convert.upcycle(dense, root / "mote")
-    data = build_tiny_dataset(root / "data")
-    return {"root": root, "mote": root / "mote", "data": data}
+    return training_setup(tmp_path_factory.mktemp("refusals"))
 
 
 def _recipe(tmp_path: Path, **values: object) -> Path:
