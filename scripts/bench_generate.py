@@ -1,6 +1,6 @@
 """Benchmark: greedy decoding of a Qwen2-0.5B-shaped model, MoTE packed against dense, tokens/s and memory.
 
-The checkpoints are ``scripts/bench_load.py``'s (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
+The checkpoints are ``benchlib.qwen_checkpoints`` (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
 24 layers, bf16; and its up-cycled MoTE output, 4 packed experts on every layer). Each model runs in
 its own child process: load, one warm-up ``generate``, then the peak-RSS counter is reset and
 ``generate`` (greedy, a 16-token prompt, ``--new-tokens`` new tokens) is timed ``--repeats`` times.
@@ -13,31 +13,24 @@ weight copies).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_load  # noqa: E402  (the checkpoints)
-import bench_upcycle  # noqa: E402  (VmHWM)
-
-MiB = 2**20
+import benchlib
+from benchlib import MiB
 
 
 def child_generate(kind: str, path: str, new_tokens: str, repeats: str) -> dict:
     import torch
 
     import mote_convert
-    from mote_convert.modeling.load import _model_class
 
     if kind == "dense":
-        config = json.loads((Path(path) / "config.json").read_text())
-        model = _model_class(config).from_pretrained(path, dtype="auto")
+        model = benchlib.dense_model(path)
     else:
         model = mote_convert.load_model(path, mode="packed")
-    prompt = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    vocab = model.config.get_text_config().vocab_size
+    prompt = torch.randint(0, min(1000, vocab), (1, 16), generator=torch.Generator().manual_seed(0))
     n = int(new_tokens)
     kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
     with torch.no_grad():
@@ -86,25 +79,17 @@ def rss_by_kind(checkpoint: Path) -> dict[str, int]:
 
 def run(kind: str, path: Path, new_tokens: int, repeats: int) -> dict:
     # the child resets its peak-RSS counter after the warm-up: the peak run_child reads is generate's
-    return bench_upcycle.run_child("generate", kind, path, new_tokens, repeats, module="bench_generate")
+    return benchlib.run_child("bench_generate", "generate", kind, path, new_tokens, repeats)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
+    parser = benchlib.arguments(__doc__, repeats=3)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    import mote_convert
-
-    dense = args.workdir / "qwen2-0.5b-shapes"
-    mote = args.workdir / "qwen2-0.5b-shapes-mote"
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    if not dense.exists():
-        bench_load.build_qwen(dense)
-    if not mote.exists():
-        mote_convert.upcycle(dense, mote)
+    if args.tiny:
+        args.new_tokens, args.repeats, args.rounds = 4, 1, 1
+    dense, mote = benchlib.qwen_checkpoints(args.workdir, args.tiny)
     rows: dict[str, list[dict]] = {"dense": [], "mote": []}
     for _ in range(args.rounds):  # alternate, so both see the same machine state
         rows["dense"].append(run("dense", dense, args.new_tokens, args.repeats))

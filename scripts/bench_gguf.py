@@ -1,6 +1,6 @@
 """Benchmark: a Qwen2-0.5B-shaped model in llama.cpp, MoTE exports against the dense model's.
 
-The checkpoints are ``scripts/bench_load.py``'s (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
+The checkpoints are ``benchlib.qwen_checkpoints`` (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
 24 layers, 14 heads, vocab 151936, bf16, random weights; and its up-cycled MoTE output, 4 packed
 experts on every layer), given a small Llama-style tokenizer (llama.cpp pads the vocabulary). Files:
 
@@ -21,16 +21,11 @@ threads, the four files interleaved, best of ``--repeats``; beside them, this pr
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_load  # noqa: E402  (the checkpoints)
-
-MiB = 2**20
+import benchlib
+from benchlib import MiB
 
 
 def llama_decode(llm, prompt: list[int], n: int) -> float:  # noqa: ANN001
@@ -61,27 +56,21 @@ def hf_decode(model, n: int) -> float:  # noqa: ANN001
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
+    parser = benchlib.arguments(__doc__, repeats=3)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.tiny:
+        args.new_tokens, args.repeats = 4, 1
     import llama_cpp
     import torch
 
     import mote_convert
     from mote_convert.export import export_gguf
     from mote_convert.export.sizes import checkpoint_gguf_sizes
-    from mote_convert.modeling.load import _model_class
     from mote_convert.tiny import tiny_tokenizer
 
     torch.set_num_threads(2)
-    dense, mote = args.workdir / "qwen2-0.5b-shapes", args.workdir / "qwen2-0.5b-shapes-mote"
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    if not dense.exists():
-        bench_load.build_qwen(dense)
-    if not mote.exists():
-        mote_convert.upcycle(dense, mote)
+    dense, mote = benchlib.qwen_checkpoints(args.workdir, args.tiny)
     for root in (dense, mote):
         if not (root / "tokenizer.json").exists():
             tiny_tokenizer().save_pretrained(root)
@@ -118,10 +107,7 @@ def main() -> None:
             speeds[name].append(llama_decode(llm, prompt, args.new_tokens))
     del models
     hf = {}
-    config = __import__("json").loads((dense / "config.json").read_text())
-    hf["transformers dense bf16"] = max(
-        hf_decode(_model_class(config).from_pretrained(dense, dtype="auto"), args.new_tokens) for _ in range(2)
-    )
+    hf["transformers dense bf16"] = max(hf_decode(benchlib.dense_model(dense), args.new_tokens) for _ in range(2))
     hf["load_model packed (MoTE)"] = max(
         hf_decode(mote_convert.load_model(mote, mode="packed"), args.new_tokens) for _ in range(2)
     )

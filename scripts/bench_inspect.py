@@ -16,27 +16,14 @@ about 1.4 GB in 2 shards; built if missing) and its upcycled MoTE output, then m
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_upcycle  # noqa: E402  (the same checkpoint builder)
-
-
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Fastest of ``repeats`` runs, in seconds (the machine is shared and noisy)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+import benchlib
+from benchlib import best_of
 
 
 def command(*args: str) -> Callable[[], object]:
@@ -45,19 +32,15 @@ def command(*args: str) -> Callable[[], object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = benchlib.arguments(__doc__, repeats=5).parse_args()
+    if args.tiny:
+        args.repeats = 1
 
     import mote_convert
     from mote_convert.inspection import inspect_checkpoint
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    src = args.workdir / "llava7b-shapes-2l"
-    if not src.exists():
-        bench_upcycle.run_child("build", str(src), "2", "1GB")
-    out = args.workdir / "llava7b-shapes-2l-mote"
+    src = benchlib.llava_checkpoint(args.workdir, args.tiny)
+    out = src.with_name(src.name + "-mote")
     if not out.exists():
         mote_convert.upcycle(src, out)
     cli = shutil.which("mote-convert") or "mote-convert"

@@ -4,7 +4,7 @@ Two checkpoints, built once in ``--workdir`` (random weights, real shapes):
 
 * Qwen2-0.5B-shaped (hidden 896, intermediate 4864, 24 layers, vocab 151936, bf16), a plain LM;
 * LLaVA-1.5-7B-shaped (hidden 4096, intermediate 11008, 2 decoder layers, float16, about 1.4 GB),
-  from ``scripts/bench_upcycle.py``'s builder.
+  ``benchlib.build_llava`` (the upcycle benchmark's checkpoint).
 
 Each is up-cycled with the defaults (4 packed experts, every layer). Then, each in a fresh child
 process, interleaved, best of N: the dense model's ``from_pretrained`` on the dense checkpoint, and
@@ -18,82 +18,41 @@ peak growth (peak - RSS before the load) <= the model's resident bytes + 10%.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_upcycle  # noqa: E402  (the LLaVA-7B-shaped builder and VmHWM)
-
-MiB = 2**20
-
-
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def build_qwen(root: Path) -> None:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-        dtype="bfloat16",
-    )
-    torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(root)
+import benchlib
+from benchlib import MiB
 
 
 def child_load(kind: str, path: str) -> dict:
-    import torch
+    import torch  # noqa: F401  (imported before the baseline: the load's growth is the model's)
 
     import mote_convert
 
-    config = json.loads((Path(path) / "config.json").read_text())
-    before = rss()
+    before = benchlib.vm_rss()
     t0 = time.perf_counter()
     if kind == "dense":
-        from mote_convert.modeling.load import _model_class
-
-        model = _model_class(config).from_pretrained(path, dtype="auto")
+        model = benchlib.dense_model(path)
     else:
         model = mote_convert.load_model(path, mode=kind)
     seconds = time.perf_counter() - t0
     resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-    del torch
     return {"seconds": seconds, "rss_before": before, "resident": resident}
 
 
 def run(kind: str, path: Path) -> dict:
-    return bench_upcycle.run_child("load", kind, path, module="bench_load")
+    return benchlib.run_child("bench_load", "load", kind, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = benchlib.arguments(__doc__, repeats=3).parse_args()
     import mote_convert
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    qwen, llava = args.workdir / "qwen2-0.5b-shapes", args.workdir / "llava7b-shapes-2l"
-    if not qwen.exists():
-        build_qwen(qwen)
-    if not llava.exists():
-        bench_upcycle.run_child("build", str(llava), "2", "1GB")
+    if args.tiny:
+        args.repeats = 1
+    qwen, _ = benchlib.qwen_checkpoints(args.workdir, args.tiny)
+    llava = benchlib.llava_checkpoint(args.workdir, args.tiny)
     for dense in (qwen, llava):
         if not dense.with_name(dense.name + "-mote").exists():
             mote_convert.upcycle(dense, dense.with_name(dense.name + "-mote"))

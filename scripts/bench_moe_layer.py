@@ -12,9 +12,7 @@ Targets (issue 11): packed / dense bf16 at 1 token <= 1.3x (stretch 1.15x), at 6
 
 from __future__ import annotations
 
-import argparse
-import time
-
+import benchlib
 import torch
 from torch import nn
 from transformers import LlamaConfig
@@ -24,7 +22,7 @@ from mote_convert.modeling.bitlinear import PACKED, TRAIN, TernaryLinear
 from mote_convert.modeling.block import MoTEBlock
 from mote_convert.quant.packing import quantize_pack
 
-MiB = 2**20
+MiB = benchlib.MiB
 
 
 def resident_bytes(module: nn.Module) -> int:
@@ -36,10 +34,11 @@ def resident_bytes(module: nn.Module) -> int:
 
 
 def build(mode: str, dense: LlamaMLP, num_experts: int, dtype: torch.dtype) -> MoTEBlock:
+    """The MoTE layer of ``dense`` (its shared expert) with ``num_experts`` experts initialised from it."""
     block = MoTEBlock(
         dense,
         projections=("gate_proj", "up_proj", "down_proj"),
-        hidden_size=4096,
+        hidden_size=dense.hidden_size,
         num_experts=num_experts,
         top_k=1,
         norm_topk_prob=False,
@@ -58,26 +57,16 @@ def build(mode: str, dense: LlamaMLP, num_experts: int, dtype: torch.dtype) -> M
     return block
 
 
-def dense_ffn(dtype: torch.dtype, *, trainable: bool = False, seed: int = 0) -> LlamaMLP:
-    """LLaVA-1.5-7B's FFN (hidden 4096, intermediate 11008), normal(0, 0.02) weights from ``seed``."""
+def dense_ffn(
+    dtype: torch.dtype, shapes: benchlib.Shapes = benchlib.LLAVA_7B, *, trainable: bool = False, seed: int = 0
+) -> LlamaMLP:
+    """A Llama FFN of these shapes (LLaVA-1.5-7B's by default), normal(0, 0.02) weights from ``seed``."""
     torch.manual_seed(seed)
-    dense = LlamaMLP(LlamaConfig(hidden_size=4096, intermediate_size=11008)).to(dtype)
+    config = LlamaConfig(hidden_size=shapes.hidden, intermediate_size=shapes.intermediate)
+    dense = LlamaMLP(config).to(dtype)
     for p in dense.parameters():
         nn.init.normal_(p, std=0.02)
     return dense.requires_grad_(trainable)
-
-
-def best_of(fns: dict[str, object], repeats: int) -> dict[str, float]:
-    """Fastest time of each callable, the callables interleaved (every one sees the same machine state)."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: min(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -85,13 +74,16 @@ def main() -> None:
 
     from mote_convert.kernels import select_kernel
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchlib.arguments(__doc__, workdir=False, repeats=7)
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--experts", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    shapes = benchlib.TINY_LLAVA if args.tiny else benchlib.LLAVA_7B
+    if args.tiny:
+        args.repeats = 1
+    hidden = shapes.hidden
     dtype = getattr(torch, args.dtype)
-    dense = dense_ffn(dtype)
+    dense = dense_ffn(dtype, shapes)
     dense32 = LlamaMLP(dense.config)
     dense32.load_state_dict({k: v.float() for k, v in dense.state_dict().items()})
     packed = build(PACKED, dense, args.experts, dtype)
@@ -112,13 +104,13 @@ def main() -> None:
         return run
 
     print(
-        f"CPU, {torch.get_num_threads()} threads, model {args.dtype}, hidden 4096, intermediate 11008, "
+        f"CPU, {torch.get_num_threads()} threads, model {args.dtype}, hidden {hidden}, intermediate {shapes.intermediate}, "
         f"{args.experts} experts, top-1; packed kernel: {kernel}"
     )
     print(f"{'tokens':>6} {'module':<30} {'ms':>9} {'x dense':>8} {'x fp32 dense':>12}")
     ratios = {}
     for tokens in (1, 64):
-        x = torch.randn(1, tokens, 4096, dtype=dtype)
+        x = torch.randn(1, tokens, hidden, dtype=dtype)
         x32 = x.float()
         fns = {
             f"dense FFN ({args.dtype})": lambda x=x: dense(x),
@@ -128,29 +120,29 @@ def main() -> None:
         if tokens == 1:
             fns["MoTE packed (reference)"] = with_kernel("reference", lambda x=x: packed(x))
         with torch.no_grad():
-            best = best_of(fns, args.repeats)
+            best = benchlib.interleaved_best(fns, args.repeats)
         base, base32 = best[f"dense FFN ({args.dtype})"], best["dense FFN (float32)"]
         for name, t in best.items():
             print(f"{tokens:>6} {name:<30} {t * 1e3:>9.2f} {t / base:>8.2f} {t / base32:>12.2f}")
         ratios[tokens] = best[f"MoTE packed ({kernel})"] / base
 
     train = build(TRAIN, dense, args.experts, dtype)
-    x = torch.randn(1, 64, 4096, dtype=dtype)
+    x = torch.randn(1, 64, hidden, dtype=dtype)
 
     def fwd_bwd() -> None:
         train.zero_grad(set_to_none=True)
         train(x).float().sum().backward()
 
     with torch.no_grad():
-        t_dense, t_train = best_of(
+        t_dense, t_train = benchlib.interleaved_best(
             {"dense": lambda: dense(x), "train": lambda: train(x)}, max(2, args.repeats // 2)
         ).values()
-    t_bwd = best_of({"fwd+bwd": fwd_bwd}, 2)["fwd+bwd"]
+    t_bwd = benchlib.interleaved_best({"fwd+bwd": fwd_bwd}, 2)["fwd+bwd"]
     print(f"{64:>6} {'MoTE train (fwd)':<30} {t_train * 1e3:>9.2f} {t_train / t_dense:>8.2f}")
     print(f"{64:>6} {'MoTE train (fwd+bwd)':<30} {t_bwd * 1e3:>9.2f} {t_bwd / t_dense:>8.2f}")
     dense_bytes = resident_bytes(dense)
     expert_bytes = resident_bytes(packed) - dense_bytes - packed.router.weight.numel() * 4
-    expert_weights = args.experts * 3 * 4096 * 11008
+    expert_weights = args.experts * 3 * hidden * shapes.intermediate
     print(
         f"packed routed experts: {expert_bytes} bytes for {expert_weights} weights = "
         f"{8 * expert_bytes / expert_weights:.6f} bits per weight; layer resident "

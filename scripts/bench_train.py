@@ -15,54 +15,53 @@ interleaved, best of ``--repeats``. Target (issue 12): MoTE / dense <= 3x (stret
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
+import benchlib
 import torch
+from bench_moe_layer import build, dense_ffn
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_moe_layer import best_of, build, dense_ffn  # noqa: E402
-
-from mote_convert.modeling.bitlinear import TRAIN  # noqa: E402
+from mote_convert.modeling.bitlinear import TRAIN
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchlib.arguments(__doc__, workdir=False, repeats=5)
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    shapes = benchlib.TINY_LLAVA if args.tiny else benchlib.LLAVA_7B
+    if args.tiny:
+        args.tokens, args.repeats = 16, 1
+    hidden = shapes.hidden
     dtype = getattr(torch, args.dtype)
-    dense = dense_ffn(dtype, trainable=True)
-    frozen = dense_ffn(dtype)  # the same weights, as the shared expert
+    dense = dense_ffn(dtype, shapes, trainable=True)
+    frozen = dense_ffn(dtype, shapes)  # the same weights, as the shared expert
     mote = build(TRAIN, frozen, args.experts, dtype)
     for p in mote.experts.parameters():
         p.requires_grad_(True)
     mote.router.weight.requires_grad_(True)
     # a router that spreads the tokens evenly: each expert gets tokens/experts of them
-    x = torch.randn(1, args.tokens, 4096, dtype=dtype)
+    x = torch.randn(1, args.tokens, hidden, dtype=dtype)
     with torch.no_grad():
         mote.router.weight.zero_()
         for e in range(args.experts):
             mote.router.weight[e, e] = 1.0
         lanes = torch.arange(args.tokens) % args.experts
         x[0, torch.arange(args.tokens), lanes] = 50.0
-    grad = torch.randn(1, args.tokens, 4096, dtype=dtype)
+    grad = torch.randn(1, args.tokens, hidden, dtype=dtype)
 
     def step(module: nn.Module) -> None:
         module.zero_grad(set_to_none=True)
         xi = x.detach().requires_grad_()
         module(xi).backward(grad)
 
-    counts = torch.bincount(mote.router(x.reshape(-1, 4096)).argmax(-1), minlength=args.experts).tolist()
-    best = best_of({"dense": lambda: step(dense), "mote": lambda: step(mote)}, args.repeats)
+    counts = torch.bincount(mote.router(x.reshape(-1, hidden)).argmax(-1), minlength=args.experts).tolist()
+    best = benchlib.interleaved_best({"dense": lambda: step(dense), "mote": lambda: step(mote)}, args.repeats)
     with torch.no_grad():
-        fwd = best_of({"dense": lambda: dense(x), "mote": lambda: mote(x)}, args.repeats)
+        fwd = benchlib.interleaved_best({"dense": lambda: dense(x), "mote": lambda: mote(x)}, args.repeats)
     print(
-        f"CPU, {torch.get_num_threads()} threads, {args.dtype}, hidden 4096, intermediate 11008, {args.tokens} tokens, "
+        f"CPU, {torch.get_num_threads()} threads, {args.dtype}, hidden {hidden}, intermediate {shapes.intermediate}, "
+        f"{args.tokens} tokens, "
         f"{args.experts} experts (tokens per expert {counts}), top-1"
     )
     print(f"{'':<28} {'dense ms':>9} {'MoTE ms':>9} {'ratio':>6}")

@@ -19,103 +19,14 @@ memory stays flat as shards are added.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-GB = 1e9
-MiB = 2**20
-
-
-def build_checkpoint(root: Path, num_layers: int, shard_size: str) -> Path:
-    """Write a LLaVA-1.5-7B-shaped checkpoint (random float16 weights) with transformers' config."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    from mote_convert.options import parse_size
-
-    hidden, inter, vocab = 4096, 11008, 32064
-    text = LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=inter,
-        num_hidden_layers=num_layers,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=vocab,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        projection_dim=64,
-    )
-    config = LlavaConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=32000,
-        dtype="float16",
-        architectures=["LlavaForConditionalGeneration"],
-    )
-    root.mkdir(parents=True)
-    config.save_pretrained(root)
-
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return (torch.randn(*shape, generator=g) * 0.02).to(torch.float16)
-
-    shapes: dict[str, tuple[int, ...]] = {
-        "language_model.model.embed_tokens.weight": (vocab, hidden),
-        "language_model.lm_head.weight": (vocab, hidden),
-        "language_model.model.norm.weight": (hidden,),
-        "multi_modal_projector.linear_1.weight": (hidden, 64),
-        "multi_modal_projector.linear_1.bias": (hidden,),
-        "multi_modal_projector.linear_2.weight": (hidden, hidden),
-        "multi_modal_projector.linear_2.bias": (hidden,),
-    }
-    for layer in range(num_layers):
-        p = f"language_model.model.layers.{layer}"
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            shapes[f"{p}.self_attn.{proj}.weight"] = (hidden, hidden)
-        shapes[f"{p}.mlp.gate_proj.weight"] = (inter, hidden)
-        shapes[f"{p}.mlp.up_proj.weight"] = (inter, hidden)
-        shapes[f"{p}.mlp.down_proj.weight"] = (hidden, inter)
-        shapes[f"{p}.input_layernorm.weight"] = (hidden,)
-        shapes[f"{p}.post_attention_layernorm.weight"] = (hidden,)
-    # the vision tower's real key names, from a tiny CLIP so that it does not dominate the timings
-    from transformers import CLIPVisionModel
-
-    for name, t in CLIPVisionModel(vision).state_dict().items():
-        shapes["vision_tower." + name.removeprefix("vision_model.")] = tuple(t.shape)
-
-    cap = parse_size(shard_size)
-    shards: list[dict[str, tuple[int, ...]]] = [{}]
-    size = 0
-    for name in sorted(shapes):
-        nbytes = 2
-        for d in shapes[name]:
-            nbytes *= d
-        if size + nbytes > cap and shards[-1]:
-            shards.append({})
-            size = 0
-        shards[-1][name] = shapes[name]
-        size += nbytes
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file({n: rand(*s) for n, s in shard.items()}, root / file, metadata={"format": "pt"})
-        weight_map.update({n: file for n in shard})
-    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return root
+import benchlib
+from benchlib import GB, MiB
 
 
 def child_plain_read(src: str) -> dict:
@@ -145,49 +56,14 @@ def child_idle() -> dict:
     return {"seconds": 0.0}
 
 
-def vm_hwm() -> int:
-    """This process's peak resident set size in bytes (Linux /proc)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+def run_child(kind: str, *args: str) -> dict:
+    return benchlib.run_child("bench_upcycle", kind, *args)
 
 
-def child_build(root: str, num_layers: str, shard_size: str) -> dict:
-    t0 = time.perf_counter()
-    build_checkpoint(Path(root), int(num_layers), shard_size)
-    return {"seconds": time.perf_counter() - t0}
-
-
-def run_child(kind: str, *args: str, module: str = "bench_upcycle") -> dict:
-    """Run ``module.child_<kind>(*args)`` in a fresh interpreter; returns its result with the peak RSS
-    of the child and the wall time of the whole process (interpreter start and imports included)."""
-    # Peak RSS is VmHWM: unlike getrusage's ru_maxrss, which Linux carries over from the parent
-    # across fork and exec, the high-water mark belongs to the child's own address space.
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_upcycle, {module} as b; "
-        "r = getattr(b, 'child_' + sys.argv[1])(*sys.argv[2:]); "
-        "r['peak_rss'] = bench_upcycle.vm_hwm(); print(json.dumps(r))"
-    )
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, kind, *map(str, args)], capture_output=True, text=True, check=False
-    )
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{module}.child_{kind}{args} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["process_s"] = wall
-    return result
-
-
-def bench(workdir: Path, num_layers: int, shard_size: str, repeats: int) -> dict:
+def bench(workdir: Path, num_layers: int, shard_size: str, repeats: int, tiny: bool) -> dict:
     from mote_convert.io.index import load_index
 
-    src = workdir / f"llava7b-shapes-{num_layers}l"
-    if not src.exists():
-        built = run_child("build", str(src), str(num_layers), shard_size)
-        print(f"  built {src.name} in {built['seconds']:.1f}s", file=sys.stderr)
+    src = benchlib.llava_checkpoint(workdir, tiny, num_layers, shard_size)
     index = load_index(src)
     shard_bytes = max(sum(t.nbytes for t in index if t.file == f) for f in index.files)
     tensor_bytes = max(t.nbytes for t in index)
@@ -233,18 +109,18 @@ def bench(workdir: Path, num_layers: int, shard_size: str, repeats: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchlib.arguments(__doc__, repeats=3)
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4], help="decoder layer counts to build")
-    parser.add_argument("--shard-size", default="1GB", help="source shard cap")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-bench"))
+    parser.add_argument("--shard-size", default=None, help="source shard cap (default 1GB; 64KB with --tiny)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
     args = parser.parse_args()
+    if args.tiny:
+        args.repeats = 1
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
         for n in args.layers:
-            rows.append(bench(args.workdir, n, args.shard_size, args.repeats))
+            rows.append(bench(args.workdir, n, args.shard_size, args.repeats, args.tiny))
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)

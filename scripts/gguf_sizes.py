@@ -10,12 +10,13 @@ in every layer, as upcycle makes by default) for the language model's GGUF sizes
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import benchlib
 
 MODELS = {
     # llava-hf/llava-1.5-7b-hf: Vicuna-7B (Llama) + CLIP ViT-L/14-336
@@ -91,12 +92,18 @@ def header_only_llava(root: Path, text: dict, vision: dict) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchlib.arguments(__doc__, workdir=False)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mote-gguf-sizes"))
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     for name, shapes in MODELS.items():
-        root = header_only_llava(args.workdir / name.replace(" ", "-"), shapes["text"], shapes["vision"])
+        text, vision = shapes["text"], shapes["vision"]
+        if args.tiny:
+            t = benchlib.TINY_LLAVA
+            text = text | dict(hidden_size=t.hidden, intermediate_size=t.intermediate, num_hidden_layers=t.layers)
+            text |= dict(num_attention_heads=t.heads, num_key_value_heads=t.kv_heads, vocab_size=t.vocab)
+            vision = vision | dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2)
+        root = header_only_llava(args.workdir / name.replace(" ", "-"), text, vision)
         out = subprocess.run(
             [sys.executable, "-m", "mote_convert.cli", "inspect", str(root), "--gguf", "--json"],
             capture_output=True,
@@ -108,7 +115,7 @@ def main() -> None:
         print("| setting | size | x dense bf16 |")
         print("|---|---:|---:|")
         for setting, nbytes in sizes.items():
-            print(f"| {setting} | {nbytes / 2**30:.2f} GiB | {nbytes / sizes['dense bf16']:.2f} |")
+            print(f"| {setting} | {nbytes / benchlib.GiB:.2f} GiB | {nbytes / sizes['dense bf16']:.2f} |")
     shutil.rmtree(args.workdir, ignore_errors=True)
 
 

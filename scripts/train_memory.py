@@ -13,9 +13,7 @@ ZeRO-2 shards the master, moments and gradients; ZeRO-3 and FSDP2 also shard the
 
 from __future__ import annotations
 
-import argparse
-
-GIB = 2**30
+import benchlib
 
 
 def counts(hidden: int, inter: int, layers: int, vocab: int, experts: int) -> tuple[int, int]:
@@ -30,7 +28,7 @@ def counts(hidden: int, inter: int, layers: int, vocab: int, experts: int) -> tu
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = benchlib.arguments(__doc__, workdir=False)
     p.add_argument("--hidden", type=int, default=4096)
     p.add_argument("--intermediate", type=int, default=11008)
     p.add_argument("--layers", type=int, default=32)
@@ -38,6 +36,9 @@ def main() -> None:
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--gpus", type=int, default=8)
     a = p.parse_args()
+    if a.tiny:
+        t = benchlib.TINY_LLAVA
+        a.hidden, a.intermediate, a.layers, a.vocab = t.hidden, t.intermediate, t.layers, t.vocab
     frozen, trainable = counts(a.hidden, a.intermediate, a.layers, a.vocab, a.experts)
     n = a.gpus
     rows = {
@@ -53,7 +54,7 @@ def main() -> None:
     print("| run | weights + gradients + optimizer |")
     print("|---|---:|")
     for name, nbytes in rows.items():
-        print(f"| {name} | {nbytes / GIB:.1f} GiB |")
+        print(f"| {name} | {nbytes / benchlib.GiB:.1f} GiB |")
 
 
 if __name__ == "__main__":
