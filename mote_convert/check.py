@@ -21,7 +21,6 @@ from mote_convert.errors import CheckFailedError, CorruptCheckpointError, read_e
 from mote_convert.format import (
     BIAS,
     EXPERT_NAME,
-    MAX_LAYERS,
     ExpertCodec,
     MoteConfig,
     Problem,
@@ -50,12 +49,6 @@ def int_or_none(mapping: Mapping[str, Any] | None, *keys: str) -> int | None:
         if is_int(value):
             return value
     return None
-
-
-def num_layers_of(config: Mapping[str, Any], arch: Architecture) -> int | None:
-    """The text model's layer count where it is plausible (loops over it must finish)."""
-    n = int_or_none(arch.text_config_of(config), arch.num_layers_key)
-    return n if n is not None and 0 < n <= MAX_LAYERS else None
 
 
 def _expect(
@@ -159,7 +152,7 @@ def _unexpected(
     num_experts, a tensor of another expert format."""
     problems: list[Problem] = []
     moe_prefixes = set(mote.layer_prefixes.values())
-    num_layers = num_layers_of(config, arch) or 0
+    num_layers = arch.num_layers_of(config) or 0
     moe = set(mote.layer_prefixes)
     other_layers = {p: layer for layer in range(num_layers) for p in arch.prefixes_for(layer) if layer not in moe}
     reported_layers: set[int] = set()

@@ -77,11 +77,7 @@ def read_mote_config(root: Path | str) -> tuple[dict[str, Any], Architecture, Mo
 def mote_config_of(config: Mapping[str, Any], root: Path | str) -> tuple[Architecture, MoteConfig]:
     """The architecture and validated ``mote`` section of a config.json already read."""
     arch = get_architecture(model_type_of(config, root))
-    num_layers = arch.text_config_of(config).get(arch.num_layers_key)
-    mote = MoteConfig.parse(
-        config.get("mote"), root, arch=arch, num_layers=num_layers if isinstance(num_layers, int) else None
-    )
-    return arch, mote
+    return arch, MoteConfig.parse(config.get("mote"), root, arch=arch, num_layers=arch.num_layers_of(config))
 
 
 def dense_architecture(config: Mapping[str, Any], root: str | Path) -> Architecture:

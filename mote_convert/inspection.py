@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mote_convert.arch import Architecture, get_architecture
-from mote_convert.check import check_metadata, check_mote_tensors, int_or_none, num_layers_of
+from mote_convert.check import check_metadata, check_mote_tensors, int_or_none
 from mote_convert.checkpoint import model_type_of, one_read_per_file, read_config
 from mote_convert.errors import MoteError
 from mote_convert.format import ExpertCodec, MoteConfig, Problem, get_codec
@@ -273,7 +273,7 @@ def _model_info(config: Mapping[str, Any], arch: Architecture, index: Checkpoint
 def _layout(arch: Architecture, config: Mapping[str, Any], index: CheckpointIndex, moe: Mapping[int, str]) -> Layout:
     """Component prefixes: MoE layers from ``moe`` (layer -> P), every other decoder layer's FFN
     prefix in the key style the checkpoint uses (the first style that names a tensor of it)."""
-    num_layers = num_layers_of(config, arch) or 0
+    num_layers = arch.num_layers_of(config) or 0
     ffn: dict[str, int] = {}
     names = tuple(index.tensors)
     for layer in range(num_layers):
@@ -383,7 +383,7 @@ def _inspect_mote(
     stats: bool,
     progress: ProgressFn | None,
 ) -> InspectionReport:
-    mote, section_problems = MoteConfig.check(config["mote"], arch=arch, num_layers=num_layers_of(config, arch))
+    mote, section_problems = MoteConfig.check(config["mote"], arch=arch, num_layers=arch.num_layers_of(config))
     problems += section_problems
     problems += check_metadata(index)
     experts: list[tuple[int, int, str, TensorInfo, int]] = []

@@ -13,7 +13,9 @@ from typing import Any, Mapping
 
 from mote_convert.arch.ffn import FfnKind, get_ffn_kind
 from mote_convert.errors import UnsupportedArchitectureError
+from mote_convert.format.config import MAX_LAYERS
 from mote_convert.io.yamlfile import YamlFileError, load_yaml
+from mote_convert.numbers import is_int
 from mote_convert.resources import architecture_dir, unsupported_file
 
 LAYER_FIELD = "{layer}"
@@ -55,6 +57,12 @@ class Architecture:
         raise UnsupportedArchitectureError(
             f"config.json of model_type {config.get('model_type')!r} has no {self.text_config!r} object"
         )
+
+    def num_layers_of(self, config: Mapping[str, Any]) -> int | None:
+        """The language model's layer count in a full config.json mapping, where it is an integer in
+        (0, MAX_LAYERS] (loops over it must finish); None otherwise (the caller says what is wrong)."""
+        n = self.text_config_of(config).get(self.num_layers_key)
+        return n if is_int(n) and 0 < n <= MAX_LAYERS else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (``mote-convert architectures --json``)."""

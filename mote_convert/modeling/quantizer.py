@@ -33,10 +33,10 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from mote_convert.arch import get_architecture
 from mote_convert.check import require_sound
+from mote_convert.checkpoint import mote_config_of
 from mote_convert.errors import FormatError
-from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, MoteConfig, get_codec
+from mote_convert.format import SAFETENSORS_METADATA, ExpertFormat, get_codec
 from mote_convert.io.index import load_index
 from mote_convert.modeling.bitlinear import MODES, PACKED, TRAIN
 from mote_convert.modeling.integration import expert_state_dict, finish_blocks, replace_ffns
@@ -75,15 +75,8 @@ class MoteHfQuantizer(HfQuantizer):
     def _process_model_before_weight_loading(self, model: nn.Module, **kwargs: Any) -> None:
         config = model.config
         where = getattr(config, "name_or_path", "") or "the checkpoint"
-        arch = get_architecture(config.model_type)
         config_dict = config.to_dict()
-        num_layers = arch.text_config_of(config_dict).get(arch.num_layers_key)
-        mote = MoteConfig.parse(
-            getattr(config, "mote", None),
-            where,
-            arch=arch,
-            num_layers=num_layers if isinstance(num_layers, int) else None,
-        )
+        arch, mote = mote_config_of(config_dict, where)  # the one parse of the mote section
         files = kwargs.get("checkpoint_files") or []
         if files:  # refuse, naming them, what inspect would report, before anything loads
             root = Path(files[0]).parent
