@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "mote_convert.options",
         "mote_convert.memory",
+        "mote_convert.report",
         "mote_convert.checkpoint",
         "mote_convert.check",
         "mote_convert.plan",

@@ -9,8 +9,8 @@ from rich.table import Table
 from mote_convert.cli.app import fmt_bytes, fmt_count
 
 if TYPE_CHECKING:
-    from mote_convert.inspection import InspectionReport
     from mote_convert.memory import ComponentMemory, MemoryTable
+    from mote_convert.report import InspectionReport
 
 
 def summary_table(title: str, summary: dict) -> Table:

@@ -25,8 +25,8 @@ from mote_convert.export.tensors import TERNARY_FALLBACK, TYPES, TensorType
 
 if TYPE_CHECKING:
     from mote_convert.arch.registry import Architecture
-    from mote_convert.inspection import InspectionReport
     from mote_convert.io.index import CheckpointIndex
+    from mote_convert.report import InspectionReport
 
 SETTINGS = ("dense bf16", "dense Q4_0", "MoTE TQ2_0 + bf16 shared", "MoTE TQ1_0 + Q4_0 shared")
 
