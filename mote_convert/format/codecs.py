@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from mote_convert.errors import FormatError
 from mote_convert.format.config import ExpertFormat
-from mote_convert.io.dtypes import tensor_nbytes
+from mote_convert.io.dtypes import TensorSpec
 from mote_convert.quant.layout import packed_rows
 
 if TYPE_CHECKING:
@@ -41,17 +41,13 @@ def router_name(prefix: str) -> str:
 
 
 @dataclass(frozen=True)
-class PartSpec:
-    """One stored tensor of an encoded projection: name suffix, safetensors dtype, shape."""
-
-    suffix: str
-    dtype: str
-    shape: tuple[int, ...]
+class PartSpec(TensorSpec):
+    """One stored tensor of an encoded projection, named by its suffix (``weight``, ``weight_scale``)."""
 
     @property
-    def nbytes(self) -> int:
-        """Bytes of tensor data."""
-        return tensor_nbytes(self.dtype, self.shape)
+    def suffix(self) -> str:
+        """The part's name after the projection's prefix."""
+        return self.name
 
 
 @dataclass(frozen=True)

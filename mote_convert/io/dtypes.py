@@ -1,4 +1,6 @@
-"""safetensors dtype names <-> torch dtypes and item sizes.
+"""safetensors dtype names <-> torch dtypes and item sizes, and the one description of a tensor
+(:class:`TensorSpec`: name, dtype, shape, bytes) that header entries, planned outputs and codec parts
+all are.
 
 Item sizes are plain data, so header-only work (index, plan, inspect) never imports torch; the torch
 mapping is built on first use.
@@ -6,6 +8,7 @@ mapping is built on first use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -36,12 +39,35 @@ def _unknown(dtype: str) -> CorruptCheckpointError:
 
 
 def tensor_nbytes(dtype: str, shape: tuple[int, ...]) -> int:
-    """Bytes of a tensor's data: its element count times the dtype's size (every tensor description
-    of the package, header entry, planned output or codec part, counts with this)."""
+    """Bytes of a tensor's data: its element count times the dtype's size."""
     n = itemsize(dtype)
     for dim in shape:
         n *= dim
     return n
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor as a safetensors header entry states it. A checkpoint's tensor
+    (:class:`~mote_convert.io.index.TensorInfo`) adds where its bytes are; a codec's part
+    (:class:`~mote_convert.format.codecs.PartSpec`) is named by a suffix."""
+
+    name: str
+    dtype: str  # safetensors name: F16, BF16, F32, U8, ...
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        n = 1
+        for dim in self.shape:
+            n *= dim
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data."""
+        return tensor_nbytes(self.dtype, self.shape)
 
 
 def itemsize(dtype: str) -> int:

@@ -6,7 +6,6 @@ A checkpoint is ``model.safetensors``, or shards listed by ``model.safetensors.i
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,7 @@ from typing import Iterator, Mapping
 from safetensors import SafetensorError, safe_open
 
 from mote_convert.errors import CorruptCheckpointError, InputNotFoundError, InputReadError, MoteError, read_error
-from mote_convert.io.dtypes import tensor_nbytes
+from mote_convert.io.dtypes import TensorSpec
 from mote_convert.io.jsonfile import JsonFileError, load_json
 
 SINGLE_FILE = "model.safetensors"
@@ -25,24 +24,11 @@ MAX_INDEX_BYTES = 64 << 20  # a 1T-parameter model's index is a few MB
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    """One tensor as a safetensors header describes it."""
+class TensorInfo(TensorSpec):
+    """One tensor of a checkpoint: its header entry and where its bytes are."""
 
-    name: str
-    dtype: str  # safetensors name: F16, BF16, F32, U8, ...
-    shape: tuple[int, ...]
     file: str  # file name inside the checkpoint directory
     offset: int = 0  # absolute byte offset of the data in the file (for byte-range copies)
-
-    @property
-    def numel(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of tensor data."""
-        return tensor_nbytes(self.dtype, self.shape)
 
 
 @dataclass(frozen=True)

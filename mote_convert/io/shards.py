@@ -21,7 +21,7 @@ from mote_convert.errors import (
     InternalError,
     MoteError,
 )
-from mote_convert.io.dtypes import safetensors_dtype, tensor_nbytes
+from mote_convert.io.dtypes import TensorSpec, safetensors_dtype
 from mote_convert.io.index import INDEX_FILE, SINGLE_FILE
 from mote_convert.io.reader import TensorReader, write_all
 from mote_convert.io.staging import check_interrupted
@@ -38,20 +38,6 @@ class ProgressFn(Protocol):
 
 
 HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """An output tensor as its header entry states it."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of tensor data."""
-        return tensor_nbytes(self.dtype, self.shape)
 
 
 @dataclass(frozen=True)
