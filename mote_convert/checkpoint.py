@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from mote_convert.arch import Architecture, check_text_model, get_architecture
+from mote_convert.arch import Architecture, architecture_of
 from mote_convert.errors import FormatError, InputNotFoundError, UnsupportedArchitectureError
 from mote_convert.format import MoteConfig
 from mote_convert.io.jsonfile import JsonFileError, load_json
@@ -76,7 +76,8 @@ def read_mote_config(root: Path | str) -> tuple[dict[str, Any], Architecture, Mo
 
 def mote_config_of(config: Mapping[str, Any], root: Path | str) -> tuple[Architecture, MoteConfig]:
     """The architecture and validated ``mote`` section of a config.json already read."""
-    arch = get_architecture(model_type_of(config, root))
+    model_type_of(config, root)
+    arch = architecture_of(config)
     return arch, MoteConfig.parse(config.get("mote"), root, arch=arch, num_layers=arch.num_layers_of(config))
 
 
@@ -87,6 +88,5 @@ def dense_architecture(config: Mapping[str, Any], root: str | Path) -> Architect
     """
     if "mote" in config:
         raise FormatError(f"{root} is already a MoTE checkpoint (config.json has a 'mote' section)")
-    arch = get_architecture(model_type_of(config, root))
-    check_text_model(arch, config)
-    return arch
+    model_type_of(config, root)
+    return architecture_of(config)

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-from mote_convert.arch import Architecture, get_architecture
+from mote_convert.arch import Architecture, architecture_of
 from mote_convert.check import check_metadata, check_mote_tensors, int_or_none
 from mote_convert.checkpoint import model_type_of, one_read_per_file, read_config
 from mote_convert.errors import MoteError
@@ -57,7 +57,8 @@ def inspect_checkpoint(
     """
     root = Path(path)
     config = read_config(root)
-    arch = get_architecture(model_type_of(config, root))
+    model_type_of(config, root)
+    arch = architecture_of(config)
     errors: list[MoteError] = []
     index = load_index(root, problems=errors)
     problems = [Problem(_error_where(str(e), root), _error_message(str(e), root)) for e in errors]

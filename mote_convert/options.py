@@ -64,6 +64,11 @@ class LayerSelection:
             raise OptionsError(f"invalid --layers {self.spec!r}: use all, even, odd or indices like 0,3,5")
         self.resolve(None)  # syntax check now; the range check needs the layer count
 
+    @property
+    def explicit(self) -> bool:
+        """True when the spec names layer indices (not ``all``, ``even`` or ``odd``)."""
+        return self.spec.strip().lower() not in ("all", "even", "odd")
+
     def resolve(self, num_layers: int | None) -> tuple[int, ...]:
         """Return the sorted layer indices for a model of ``num_layers`` decoder layers."""
         spec = self.spec.strip().lower()

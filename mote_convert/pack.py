@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mote_convert.arch import get_architecture
+from mote_convert.arch import architecture_of
 from mote_convert.check import require_sound
 from mote_convert.checkpoint import model_type_of, one_read_per_file, read_mote_config
 from mote_convert.errors import FormatError
@@ -34,7 +34,8 @@ def build_pack_plan(root: str | Path, max_shard_size: int | str = DEFAULT_MAX_SH
     index = load_index(root)
     # what inspect reports is refused before any write; the latent values are checked as they stream
     # (a non-finite weight would pack to a non-finite gamma), naming the tensor
-    arch = get_architecture(model_type_of(config, root))
+    model_type_of(config, root)
+    arch = architecture_of(config)
     require_sound(root, index, config, arch, mote, router_dtypes=ENGINE_ROUTER_DTYPES)
     latent = get_codec(ExpertFormat.LATENT)
     weights = {

@@ -15,13 +15,13 @@ def config_root() -> Path:
     """The directory holding ``architectures/`` and ``recipes/``."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "configs", here.parent / "configs"):
-        if (candidate / "architectures").is_dir():
+        if (candidate / "unsupported.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"mote-convert's configs/ directory was not found next to {here}")
 
 
 def architecture_dir() -> Path:
-    """``configs/architectures``: one YAML per model family."""
+    """``configs/architectures``: definition files, only for families that discovery needs help with."""
     return config_root() / "architectures"
 
 

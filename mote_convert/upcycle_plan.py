@@ -47,9 +47,7 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
     text_config = arch.text_config_of(config)
     num_layers = _config_int(text_config, arch.num_layers_key, arch, MAX_LAYERS)
     hidden = _config_int(text_config, arch.hidden_size_key, arch)
-    layers = options.layers.resolve(num_layers)
-    if not layers:
-        raise PlanError(f"--layers {options.layers.spec!r} selects no layer of {num_layers}")
+    layers = _select_layers(options, arch, num_layers)
     config_intermediate = text_config.get(arch.intermediate_size_key)
     router_std = router_std_of(config, text_config)
     kind = arch.ffn_kind
@@ -71,6 +69,8 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
         intermediate = index[first].shape[0] if kind.shapes[kind.projections[0]][0] == "intermediate" else None
         if isinstance(config_intermediate, int) and not isinstance(config_intermediate, bool):
             intermediate = config_intermediate
+        if arch.intermediate_size is not None:  # the family derives its FFN width from the config's
+            intermediate = arch.intermediate_size
         if intermediate is None:  # pragma: no cover - every registered kind leads with an [intermediate, hidden] weight
             raise PlanError(f"cannot tell the intermediate size of {prefix}")
         moe_layers.append(MoeLayer(layer, prefix, hidden, intermediate))
@@ -121,6 +121,25 @@ def build_upcycle_plan(index: CheckpointIndex, config: Mapping[str, Any], option
     return plan
 
 
+def _select_layers(options: UpcycleOptions, arch: Architecture, num_layers: int) -> tuple[int, ...]:
+    """The MoE layers: what ``--layers`` selects, among the layers that have a dense FFN (all of them
+    but in a hybrid decoder)."""
+    layers = options.layers.resolve(num_layers)
+    if arch.ffn_layers is not None:
+        with_ffn = set(arch.ffn_layers)
+        if options.layers.explicit:
+            without = [i for i in layers if i not in with_ffn]
+            if without:
+                raise PlanError(
+                    f"--layers {options.layers.spec!r}: layer {without[0]} of {arch.name} has no dense FFN "
+                    f"(the layers that have one: {', '.join(map(str, arch.ffn_layers))})"
+                )
+        layers = tuple(i for i in layers if i in with_ffn)
+    if not layers:
+        raise PlanError(f"--layers {options.layers.spec!r} selects no layer of {num_layers} that has a dense FFN")
+    return layers
+
+
 def _layer_end(ffn_prefix: str) -> str:
     """A sort key just after every name of the decoder layer that holds the FFN at ``ffn_prefix``
     (its parent): no name of the layer has a character above U+10FFFF after the parent's dot."""
@@ -130,7 +149,7 @@ def _layer_end(ffn_prefix: str) -> str:
 def _check_layer_count(index: CheckpointIndex, arch: Architecture, style: int, num_layers: int) -> None:
     """The checkpoint must hold an FFN for each of config.json's layers, and none beyond them."""
     proj = arch.ffn_kind.projections[0]
-    for layer in range(num_layers):
+    for layer in arch.ffn_layers if arch.ffn_layers is not None else range(num_layers):
         name = f"{arch.prefixes_for(layer)[style]}.{proj}.weight"
         if name not in index:
             raise UnsupportedArchitectureError(

@@ -276,12 +276,37 @@ def child_build_llava(root: str, tiny: str, layers: str, shard_size: str) -> dic
     return {"seconds": time.perf_counter() - t0}
 
 
+def header_only(root: Path, config: object) -> Path:
+    """A checkpoint directory of a transformers config (a config object with ``architectures``)
+    whose one safetensors file has a real header and no data: a sparse file, no disk used. Key names
+    and shapes are the model's own, from its skeleton on the meta device."""
+    import torch
+    import transformers
+
+    from mote_convert.io.shards import TensorSpec, encode_header
+
+    cls = getattr(transformers, config.architectures[0])  # type: ignore[attr-defined]
+    with torch.device("meta"):
+        model = cls._from_config(config)
+    from transformers.core_model_loading import revert_weight_conversion
+
+    state = revert_weight_conversion(model, model.state_dict())  # the names save_pretrained writes
+    specs = [TensorSpec(name, "BF16", tuple(t.shape)) for name, t in sorted(state.items())]
+    root.mkdir(parents=True)
+    config.save_pretrained(root)  # type: ignore[attr-defined]
+    header = encode_header(specs, {"format": "pt"})
+    with open(root / "model.safetensors", "wb") as fh:
+        fh.write(header)
+        fh.truncate(len(header) + sum(s.nbytes for s in specs))
+    return root
+
+
 def dense_model(path: Path | str):  # noqa: ANN201  (a transformers PreTrainedModel)
     """The dense model of a checkpoint directory, loaded by stock transformers (``dtype="auto"``)."""
-    from mote_convert.modeling.load import _model_class
+    from mote_convert.arch import model_class
 
     config = json.loads((Path(path) / "config.json").read_text())
-    return _model_class(config).from_pretrained(path, dtype="auto")
+    return model_class(config).from_pretrained(path, dtype="auto")
 
 
 def _child_main(argv: list[str]) -> None:

@@ -66,10 +66,7 @@ MODELS = {
 
 def header_only_llava(root: Path, text: dict, vision: dict) -> Path:
     """A LLaVA checkpoint directory whose one safetensors file has a real header and no data."""
-    import torch
-    from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    from mote_convert.io.shards import TensorSpec, encode_header
+    from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig
 
     text = dict(text)
     text_config = AutoConfig.for_model(text.pop("model_type", "llama"), **text)
@@ -78,17 +75,9 @@ def header_only_llava(root: Path, text: dict, vision: dict) -> Path:
         vision_config=CLIPVisionConfig(**vision),
         dtype="bfloat16",
         image_token_id=text["vocab_size"] - 1,
+        architectures=["LlavaForConditionalGeneration"],
     )
-    with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
-    specs = [TensorSpec(name, "BF16", tuple(t.shape)) for name, t in sorted(model.state_dict().items())]
-    root.mkdir(parents=True)
-    config.save_pretrained(root)
-    header = encode_header(specs, {"format": "pt"})
-    with open(root / "model.safetensors", "wb") as fh:
-        fh.write(header)
-        fh.truncate(len(header) + sum(s.nbytes for s in specs))
-    return root
+    return benchlib.header_only(root, config)
 
 
 def main() -> None:

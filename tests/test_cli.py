@@ -61,7 +61,7 @@ def test_errors_are_one_line(tiny_llava: Path, tmp_path: Path) -> None:
     _one_line_error(
         runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]),
         UnsupportedArchitectureError.exit_code,
-        "supported: ",
+        "not an image-text-to-text or causal LM family",
     )
 
 
@@ -78,6 +78,9 @@ def test_list_architectures() -> None:
         for family, kind in (
             ("llava_onevision", "gated"),
             ("qwen2_vl", "gated"),
+            ("qwen3_vl", "gated"),
+            ("lfm2_vl", "gated_w"),
+            ("glm4v", "fused_gated"),
             ("phi3", "fused_gated"),
             ("phi", "plain"),
         ):
@@ -88,14 +91,30 @@ def test_list_architectures() -> None:
             ), family
     assert "refused" in result.stdout and "mixtral" in result.stdout
     data = json.loads(runner.invoke(app, ["architectures", "--json"]).stdout)
-    assert {"name": "idefics3", "model_types": ["idefics3", "smolvlm"], "ffn_kind": "gated"}.items() <= next(
-        d for d in data if d["name"] == "idefics3"
+    assert {"model_type": "smolvlm", "status": "supported", "ffn_kind": "gated"}.items() <= next(
+        d for d in data if d["model_type"] == "smolvlm"
     ).items()
+    mixtral = next(d for d in data if d["model_type"] == "mixtral")
+    assert mixtral["status"] == "refused" and "already mixture-of-experts" in mixtral["reason"]
+
+
+def test_docs_table_is_the_listing() -> None:
+    """docs/architectures.md holds what `architectures --markdown` prints for the transformers it names."""
+    import transformers
+
+    doc = (Path(__file__).parents[1] / "docs" / "architectures.md").read_text()
+    start = doc.index("<!-- families: begin -->") + len("<!-- families: begin -->\n")
+    table = doc[start : doc.index("<!-- families: end -->")]
+    if f"transformers {transformers.__version__} " not in table:
+        pytest.skip(f"the table is for another transformers than {transformers.__version__}: regenerate it")
+    result = runner.invoke(app, ["architectures", "--markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == table
 
 
 def test_architecture_errors(tmp_path: Path) -> None:
-    """An unsupported or refused model_type lists the supported ones; keys that do not match the
-    definition name the first key that did not match."""
+    """A refused model_type says why, an unknown one that transformers does not know it; keys that
+    do not match the architecture name the first key that did not match."""
     from mote_convert.errors import UnsupportedArchitectureError
     from tests.families import FAMILIES
 
@@ -107,21 +126,21 @@ def test_architecture_errors(tmp_path: Path) -> None:
         UnsupportedArchitectureError.exit_code,
         "already mixture-of-experts layers",
     )
+    (bad / "config.json").write_text(json.dumps({"model_type": "nonesuch"}))
     _one_line_error(
         runner.invoke(app, ["upcycle", str(bad), "-o", str(tmp_path / "o")]),
         UnsupportedArchitectureError.exit_code,
-        "supported: gemma, gemma3, idefics3",
+        "unsupported model_type 'nonesuch': transformers 5",
     )
-    # a Qwen2 LM whose config claims Llama-style keys it does not have: the first key is named
+    # a Qwen2 LM whose config claims to be LLaVA: the first key of LLaVA's key styles is named
     lm = FAMILIES["qwen2"].build(tmp_path / "qwen2")
-    config = json.loads((lm / "config.json").read_text())
-    config["model_type"] = "idefics3"
-    config["text_config"] = {k: config[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size")}
-    (lm / "config.json").write_text(json.dumps(config))
+    llava = FAMILIES["llava-qwen2"].config().to_dict()
+    llava["architectures"] = ["LlavaForConditionalGeneration"]
+    (lm / "config.json").write_text(json.dumps(llava))
     _one_line_error(
         runner.invoke(app, ["upcycle", str(lm), "-o", str(tmp_path / "o")]),
         UnsupportedArchitectureError.exit_code,
-        "key model.text_model.layers.0.mlp.gate_proj.weight not found",
+        "key language_model.model.layers.0.mlp.gate_proj.weight not found",
     )
 
 

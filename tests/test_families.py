@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import mote_convert
-from mote_convert.arch import get_architecture
+from mote_convert.arch import architecture_of
 from mote_convert.modeling.load import mote_blocks
 from tests.families import FAMILIES
 from tests.helpers import read_all, spec_gamma
@@ -74,7 +74,7 @@ def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def test_only_language_model_ffns_are_converted(family: tuple[str, Path, Path]) -> None:
     name, dense, out = family
     config = json.loads((out / "config.json").read_text())
-    arch = get_architecture(config["model_type"])
+    arch = architecture_of(config)
     src, dst = read_all(dense), read_all(out)
     assert set(src) <= set(dst) and all(torch.equal(src[k], dst[k]) for k in src)  # nothing dense changed
     prefixes = tuple(config["mote"]["layer_prefixes"].values())
@@ -109,7 +109,7 @@ def test_packed_moe_layers_equal_the_reference(family: tuple[str, Path, Path]) -
         h.remove()
     assert torch.isfinite(logits).all()
     src, dst = read_all(dense), read_all(out)
-    kind = get_architecture(json.loads((out / "config.json").read_text())["model_type"]).ffn_kind.name
+    kind = architecture_of(json.loads((out / "config.json").read_text())).ffn_kind.name
     for (x, y), (layer, prefix), block in zip(captured, sorted(config["layer_prefixes"].items()), blocks, strict=True):
         params = {
             proj: (src[f"{prefix}.{proj}.weight"], src.get(f"{prefix}.{proj}.bias")) for proj in config["projections"]

@@ -1,21 +1,20 @@
-"""Architecture definitions: where a family's decoder FFNs are and what shape they have."""
+"""Architectures: where a family's decoder FFNs are and what shape they have, found from the model
+itself (``discover``) or, where discovery needs help, from a definition file."""
 
+from mote_convert.arch.discover import discover, model_class
 from mote_convert.arch.ffn import FFN_KINDS, FfnKind, get_ffn_kind
-from mote_convert.arch.registry import (
-    Architecture,
-    check_text_model,
-    get_architecture,
-    list_architectures,
-    unsupported_model_types,
-)
+from mote_convert.arch.lookup import architecture_of, refusal_reason
+from mote_convert.arch.registry import Architecture, definitions, unsupported_model_types
 
 __all__ = [
     "FFN_KINDS",
     "Architecture",
     "FfnKind",
-    "check_text_model",
-    "get_architecture",
+    "architecture_of",
+    "definitions",
+    "discover",
     "get_ffn_kind",
-    "list_architectures",
+    "model_class",
+    "refusal_reason",
     "unsupported_model_types",
 ]

@@ -40,6 +40,12 @@ class Architecture:
     vision_prefixes: tuple[str, ...] = ()
     projector_prefixes: tuple[str, ...] = ()
     vision_config: str | None = None  # key of the vision tower's sub-config in config.json
+    # The decoder layers that have a dense FFN, where not every layer has one (hybrid decoders)
+    ffn_layers: tuple[int, ...] | None = None
+    # The FFN's intermediate width where config.json's intermediate_size is not it (a family that
+    # derives the width from it, as LFM2 does)
+    intermediate_size: int | None = None
+    discovered: bool = False  # found from the model itself (arch/discover.py), not a YAML definition
 
     def text_config_of(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
         """The language model's config inside a full config.json mapping.
@@ -73,6 +79,8 @@ class Architecture:
             "projections": list(self.ffn_kind.projections),
             "ffn_prefixes": list(self.ffn_prefixes),
             "module_path": self.module_path,
+            "ffn_layers": None if self.ffn_layers is None else list(self.ffn_layers),
+            "source": "discovered" if self.discovered else "definition",
             "description": self.description,
         }
 
@@ -131,10 +139,9 @@ def _registry() -> dict[str, Architecture]:
     return registry
 
 
-def list_architectures() -> tuple[Architecture, ...]:
-    """Every architecture definition, once each, by name."""
-    unique = {arch.name: arch for arch in _registry().values()}
-    return tuple(unique[name] for name in sorted(unique))
+def definitions() -> dict[str, Architecture]:
+    """model_type -> its definition file's architecture (``configs/architectures/``)."""
+    return dict(_registry())
 
 
 @lru_cache(maxsize=1)
@@ -146,31 +153,3 @@ def unsupported_model_types() -> dict[str, str]:
         return {t: str(group["reason"]) for group in data.values() for t in group["model_types"]}
     except (KeyError, TypeError, AttributeError, YamlFileError) as exc:
         raise UnsupportedArchitectureError(f"{path} is invalid: {exc}") from None
-
-
-def get_architecture(model_type: object) -> Architecture:
-    """The definition for a config's model_type; an unknown or refused one lists the supported types."""
-    registry = _registry()
-    if not isinstance(model_type, str):
-        raise UnsupportedArchitectureError(f"config.json's model_type is {model_type!r}, expected a string")
-    if model_type in registry:
-        return registry[model_type]
-    known = ", ".join(sorted(registry))
-    reason = unsupported_model_types().get(model_type or "")
-    if reason is not None:
-        raise UnsupportedArchitectureError(
-            f"model_type {model_type!r} cannot be up-cycled: {reason}; supported: {known}"
-        )
-    raise UnsupportedArchitectureError(f"unsupported model_type {model_type!r}; supported: {known}")
-
-
-def check_text_model(arch: Architecture, config: Mapping[str, Any]) -> None:
-    """Refuse a multimodal model whose language model is of a refused type (e.g. LLaVA on Mixtral)."""
-    if arch.text_config is None:
-        return
-    text_type = arch.text_config_of(config).get("model_type")
-    reason = unsupported_model_types().get(text_type) if isinstance(text_type, str) else None
-    if reason is not None:
-        raise UnsupportedArchitectureError(
-            f"{arch.name} with a {text_type!r} language model cannot be up-cycled: {reason}"
-        )

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mote_convert.arch import get_architecture
+from mote_convert.arch import architecture_of
 from mote_convert.arch.registry import Architecture
 from mote_convert.arch.values import config_float, config_int, config_mapping
 from mote_convert.check import check_expert_values, require_sound
@@ -210,7 +210,7 @@ def plan_text(
     shared_type: TensorType | None,
 ) -> GgufPlan:
     """Every key and tensor of the language model's GGUF, from headers; nothing is read yet."""
-    arch = get_architecture(config.get("model_type"))
+    arch = architecture_of(config)
     text = _text_config(config, arch)
     mote = mote_config_of(config, root)[1] if config.get("mote") is not None else None
     lm_root, lm_head = _find_lm(index, arch), lm_head_name(index, arch)

@@ -128,14 +128,15 @@ def lm_shapes(
 def checkpoint_gguf_sizes(report: InspectionReport, path: str | Path) -> dict[str, int]:
     """:func:`gguf_sizes` of an inspected checkpoint (a dense one: with the MoE layout it was
     inspected with, as upcycle would make it)."""
-    from mote_convert.arch import get_architecture
+    from mote_convert.arch import architecture_of
+    from mote_convert.checkpoint import read_config
     from mote_convert.io.index import load_index
 
     root = Path(path)
     model, mote = report.model, report.mote
     if model.num_layers is None or model.hidden_size is None:  # inspect reported them as malformed
         raise UnsupportedArchitectureError(f"{root}: config.json's layer count or hidden size is not an integer")
-    arch = get_architecture(model.model_type)
+    arch = architecture_of(read_config(root))
     shapes = lm_shapes(
         load_index(root),
         arch,

@@ -52,6 +52,10 @@ class TernaryExpert(nn.Module):
                 )
             elif not any(True for _ in child.parameters()):
                 self.add_module(name, child)  # activations: shared, parameter-free
+            else:
+                # a learned activation (xIELU) or other non-projection module with parameters: the
+                # expert uses the shared expert's own, frozen, without storing a copy of it
+                object.__setattr__(self, name, child)
         self._ffn_forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] = type(ffn).forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from mote_convert.arch import model_class
 from mote_convert.checkpoint import one_read_per_file, read_mote_config
 from mote_convert.errors import FormatError
 from mote_convert.format import MoteConfig, get_codec
@@ -30,30 +31,6 @@ from mote_convert.modeling.bitlinear import MODES, PACKED
 from mote_convert.modeling.integration import attach_aux_loss, aux_loss, mote_blocks
 from mote_convert.modeling.quantizer import MoteHfQuantizer, MoteQuantizationConfig
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
-
-
-def _model_class(config: dict[str, Any]) -> type:
-    """The class config.json names in ``architectures``; else the image-text-to-text (then causal LM)
-    class transformers' auto mappings give its model_type."""
-    import transformers
-    from transformers.models.auto import modeling_auto
-
-    names = config.get("architectures") or []
-    candidates = [str(n) for n in names] if isinstance(names, list) else []
-    for mapping in (
-        modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
-        modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    ):
-        name = mapping.get(str(config.get("model_type")))
-        if name is not None:
-            candidates.append(name)
-    for name in candidates:
-        cls = getattr(transformers, name, None)
-        if cls is not None:
-            return cls
-    raise FormatError(
-        f"no transformers model class for this checkpoint (architectures: {names}, model_type: {config.get('model_type')!r})"
-    )
 
 
 @one_read_per_file()
@@ -80,7 +57,7 @@ def load_model(
     root = Path(path)
     config, _, _ = read_mote_config(root)  # a dense or malformed checkpoint fails here, by name
     load_index(root)  # and files that do not agree with their index (one inside the directory, every tensor listed)
-    cls = _model_class(config)
+    cls = model_class(config)
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype, None)
         if not isinstance(dtype, torch.dtype):

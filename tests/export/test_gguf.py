@@ -241,16 +241,17 @@ CONFIG_FAULTS = {
         8,
         "embed_tokens.weight is [384, 256]; config.json's sizes say ['*', 128]",
     ),
-    "head_dim a list": (lambda c: c["text_config"].update(head_dim=[1, 2]), 5, "no integer text_config.head_dim"),
+    # transformers' own config validation names the field first (stock from_pretrained refuses it too)
+    "head_dim a list": (lambda c: c["text_config"].update(head_dim=[1, 2]), 5, "field 'head_dim'"),
     "rope_parameters true": (
         lambda c: c["text_config"].update(rope_parameters=True),
         5,
-        "rope_parameters is 'True'; expected an object",
+        "field 'rope_parameters'",
     ),
     "rms_norm_eps a string": (
         lambda c: c["text_config"].update(rms_norm_eps="x"),
         5,
-        "rms_norm_eps is 'x'; expected a positive number",
+        "field 'rms_norm_eps'",
     ),
     "vision layers beyond the tower": (
         lambda c: c["vision_config"].update(num_hidden_layers=2**31),
@@ -492,7 +493,7 @@ def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0(tmp_path: Path) 
             "needs SiLU-gated FFNs; this model's act is 'gelu'",
         ),
         (
-            lambda c: c["text_config"]["rope_parameters"].__setitem__("rope_type", "linear"),
+            lambda c: c["text_config"]["rope_parameters"].update(rope_type="linear", factor=2.0),
             "does not carry RoPE scaling ('linear')",
         ),
         (lambda c: c["text_config"].update(model_type="mistral", sliding_window=4096), "sliding-window attention"),

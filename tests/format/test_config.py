@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 import mote_convert
-from mote_convert.arch import get_architecture
+from mote_convert.arch import architecture_of
 from mote_convert.errors import FormatError
 from mote_convert.format import ExpertFormat, MoteConfig, check_file_metadata
+from tests.families import FAMILIES
 
 GOOD = {
     "format_version": 1,
@@ -27,7 +28,9 @@ GOOD = {
     "norm_topk_prob": False,
     "seed": 0,
 }
-LLAVA = get_architecture("llava")
+LLAVA = architecture_of(
+    FAMILIES["llava-llama"].config().to_dict() | {"architectures": ["LlavaForConditionalGeneration"]}
+)
 
 
 def test_round_trip_keeps_extensions() -> None:
