@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,9 @@ from mote_convert.tiny import build_tiny_llava
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# discovered architectures are remembered in a cache of the test session's own, never the user's
+os.environ["MOTE_CONVERT_CACHE"] = tempfile.mkdtemp(prefix="mote-convert-test-cache-")
+atexit.register(shutil.rmtree, os.environ["MOTE_CONVERT_CACHE"], True)
 torch.set_num_threads(2)
 
 

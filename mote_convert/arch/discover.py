@@ -348,8 +348,17 @@ def _config_key(text: Any, key: str) -> str:
 
 
 def discover(config: Mapping[str, Any]) -> Architecture:
-    """The :class:`Architecture` of a dense checkpoint's config.json, found from the model's skeleton."""
-    return _discover(json.dumps(config, sort_keys=True, default=str))
+    """The :class:`Architecture` of a dense checkpoint's config.json, found from the model's skeleton
+    (or remembered from an earlier discovery of the same config.json, :mod:`mote_convert.arch.cache`)."""
+    from mote_convert.arch import cache
+
+    config_json = json.dumps(config, sort_keys=True, default=str)
+    key = cache.cache_key(config_json)
+    arch = cache.load(key)
+    if arch is None:
+        arch = _discover(config_json)
+        cache.store(key, arch)
+    return arch
 
 
 @lru_cache(maxsize=32)

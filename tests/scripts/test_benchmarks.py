@@ -20,7 +20,7 @@ FIGURES = {
     "bench_load": r"load_model\(packed\) / dense from_pretrained time = \d+\.\d\d",
     "bench_generate": r"MoTE / dense tokens/s = \d+\.\d\d",
     "bench_inspect": r"--stats, hot cache: \d+ MB/s; plain read: \d+ MB/s",
-    "bench_plan": r"upcycle --dry-run, whole command = \d+\.\d\d s",
+    "bench_plan": r"upcycle --dry-run, whole command = \d+\.\d\d s first time",
     "bench_moe_layer": r"= 2\.0\d+ bits per weight",
     "bench_train": r"MoTE train step / dense train step: \d+\.\d\dx",
     "bench_gguf": r"MoTE TQ1_0 \+ Q4_0 shared +\d+\.\dM",
