@@ -43,6 +43,20 @@ class Mutant:
 MUTANTS = (
     # --- the MoE layer and its losses
     Mutant(
+        "discovery-key-styles-swapped",
+        "mote_convert/arch/discover.py",
+        "    styles = [_template(saved_a, saved_b, la, lb), _template(pa, pb, la, lb)]\n",
+        "    styles = [_template(pa, pb, la, lb), _template(saved_a, saved_b, la, lb)]\n",
+        ("tests/arch/test_registry.py::test_discovery_finds_what_the_definition_files_said",),
+    ),
+    Mutant(
+        "discovery-misses-moe",
+        "mote_convert/arch/discover.py",
+        "        elif _is_moe(layer):\n",
+        "        elif False:\n",
+        ("tests/arch/test_registry.py::test_moe_decoders_are_refused_from_the_model_itself",),
+    ),
+    Mutant(
         "routing-permutation",
         "mote_convert/modeling/block.py",
         "        flat = chosen.reshape(-1)\n",
