@@ -1,7 +1,7 @@
 """Every image-text-to-text and causal-LM family of the installed transformers, as a tiny random
 model built by shrinking the family's default config: discovery supports it or refuses it with a
-reason, and a supported one goes through upcycle, stock loading, packed loading and one training
-step with the values a user relies on, against independent oracles (transformers' own FFN modules
+reason, and a supported one goes through upcycle, stock loading, packed loading, pack and one
+training step with the values a user relies on, against independent oracles (transformers' own FFN modules
 and forward, SPEC section 1 written out plainly).
 
 The whole run takes minutes (the ``families`` group); the hand-built families of
@@ -190,6 +190,11 @@ def test_family_end_to_end(model_type: str, tmp_path: Path) -> None:
             top_p, _ = torch.softmax(x.float() @ router.t(), dim=-1).topk(K, dim=-1)
             ref = ffn(x) + top_p.sum(dim=-1, keepdim=True) * _spec_expert(ffn, projections)(x)
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5, msg=f"{model_type} layer {layer}")
+
+    # pack of the latent output (what training publishes) is the packed output, tensor for tensor
+    latent = mote_convert.upcycle(dense, tmp_path / "latent", num_experts=N, top_k=K, latent=True).output
+    packed = read_all(mote_convert.pack(latent, tmp_path / "packed").output)
+    assert packed.keys() == dst.keys() and all(torch.equal(packed[k], dst[k]) for k in dst)
 
     # one training step changes the routers and the experts, and nothing else
     train = mote_convert.load_model(out, mode="train").train()
