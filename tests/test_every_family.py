@@ -21,7 +21,7 @@ from torch import nn
 
 import mote_convert
 from mote_convert.arch import architecture_of, model_class
-from mote_convert.arch.discover import pretrained_config
+from mote_convert.arch.skeleton import pretrained_config
 from mote_convert.arch.survey import REFUSED, SUPPORTED, UNCHECKED, family_types, shrunk_config, survey_family
 from mote_convert.modeling.load import mote_blocks
 from tests.helpers import read_all, spec_gamma

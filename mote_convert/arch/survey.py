@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from mote_convert.arch.discover import Refusal, quiet
+from mote_convert.arch.discover import Refusal
 from mote_convert.arch.lookup import architecture_of
+from mote_convert.arch.skeleton import quiet
 from mote_convert.errors import MoteError
 
 SUPPORTED = "supported"
