@@ -54,3 +54,21 @@ def test_validate_catches_broken_plans(tiny_llava: Path) -> None:
     ghost = PlanEntry(TensorSpec("x", "F32", (1,)), COPY, "no.such.tensor")
     with pytest.raises(PlanError, match="does not hold"):
         validate(replace(plan, entries=plan.entries + (ghost,), shards=()))
+
+
+def test_a_decoder_with_dense_ffns_in_some_layers_only(tiny_llava: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where only some layers have a dense FFN, those are up-cycled by default, and --layers selects
+    among them (a layer without one, asked by index, is named)."""
+    import mote_convert.upcycle_plan as upcycle_plan
+    from mote_convert.arch import architecture_of
+    from mote_convert.checkpoint import read_config
+
+    real = architecture_of(read_config(tiny_llava))
+    hybrid = replace(real, ffn_layers=(1,))
+    monkeypatch.setattr(upcycle_plan, "dense_architecture", lambda config, root: hybrid)
+    assert [m.layer for m in plan_upcycle(tiny_llava).moe_layers] == [1]
+    assert [m.layer for m in plan_upcycle(tiny_llava, UpcycleOptions(layers="odd")).moe_layers] == [1]
+    with pytest.raises(PlanError, match="layer 0 of llava has no dense FFN .*the layers that have one: 1"):
+        plan_upcycle(tiny_llava, UpcycleOptions(layers="0,1"))
+    with pytest.raises(PlanError, match="selects no layer of 2 that has a dense FFN"):
+        plan_upcycle(tiny_llava, UpcycleOptions(layers="even"))
