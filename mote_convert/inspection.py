@@ -24,6 +24,7 @@ from mote_convert.format import ExpertCodec, MoteConfig, Problem, get_codec
 from mote_convert.io.dtypes import FLOAT_DTYPES
 from mote_convert.io.index import CheckpointIndex, TensorInfo, load_index
 from mote_convert.io.shards import ProgressFn
+from mote_convert.io.source import resolve_model
 from mote_convert.memory import ROUTED_EXPERTS, ROUTERS, Layout, compare, memory_table
 from mote_convert.options import UpcycleOptions
 from mote_convert.plan import ConversionPlan
@@ -48,14 +49,16 @@ def inspect_checkpoint(
     *,
     stats: bool = False,
     progress: ProgressFn | None = None,
+    revision: str | None = None,
 ) -> InspectionReport:
-    """Report on a dense or MoTE checkpoint directory (docs/usage.md, ``inspect``).
+    """Report on a dense or MoTE checkpoint (a directory, or a Hub repo id at ``revision``;
+    docs/usage.md, ``inspect``).
 
     ``options`` (num_experts, top_k, layers, ...) apply to a dense checkpoint: the report then shows
     what ``upcycle`` would write with them. ``stats`` reads the routed-expert tensors and counts their
     codes; ``progress(nbytes, total)`` is called after each tensor read for it.
     """
-    root = Path(path)
+    root = resolve_model(path, revision)
     config = read_config(root)
     model_type_of(config, root)
     arch = architecture_of(config)

@@ -11,6 +11,7 @@ from mote_convert.errors import FormatError
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import load_index
 from mote_convert.io.shards import ProgressFn, TensorSpec
+from mote_convert.io.source import resolve_model
 from mote_convert.options import DEFAULT_MAX_SHARD_SIZE, parse_size
 from mote_convert.plan import COPY, UPCAST, ConversionPlan, PlanEntry, encode_entries, validate
 from mote_convert.write import ConversionResult, write_plan
@@ -71,7 +72,9 @@ def pack(
     overwrite: bool = False,
     dry_run: bool = False,
     progress: ProgressFn | None = None,
+    revision: str | None = None,
 ) -> ConversionResult:
-    """Turn a latent MoTE checkpoint (e.g. after training) into the packed-2bit one."""
-    plan = build_pack_plan(in_path, max_shard_size)
+    """Turn a latent MoTE checkpoint (e.g. after training; a directory, or a Hub repo id at
+    ``revision``) into the packed-2bit one."""
+    plan = build_pack_plan(resolve_model(in_path, revision), max_shard_size)
     return write_plan(plan, Path(out_path), overwrite=overwrite, dry_run=dry_run, progress=progress)

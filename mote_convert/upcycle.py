@@ -7,6 +7,7 @@ from pathlib import Path
 from mote_convert.checkpoint import dense_architecture, one_read_per_file, read_config
 from mote_convert.io.index import load_index
 from mote_convert.io.shards import ProgressFn
+from mote_convert.io.source import resolve_model
 from mote_convert.options import LayerSelection, UpcycleOptions, load_recipe
 from mote_convert.plan import ConversionPlan
 from mote_convert.upcycle_plan import build_upcycle_plan
@@ -40,9 +41,12 @@ def resolve_options(
 
 
 @one_read_per_file()
-def plan_upcycle(model_path: str | Path, options: UpcycleOptions | None = None) -> ConversionPlan:
-    """Build and validate the upcycle plan of a dense checkpoint, reading headers only."""
-    model_path = Path(model_path)
+def plan_upcycle(
+    model_path: str | Path, options: UpcycleOptions | None = None, *, revision: str | None = None
+) -> ConversionPlan:
+    """Build and validate the upcycle plan of a dense checkpoint (a directory or a Hub repo id),
+    reading headers only."""
+    model_path = resolve_model(model_path, revision)
     config = read_config(model_path)
     dense_architecture(config, model_path)
     index = load_index(model_path)
@@ -66,8 +70,10 @@ def upcycle(
     overwrite: bool = False,
     dry_run: bool = False,
     progress: ProgressFn | None = None,
+    revision: str | None = None,
 ) -> ConversionResult:
-    """Up-cycle the dense checkpoint at ``model_path`` into a MoTE checkpoint at ``out_path``.
+    """Up-cycle the dense checkpoint at ``model_path`` (a directory, or a Hub repo id at
+    ``revision``) into a MoTE checkpoint at ``out_path``.
 
     Arguments left as None take the recipe's value, else the default (4 experts, top-1, all
     layers, packed, seed 0, 5GB shards). ``progress`` is called with the bytes of each tensor written.
@@ -84,9 +90,8 @@ def upcycle(
         router_aux_loss_coef=router_aux_loss_coef,
         norm_topk_prob=norm_topk_prob,
     )
-    model_path = Path(model_path)
     out = Path(out_path)
-    plan = plan_upcycle(model_path, options)
+    plan = plan_upcycle(model_path, options, revision=revision)
     return write_plan(plan, out, overwrite=overwrite, dry_run=dry_run, progress=progress)
 
 

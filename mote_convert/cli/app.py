@@ -225,3 +225,9 @@ def skipped_warnings(result: Any) -> None:
 MaxShardSize = Annotated[str, typer.Option(help="Largest shard, e.g. 5GB, 500MB.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output directory.", **FLAG)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.", **FLAG)]
+Revision = Annotated[
+    str | None,
+    typer.Option(
+        help="Branch, tag or commit of a Hub repo id (MODEL as ORG/NAME, resolved through the Hugging Face cache)."
+    ),
+]

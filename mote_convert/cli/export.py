@@ -14,6 +14,7 @@ from mote_convert.cli.app import (
     AsJson,
     Command,
     Group,
+    Revision,
     app,
     byte_progress,
     err_console,
@@ -21,6 +22,7 @@ from mote_convert.cli.app import (
     fmt_bytes,
     out_console,
 )
+from mote_convert.io.source import resolve_model
 
 export_app = typer.Typer(help="Write a checkpoint in another runtime's format.", no_args_is_help=True, cls=Group)
 app.add_typer(export_app, name="export")
@@ -28,7 +30,9 @@ app.add_typer(export_app, name="export")
 
 @export_app.command("gguf", cls=Command)
 def export_gguf_command(
-    model: Annotated[Path, typer.Argument(metavar="IN", help="MoTE (or dense) checkpoint directory.")],
+    model: Annotated[
+        Path, typer.Argument(metavar="IN", help="MoTE (or dense) checkpoint directory, or a Hub repo id ORG/NAME.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT.gguf", help="The language model's GGUF file.")],
     expert_type: Annotated[
         str, typer.Option(help="Routed experts: tq2_0 (2.06 bits per weight) or tq1_0 (1.69).")
@@ -48,11 +52,13 @@ def export_gguf_command(
         bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)
     ] = False,
     as_json: AsJson = False,
+    revision: Revision = None,
 ) -> None:
     """Export a checkpoint to llama.cpp's GGUF (experts as ternary TQ2_0 / TQ1_0 blocks)."""
     from mote_convert.export import plan_gguf, write_export
 
     with errors():
+        model = resolve_model(model, revision)
         plan = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
         if dry_run:
             result = write_export(plan, output, mmproj=mmproj, dry_run=True)

@@ -9,13 +9,27 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mote_convert.cli.app import FLAG, Command, app, byte_progress, err_console, errors, fail, fmt_bytes, out_console
+from mote_convert.cli.app import (
+    FLAG,
+    Command,
+    Revision,
+    app,
+    byte_progress,
+    err_console,
+    errors,
+    fail,
+    fmt_bytes,
+    out_console,
+)
 from mote_convert.cli.render import comparison_table, layer_table, memory_table, model_table, stats_table
+from mote_convert.io.source import resolve_model
 
 
 @app.command(cls=Command)
 def inspect(
-    path: Annotated[Path, typer.Argument(metavar="PATH", help="Dense or MoTE checkpoint directory.")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Dense or MoTE checkpoint directory, or a Hub repo id ORG/NAME.")
+    ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (keys: docs/inspect-json.md).", **FLAG)
     ] = False,
@@ -35,6 +49,7 @@ def inspect(
             "--gguf", help="Also show the language model's GGUF sizes (dense bf16 / Q4_0, MoTE TQ2_0 / TQ1_0).", **FLAG
         ),
     ] = False,
+    revision: Revision = None,
 ) -> None:
     """What a checkpoint holds, what it costs in memory, and whether it is sound (non-zero exit if not).
 
@@ -45,6 +60,7 @@ def inspect(
     from mote_convert.options import UpcycleOptions
 
     with errors():
+        path = resolve_model(path, revision)
         options = UpcycleOptions(num_experts=num_experts, top_k=top_k, layers=layers)
         if stats:
             with byte_progress("reading experts", 0) as advance:

@@ -13,6 +13,7 @@ from mote_convert.cli.app import (
     Command,
     MaxShardSize,
     Overwrite,
+    Revision,
     app,
     byte_progress,
     errors,
@@ -20,12 +21,14 @@ from mote_convert.cli.app import (
     skipped_warnings,
 )
 from mote_convert.cli.render import summary_table
+from mote_convert.io.source import resolve_model
 
 
 @app.command(cls=Command)
 def pack(
     source: Annotated[
-        Path, typer.Argument(metavar="IN", help="Latent MoTE checkpoint directory (e.g. after training).")
+        Path,
+        typer.Argument(metavar="IN", help="Latent MoTE checkpoint directory (e.g. after training), or a Hub repo id."),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the packed checkpoint.")
@@ -33,12 +36,14 @@ def pack(
     max_shard_size: MaxShardSize = "5GB",
     overwrite: Overwrite = False,
     as_json: AsJson = False,
+    revision: Revision = None,
 ) -> None:
     """Pack a latent MoTE checkpoint's routed experts to 2 bits per weight; everything else is copied."""
     from mote_convert.pack import build_pack_plan
     from mote_convert.write import write_plan
 
     with errors():
+        source = resolve_model(source, revision)
         plan = build_pack_plan(source, max_shard_size)
         with byte_progress("packing", plan.bytes_out) as advance:
             result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance)

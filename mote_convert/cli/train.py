@@ -9,7 +9,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mote_convert.cli.app import FLAG, Command, Overwrite, app, err_console, errors, given, note, out_console
+from mote_convert.cli.app import FLAG, Command, Overwrite, Revision, app, err_console, errors, given, note, out_console
+from mote_convert.io.source import resolve_model
 
 
 def train_progress() -> Any:
@@ -55,7 +56,10 @@ def train_progress() -> Any:
 def train(
     ctx: typer.Context,
     model: Annotated[
-        Path, typer.Argument(metavar="MODEL", help="MoTE checkpoint directory (from upcycle), with its processor.")
+        Path,
+        typer.Argument(
+            metavar="MODEL", help="MoTE checkpoint (from upcycle) with its processor: a directory or a Hub repo id."
+        ),
     ],
     data: Annotated[
         Path, typer.Option("--data", metavar="DATA.json", help="LLaVA-format conversations (mix665k's format).")
@@ -105,6 +109,7 @@ def train(
         typer.Option("--allow-images-outside", help="Read images whose paths lead outside --image-folder.", **FLAG),
     ] = False,
     overwrite: Overwrite = False,
+    revision: Revision = None,
 ) -> None:
     """Train the routers and routed experts of a MoTE checkpoint (stage-3 QAT) on LLaVA-format data."""
     from transformers.utils import logging as hf_logging
@@ -115,6 +120,7 @@ def train(
     hf_logging.set_verbosity_error()  # the Trainer's own chatter; progress is shown below
     hf_logging.disable_progress_bar()
     with errors():
+        model = resolve_model(model, revision)
         options = load_train_recipe(recipe).with_overrides(
             **given(
                 ctx,

@@ -13,6 +13,7 @@ from mote_convert.cli.app import (
     Command,
     MaxShardSize,
     Overwrite,
+    Revision,
     app,
     byte_progress,
     errors,
@@ -22,13 +23,17 @@ from mote_convert.cli.app import (
 )
 from mote_convert.cli.architectures import eager_listing
 from mote_convert.cli.render import summary_table
+from mote_convert.io.source import resolve_model
 
 
 @app.command(cls=Command)
 def upcycle(
     ctx: typer.Context,
     model: Annotated[
-        Path, typer.Argument(metavar="MODEL", help="Dense checkpoint directory (config.json + safetensors).")
+        Path,
+        typer.Argument(
+            metavar="MODEL", help="Dense checkpoint: a directory (config.json + safetensors) or a Hub repo id ORG/NAME."
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", metavar="OUT", help="Output directory for the MoTE checkpoint.")
@@ -67,12 +72,14 @@ def upcycle(
             **FLAG,
         ),
     ] = False,
+    revision: Revision = None,
 ) -> None:
     """Up-cycle a dense checkpoint into a MoTE checkpoint (shared FFN + ternary routed experts)."""
     from mote_convert.upcycle import plan_upcycle, resolve_options
     from mote_convert.write import write_plan
 
     with errors():
+        model = resolve_model(model, revision)
         options = resolve_options(
             recipe,
             **given(

@@ -18,6 +18,7 @@ from mote_convert.export.tensors import EXPERT_TYPES, SHARED_TYPES, get_type
 from mote_convert.io.index import CheckpointIndex, load_index
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.shards import ProgressFn
+from mote_convert.io.source import resolve_model
 from mote_convert.io.staging import check_output_path
 
 __all__ = ["EXPERT_TYPES", "SHARED_TYPES", "GgufExport", "GgufExportPlan", "export_gguf", "plan_gguf", "write_export"]
@@ -114,11 +115,14 @@ def export_gguf(
     overwrite: bool = False,
     dry_run: bool = False,
     progress: ProgressFn | None = None,
+    revision: str | None = None,
 ) -> GgufExport:
     """Write checkpoint ``model`` as llama.cpp GGUF: the language model to ``out`` and, with
     ``mmproj``, the vision tower and projector to that path. ``expert_type`` (tq2_0, tq1_0) is the
     routed experts' type, ``shared_type`` the shared experts' (bf16, f16, f32, q8_0, q4_0; default:
-    as stored). Everything else is written as stored (bit-exact), 1-D tensors as float32."""
+    as stored). Everything else is written as stored (bit-exact), 1-D tensors as float32. ``model``
+    is a directory, or a Hub repo id at ``revision``."""
+    model = resolve_model(model, revision)
     plan = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
     return write_export(plan, out, mmproj=mmproj, overwrite=overwrite, dry_run=dry_run, progress=progress)
 

@@ -26,6 +26,7 @@ from mote_convert.checkpoint import one_read_per_file, read_mote_config
 from mote_convert.errors import FormatError
 from mote_convert.format import MoteConfig, get_codec
 from mote_convert.io.index import load_index
+from mote_convert.io.source import resolve_model
 from mote_convert.io.staging import StagedOutput
 from mote_convert.modeling.bitlinear import MODES, PACKED
 from mote_convert.modeling.integration import attach_aux_loss, aux_loss, mote_blocks
@@ -54,7 +55,7 @@ def load_model(
     """
     if mode not in MODES:
         raise FormatError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    root = Path(path)
+    root = resolve_model(path, from_pretrained_kwargs.pop("revision", None))  # a directory or a Hub repo id
     config, _, _ = read_mote_config(root)  # a dense or malformed checkpoint fails here, by name
     load_index(root)  # and files that do not agree with their index (one inside the directory, every tensor listed)
     cls = model_class(config)
