@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mote_convert.arch import architecture_of
+from mote_convert.card import card_writer
 from mote_convert.check import require_sound
 from mote_convert.checkpoint import model_type_of, one_read_per_file, read_mote_config
 from mote_convert.errors import FormatError
@@ -76,5 +77,7 @@ def pack(
 ) -> ConversionResult:
     """Turn a latent MoTE checkpoint (e.g. after training; a directory, or a Hub repo id at
     ``revision``) into the packed-2bit one."""
-    plan = build_pack_plan(resolve_model(in_path, revision), max_shard_size)
-    return write_plan(plan, Path(out_path), overwrite=overwrite, dry_run=dry_run, progress=progress)
+    source = resolve_model(in_path, revision)
+    plan = build_pack_plan(source, max_shard_size)
+    card = card_writer(in_path, source)
+    return write_plan(plan, Path(out_path), overwrite=overwrite, dry_run=dry_run, progress=progress, finish=card)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mote_convert.card import card_writer
 from mote_convert.checkpoint import dense_architecture, one_read_per_file, read_config
 from mote_convert.io.index import load_index
 from mote_convert.io.shards import ProgressFn
@@ -92,7 +93,8 @@ def upcycle(
     )
     out = Path(out_path)
     plan = plan_upcycle(model_path, options, revision=revision)
-    return write_plan(plan, out, overwrite=overwrite, dry_run=dry_run, progress=progress)
+    card = card_writer(model_path, plan.source.root)
+    return write_plan(plan, out, overwrite=overwrite, dry_run=dry_run, progress=progress, finish=card)
 
 
 __all__ = ["ConversionResult", "plan_upcycle", "resolve_options", "upcycle", "write_plan"]

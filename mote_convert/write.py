@@ -9,7 +9,7 @@ import logging
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mote_convert.config_patch import SkippedFile, copy_auxiliary_files, file_mode, write_config
 from mote_convert.io.shards import ProgressFn
@@ -48,8 +48,10 @@ def write_plan(
     overwrite: bool,
     dry_run: bool,
     progress: ProgressFn | None,
+    finish: Callable[[Path], None] | None = None,
 ) -> ConversionResult:
-    """Execute a validated plan into ``out`` (written beside it, then renamed), or only describe it."""
+    """Execute a validated plan into ``out`` (written beside it, then renamed), or only describe it.
+    ``finish`` is called with the staged directory, complete, before the rename (the model card)."""
     src = plan.source.root
     files = tuple(s.file for s in plan.shards)
     if dry_run:
@@ -67,6 +69,8 @@ def write_plan(
         execute(plan, staging, progress, mode=weights_mode)
         write_config(plan.config, plan.mote, staging, mode=file_mode(src / "config.json"))
         _, skipped = copy_auxiliary_files(src, staging)
+        if finish is not None:
+            finish(staging)
     for entry in skipped:
         logger.warning("not copied: %s", entry)
     return ConversionResult(out, plan, plan.summary(), files, False, tuple(skipped))

@@ -39,14 +39,17 @@ def pack(
     revision: Revision = None,
 ) -> None:
     """Pack a latent MoTE checkpoint's routed experts to 2 bits per weight; everything else is copied."""
+    from mote_convert.card import card_writer
     from mote_convert.pack import build_pack_plan
     from mote_convert.write import write_plan
 
     with errors():
-        source = resolve_model(source, revision)
+        named, source = source, resolve_model(source, revision)
         plan = build_pack_plan(source, max_shard_size)
         with byte_progress("packing", plan.bytes_out) as advance:
-            result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance)
+            result = write_plan(
+                plan, output, overwrite=overwrite, dry_run=False, progress=advance, finish=card_writer(named, source)
+            )
     skipped_warnings(result)
     if as_json:
         out_console.print_json(json.dumps(result.to_dict()))

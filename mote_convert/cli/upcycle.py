@@ -75,11 +75,12 @@ def upcycle(
     revision: Revision = None,
 ) -> None:
     """Up-cycle a dense checkpoint into a MoTE checkpoint (shared FFN + ternary routed experts)."""
+    from mote_convert.card import card_writer
     from mote_convert.upcycle import plan_upcycle, resolve_options
     from mote_convert.write import write_plan
 
     with errors():
-        model = resolve_model(model, revision)
+        named, model = model, resolve_model(model, revision)
         options = resolve_options(
             recipe,
             **given(
@@ -97,7 +98,8 @@ def upcycle(
             result = write_plan(plan, output, overwrite=overwrite, dry_run=True, progress=None)
         else:
             with byte_progress("upcycling", plan.bytes_out) as advance:
-                result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance)
+                card = card_writer(named, model)
+                result = write_plan(plan, output, overwrite=overwrite, dry_run=False, progress=advance, finish=card)
     skipped_warnings(result)
     if as_json:
         out_console.print_json(json.dumps(result.to_dict()))
