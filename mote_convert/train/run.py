@@ -160,6 +160,7 @@ def train(
     import torch
     from transformers import AutoProcessor, PrinterCallback
 
+    from mote_convert.card import CARD
     from mote_convert.checkpoint import read_mote_config
     from mote_convert.io.jsonfile import JsonFileError, check_side_files, load_json
     from mote_convert.io.staging import InterruptSignals
@@ -259,6 +260,8 @@ def train(
             trainer.save_model(str(final))  # gathers sharded parameters (ZeRO-3, FSDP) as the engine does
         main = trainer.is_world_process_zero()
         if main:
+            if (model_path / CARD).is_file():  # the input's card names the base model: the output's keeps it
+                shutil.copy2(model_path / CARD, final / CARD)
             if recipe.expert_format == "packed-2bit":
                 pack(final, out, overwrite=overwrite)
             else:

@@ -79,6 +79,11 @@ def _generates(out: Path, data: Path) -> None:
 
 
 def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(setup["mote"] / "README.md")  # as if up-cycled from a Hub repo
+    card.data.base_model = "org/tiny-dense"
+    card.save(setup["mote"] / "README.md")
     out = setup["root"] / "trained"
     result = runner.invoke(app, _args(setup, out))
     assert result.exit_code == 0, result.output
@@ -87,6 +92,8 @@ def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
     assert len(log) == 16 and sum(e["loss"] for e in log[-4:]) < sum(e["loss"] for e in log[:4]) - 0.2
     report = mote_convert.inspect_checkpoint(out)
     assert report.ok and report.mote.expert_format == "packed-2bit"
+    trained_card = ModelCard.load(out / "README.md")  # the published card keeps the base model
+    assert trained_card.data.base_model == "org/tiny-dense" and "`packed-2bit`" in trained_card.text
     _generates(out, setup["data"])
     # only routers and experts moved: the shared experts are the dense FFNs, byte for byte
     from tests.helpers import read_all
