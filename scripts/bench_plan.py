@@ -85,7 +85,7 @@ def main() -> None:
     if args.tiny:
         args.repeats = 1
     import mote_convert
-    from mote_convert.arch.discover import _discover
+    from mote_convert.arch.discover import _discover, _remembered
     from mote_convert.checkpoint import read_config
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -102,11 +102,10 @@ def main() -> None:
         config = read_config(root)
 
         def discover(config: dict = config) -> None:
-            _discover.cache_clear()
             _discover(json.dumps(config, sort_keys=True, default=str))  # the skeleton, not the disk cache
 
         def plan(root: Path = root) -> None:
-            _discover.cache_clear()
+            _remembered.cache_clear()
             with tempfile.TemporaryDirectory() as empty:
                 os.environ["MOTE_CONVERT_CACHE"] = empty
                 mote_convert.plan_upcycle(root)

@@ -158,7 +158,6 @@ def _key_styles(model: nn.Module, module_paths: list[tuple[int, str]], ffn: _Ffn
     proj = ffn.kind.projections
     names = [f"{p}.{q}.weight" for p in (pa, pb) for q in proj]
     saved = _saved_names(model, names)
-    prefixes = set()
     for p in (pa, pb):
         got = {saved.get(f"{p}.{q}.weight", "").removesuffix(f".{q}.weight") for q in proj}
         if (
@@ -171,7 +170,6 @@ def _key_styles(model: nn.Module, module_paths: list[tuple[int, str]], ffn: _Ffn
                 "transformers converts its FFN weights between the checkpoint and the model (merged or "
                 "split projections), which MoTE's plan does not follow",
             )
-        prefixes.add(got.pop())
     saved_a = saved[f"{pa}.{proj[0]}.weight"].removesuffix(f".{proj[0]}.weight")
     saved_b = saved[f"{pb}.{proj[0]}.weight"].removesuffix(f".{proj[0]}.weight")
     styles = [_template(saved_a, saved_b, la, lb), _template(pa, pb, la, lb)]
@@ -237,9 +235,14 @@ def _config_key(text: Any, key: str) -> str:
 def discover(config: Mapping[str, Any]) -> Architecture:
     """The :class:`Architecture` of a dense checkpoint's config.json, found from the model's skeleton
     (or remembered from an earlier discovery of the same config.json, :mod:`mote_convert.arch.cache`)."""
+    return _remembered(json.dumps(config, sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=32)
+def _remembered(config_json: str) -> Architecture:
+    """This process's memo, then the disk cache, then discovery (stored for the next command)."""
     from mote_convert.arch import cache
 
-    config_json = json.dumps(config, sort_keys=True, default=str)
     key = cache.cache_key(config_json)
     arch = cache.load(key)
     if arch is None:
@@ -248,8 +251,8 @@ def discover(config: Mapping[str, Any]) -> Architecture:
     return arch
 
 
-@lru_cache(maxsize=32)
 def _discover(config_json: str) -> Architecture:
+    """Discovery itself: the skeleton built and searched."""
     config = json.loads(config_json)
     model_type = str(config.get("model_type"))
     hf_config = pretrained_config(config)

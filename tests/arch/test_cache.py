@@ -20,26 +20,26 @@ def _config() -> dict:
 
 def test_a_second_discovery_is_read_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOTE_CONVERT_CACHE", str(tmp_path))
-    discover_module._discover.cache_clear()
+    discover_module._remembered.cache_clear()
     first = discover(_config())
     assert len(list((tmp_path / "architectures").glob("*.json"))) == 1
 
     def no_build(*args: object) -> None:
         raise AssertionError("the skeleton was built again")
 
-    discover_module._discover.cache_clear()
+    discover_module._remembered.cache_clear()
     monkeypatch.setattr(discover_module, "skeleton", no_build)
     assert discover(_config()) == first
 
 
 def test_a_damaged_cache_file_is_rediscovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOTE_CONVERT_CACHE", str(tmp_path))
-    discover_module._discover.cache_clear()
+    discover_module._remembered.cache_clear()
     want = discover(_config())
     (path,) = (tmp_path / "architectures").glob("*.json")
     for damage in ("{not json", '{"name": "x"}', '{"ffn_kind": "moe"}'):
         path.write_text(damage)
-        discover_module._discover.cache_clear()
+        discover_module._remembered.cache_clear()
         assert cache.load(path.stem) is None
         assert discover(_config()) == want
 
@@ -48,5 +48,5 @@ def test_an_unwritable_cache_is_skipped(tmp_path: Path, monkeypatch: pytest.Monk
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("MOTE_CONVERT_CACHE", str(blocker))  # a file where the folder would be
-    discover_module._discover.cache_clear()
+    discover_module._remembered.cache_clear()
     assert discover(_config()).ffn_kind.name == "gated"
