@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from mote_convert.arch.discover import Refusal, discover
 from mote_convert.arch.registry import Architecture, definitions, unsupported_model_types
+from mote_convert.arch.skeleton import text_sub_config
 from mote_convert.errors import UnsupportedArchitectureError
 
 
@@ -30,19 +31,11 @@ def architecture_of(config: Mapping[str, Any]) -> Architecture:
     if definition is not None:
         _check_text_model(definition, config)
         return definition
-    text = _text_sub_config(config)
-    reason = refusal_reason(text.get("model_type")) if text is not None else None
+    text_key, text = text_sub_config(config)
+    reason = refusal_reason(text.get("model_type")) if text_key is not None else None
     if reason is not None:
-        raise Refusal(model_type, reason, what=f"{model_type} with a {text.get('model_type')!r} language model")  # type: ignore[union-attr]
+        raise Refusal(model_type, reason, what=f"{model_type} with a {text.get('model_type')!r} language model")
     return discover(config)
-
-
-def _text_sub_config(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for key in ("text_config", "llm_config", "language_config"):
-        sub = config.get(key)
-        if isinstance(sub, Mapping):
-            return sub
-    return None
 
 
 def _check_text_model(arch: Architecture, config: Mapping[str, Any]) -> None:

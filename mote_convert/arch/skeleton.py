@@ -78,19 +78,21 @@ def pretrained_config(config: Mapping[str, Any]) -> Any:
         ) from None
 
 
+def text_sub_config(config: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any]]:
+    """The language model's part of a config.json mapping, by its key (``text_config``,
+    ``llm_config``, ...), or (None, the whole mapping) for a plain language model. Read from the JSON
+    alone: no transformers import."""
+    for key, value in config.items():
+        if re.search("text|llm|language", key) and isinstance(value, Mapping):
+            return key, value
+    return None, config
+
+
 def _check_sizes(config: Mapping[str, Any], config_class: type) -> None:
     """The language model's layer count and sizes, where config.json states them, are integers of a
     plausible size: checked before transformers builds anything from them (a layer count of 10**7
     would build ten million layers, even on the meta device)."""
-    text_key = next(
-        (
-            key
-            for key in getattr(config_class, "sub_configs", None) or {}
-            if re.search("text|llm|language", key) and isinstance(config.get(key), Mapping)
-        ),
-        None,
-    )
-    text = config[text_key] if text_key else config
+    text_key, text = text_sub_config(config)
     aliases = dict(getattr(config_class, "attribute_map", None) or {})
     for key, high in (("num_hidden_layers", MAX_LAYERS), ("hidden_size", MAX_DIM), ("intermediate_size", MAX_DIM)):
         stored = aliases.get(key, key) if not text_key else key
