@@ -8,6 +8,7 @@ Public API (docs/usage.md, docs/training.md)::
     model = mote_convert.load_model(path, mode="packed" | "train", dtype=None, device=None)
     mote_convert.save_model(model, out_path, expert_format="packed-2bit" | "latent")
     mote_convert.aux_loss(model)
+    mote_convert.generate(path, "prompt", image=None, max_new_tokens=64)   # -> Generation (greedy)
 
 Header-only work (``inspect``, planning, a dry run) never imports torch, which costs more than a
 second of start-up: the modeling API (``load_model``, ``save_model``, ``aux_loss``) is imported on
@@ -28,6 +29,7 @@ from mote_convert.version import __version__
 
 _EXPORTS = {name: "mote_convert.modeling.load" for name in ("aux_loss", "load_model", "save_model")}
 _EXPORTS["MoteQuantizationConfig"] = "mote_convert.modeling.quantizer"  # registers the "mote" method
+_EXPORTS["generate"] = "mote_convert.generation"
 
 __all__ = [
     "MoteError",
@@ -35,6 +37,7 @@ __all__ = [
     "UpcycleOptions",
     "__version__",
     "aux_loss",
+    "generate",
     "inspect_checkpoint",
     "load_model",
     "pack",
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from mote_convert.generation import generate
     from mote_convert.modeling.load import aux_loss, load_model, save_model
     from mote_convert.modeling.quantizer import MoteQuantizationConfig
 

@@ -130,6 +130,12 @@ def build_tiny_processor(
     return path
 
 
+def build_tiny_vlm(path: str | Path, *, seed: int = 0) -> Path:
+    """A tiny LLaVA that every command works on: :func:`build_tiny_llava`'s model with
+    :func:`build_tiny_processor`'s tokenizer, image processor and chat template saved beside it."""
+    return build_tiny_processor(build_tiny_llava(path, vocab_size=TINY_VOCAB_WITH_PROCESSOR, seed=seed))
+
+
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -120,10 +121,13 @@ def save_llama(root: Path, *, layers: int, hidden: int, inter: int, seed: int = 
     return root
 
 
-def distinct_experts(latent: Path, out: Path, *, seed: int = 0, router_scale: float = 40.0) -> Path:
+def distinct_experts(
+    latent: Path, out: Path, *, seed: int = 0, router_scale: float = 40.0, expert_scale: float = 1.0
+) -> Path:
     """A copy of a latent MoTE checkpoint whose routed experts differ (each latent weight plus its own
     noise, half the weight's spread) and whose routers are decisive (scaled up, so tokens spread over
-    the experts with clear winners): routing or expert order that is wrong changes every result."""
+    the experts with clear winners): routing or expert order that is wrong changes every result.
+    ``expert_scale`` multiplies the routed experts' weights (their share of each FFN's output)."""
     import shutil
 
     from safetensors.torch import save_file
@@ -135,7 +139,7 @@ def distinct_experts(latent: Path, out: Path, *, seed: int = 0, router_scale: fl
         t = tensors[name]
         if ".experts." in name and name.endswith(".weight"):
             noise = torch.randn(t.shape, generator=g) * t.float().std() * 0.5
-            tensors[name] = (t.float() + noise).to(t.dtype)
+            tensors[name] = ((t.float() + noise) * expert_scale).to(t.dtype)
         elif name.endswith(".router.weight"):
             tensors[name] = t * router_scale
     for f in out.glob("*.safetensors"):
@@ -197,3 +201,25 @@ def torchrun_cli(*args: str, processes: int = 2) -> list[str]:
         "mote_convert.cli",
         *args,
     ]
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(cache: Path, repo_id: str, model: Path, extra: tuple[str, ...] = ("model.bin",)) -> Path:
+    """``model``'s files in a Hugging Face cache as repo ``repo_id`` (refs/main -> one snapshot whose
+    files link to content-addressed blobs), plus files a download must not need (``extra``)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    files = {p.relative_to(model): p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    files |= {Path(name): b"not needed" for name in extra}
+    for rel, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / rel).symlink_to(Path("../" * len(rel.parts) + "../blobs") / blob.name)
+    return snapshot

@@ -19,6 +19,7 @@ from mote_convert.export.gguf_text import _copy
 from mote_convert.export.tensors import TYPES, TensorType, gguf_name
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, load_json
+from mote_convert.io.source import model_name
 from mote_convert.numbers import is_number
 
 SUPPORTED = "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector)"
@@ -113,7 +114,7 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
     plan.add("add_bool", "clip.has_vision_encoder", True)
     plan.add("add_bool", "clip.has_llava_projector", True)
     plan.add("add_string", "clip.projector_type", "mlp")
-    plan.add("add_name", root.name)
+    plan.add("add_name", model_name(root))
     plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
     plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
     plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])

@@ -43,6 +43,7 @@ from mote_convert.export.tensors import (
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.reader import TensorReader
+from mote_convert.io.source import model_name
 
 TEXT_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
@@ -261,7 +262,7 @@ def plan_text(
                 f"llama.cpp's deepseek architecture has dense layers only before the MoE ones; this checkpoint's MoE "
                 f"layers are {sorted(moe_layers)} of 0..{n_layers - 1} (upcycle with --layers all, or a trailing range)"
             )
-    plan.add("add_name", root.name)
+    plan.add("add_name", model_name(root))
     plan.add("add_context_length", context)
     plan.add("add_embedding_length", hidden)
     plan.add("add_block_count", n_layers)

@@ -72,3 +72,12 @@ def resolve_model(source: str | Path, revision: str | None = None) -> Path:
         raise InputNotFoundError(f"{where}: no such local directory or Hub repo (or it is private)") from None
     except (HfHubHTTPError, OSError) as exc:
         raise InputReadError(f"{where}: cannot download: {' '.join(str(exc).split())}") from None
+
+
+def model_name(root: Path) -> str:
+    """A model's name for the files made from it: the repo's name for a snapshot in the Hugging Face
+    cache (``models--ORG--NAME/snapshots/COMMIT``: NAME, not the commit), else the directory's name."""
+    parent = root.resolve().parent
+    if parent.name == "snapshots" and parent.parent.name.startswith("models--"):
+        return parent.parent.name.split("--")[-1]
+    return root.name

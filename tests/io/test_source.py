@@ -4,7 +4,6 @@ that is not there while offline is one line. No test reaches the network."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -16,41 +15,9 @@ import mote_convert
 from mote_convert.cli import app
 from mote_convert.errors import InputNotFoundError
 from mote_convert.io.source import is_repo_id, resolve_model
-from tests.helpers import assert_one_line_error, read_all
+from tests.helpers import COMMIT, assert_one_line_error, hub_cache, read_all
 
 runner = CliRunner()
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_cache(cache: Path, repo_id: str, model: Path, extra: tuple[str, ...] = ("model.bin",)) -> Path:
-    """``model``'s files in a Hugging Face cache as repo ``repo_id`` (refs/main -> one snapshot whose
-    files link to content-addressed blobs), plus files a download must not need (``extra``)."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / COMMIT
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    files = {p.relative_to(model): p.read_bytes() for p in model.rglob("*") if p.is_file()}
-    files |= {Path(name): b"not needed" for name in extra}
-    for rel, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
-        (snapshot / rel).symlink_to(Path("../" * len(rel.parts) + "../blobs") / blob.name)
-    return snapshot
-
-
-@pytest.fixture
-def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_repo_ids_and_paths() -> None:
@@ -84,6 +51,30 @@ def test_upcycle_inspect_and_pack_take_a_repo_id(tiny_llava: Path, offline_cache
     assert result.exit_code == 0, result.output
 
 
+def test_export_takes_a_repo_id(offline_cache: Path, tmp_path: Path) -> None:
+    """The GGUF export of a repo id is the export of its directory (of the repo's name), byte for byte:
+    the files are named after the repo, not the snapshot's commit."""
+    from mote_convert.tiny import build_tiny_vlm
+
+    mote = mote_convert.upcycle(build_tiny_vlm(tmp_path / "vlm"), tmp_path / "dir" / "tiny-mote").output
+    hub_cache(offline_cache, "org/tiny-mote", mote)
+    files = {}
+    for name, model in (("hub", "org/tiny-mote"), ("dir", str(mote))):
+        out = tmp_path / f"{name}.gguf"
+        result = runner.invoke(
+            app, ["export", "gguf", model, "-o", str(out), "--mmproj", str(tmp_path / f"{name}-mm.gguf")]
+        )
+        assert result.exit_code == 0, result.output
+        files[name] = (out.read_bytes(), (tmp_path / f"{name}-mm.gguf").read_bytes())
+    assert files["hub"] == files["dir"]
+    line = assert_one_line_error(
+        runner.invoke(app, ["export", "gguf", "org/absent", "-o", str(tmp_path / "x.gguf")]),
+        InputNotFoundError.exit_code,
+        "org/absent",
+    )
+    assert "HF_HUB_OFFLINE" in line
+
+
 def test_a_repo_id_missing_offline_is_one_line(offline_cache: Path, tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError, match="not in the Hugging Face cache while offline"):
         resolve_model("org/absent")
@@ -91,6 +82,8 @@ def test_a_repo_id_missing_offline_is_one_line(offline_cache: Path, tmp_path: Pa
         ["upcycle", "org/absent", "-o", str(tmp_path / "o")],
         ["inspect", "org/absent"],
         ["pack", "org/absent", "-o", str(tmp_path / "p")],
+        ["generate", "org/absent", "--prompt", "hi"],
+        ["train", "org/absent", "--data", str(tmp_path / "d.json"), "-o", str(tmp_path / "t")],
     ):
         line = assert_one_line_error(runner.invoke(app, args), InputNotFoundError.exit_code, "org/absent")
         assert "HF_HUB_OFFLINE" in line
