@@ -70,6 +70,11 @@ class PlanSummary:
     expert_weight_params: int  # routed experts' weight elements, all layers and experts
     expert_weight_bytes: int  # their codes (or latent weights) plus scales
     router_bytes: int
+    top_k: int = 1
+    layers: tuple[int, ...] = ()  # the MoE layers' indices
+    router_aux_loss_coef: float = 0.01
+    norm_topk_prob: bool = False
+    seed: int | None = None  # of the routers' initialisation (upcycle)
 
     @property
     def expert_bits_per_weight(self) -> float:
@@ -85,7 +90,12 @@ class PlanSummary:
             "bytes_out": self.bytes_out,
             "shards": self.shards,
             "moe_layers": self.moe_layers,
+            "layers": list(self.layers),
             "num_experts": self.num_experts,
+            "top_k": self.top_k,
+            "norm_topk_prob": self.norm_topk_prob,
+            "router_aux_loss_coef": self.router_aux_loss_coef,
+            "seed": self.seed,
             "expert_format": self.expert_format,
             "expert_weight_params": self.expert_weight_params,
             "expert_weight_bytes": self.expert_weight_bytes,
@@ -152,6 +162,11 @@ class ConversionPlan:
             expert_weight_params=expert_params,
             expert_weight_bytes=expert_bytes,
             router_bytes=router_bytes,
+            top_k=self.mote.top_k,
+            layers=self.mote.moe_layers,
+            router_aux_loss_coef=self.mote.router_aux_loss_coef,
+            norm_topk_prob=self.mote.norm_topk_prob,
+            seed=self.mote.extra.get("seed") if isinstance(self.mote.extra.get("seed"), int) else None,
         )
 
 

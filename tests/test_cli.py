@@ -31,6 +31,36 @@ def test_dry_run_table(tiny_llava: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_summaries_show_every_applied_option(tiny_llava: Path, tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("num_experts: 3\nnorm_topk_prob: true\nrouter_aux_loss_coef: 0.02\n")
+    args = ["upcycle", str(tiny_llava), "-o", str(tmp_path / "o"), "--recipe", str(tmp_path / "r.yaml")]
+    result = runner.invoke(app, [*args, "--top-k", "2", "--layers", "1", "--seed", "7", "--json", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["num_experts"], data["top_k"], data["layers"], data["seed"]) == (3, 2, [1], 7)
+    assert data["norm_topk_prob"] is True and data["router_aux_loss_coef"] == 0.02
+    result = runner.invoke(app, [*args, "--top-k", "2", "--layers", "1", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    for shown in ("top-2, renormalised, aux-loss coefficient 0.02", "1: 1", "router seed"):
+        assert shown in result.stdout, result.stdout
+    assert f"hf upload YOUR-NAME/o {tmp_path / 'o'}" in " ".join(result.stderr.split()), result.stderr
+
+
+def test_tables_never_cut_a_name(tiny_llava: Path, tmp_path: Path) -> None:
+    """At the 80 columns of a pipe, a long file name is printed whole (the table grows instead)."""
+    long = tmp_path / ("a-rather-long-output-name-that-a-table-at-eighty-columns-would-cut" + "-x" * 10)
+    from mote_convert.tiny import build_tiny_vlm
+
+    out = runner.invoke(app, ["upcycle", str(build_tiny_vlm(tmp_path / "vlm")), "-o", str(tmp_path / "m")])
+    assert out.exit_code == 0, out.output
+    gguf = long.with_suffix(".gguf")
+    result = runner.invoke(
+        app, ["export", "gguf", str(tmp_path / "m"), "-o", str(gguf), "--dry-run"], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    assert str(gguf) in result.stdout and "…" not in result.stdout
+
+
 _one_line_error = assert_one_line_error
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator
 
 import typer
@@ -212,8 +213,29 @@ def fmt_count(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
+def print_table(table: Any) -> None:
+    """A table at its natural width, wider than the terminal (or a pipe's 80 columns) if it must be:
+    a file name, key or tensor name is never cut or folded to fit."""
+    from rich.measure import Measurement
+
+    natural = Measurement.get(out_console, out_console.options.update_width(10**4), table).maximum
+    width = out_console.width
+    out_console.width = max(width, natural)  # print() itself never goes beyond the console's width
+    try:
+        out_console.print(table)
+    finally:
+        out_console.width = width
+
+
 def note(message: str) -> None:
     err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def upload_hint(output: Any) -> None:
+    """How to publish an output directory on the Hub (its README.md is the model card)."""
+    err_console.print(
+        f"[dim]upload it: hf upload YOUR-NAME/{Path(str(output)).name} {output}[/]", highlight=False, soft_wrap=True
+    )
 
 
 def skipped_warnings(result: Any) -> None:

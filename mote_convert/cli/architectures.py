@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from mote_convert.cli.app import FLAG, Command, app, err_console, errors, out_console
+from mote_convert.cli.app import FLAG, Command, app, err_console, errors, out_console, print_table
 
 if TYPE_CHECKING:
     from mote_convert.arch.survey import FamilyRow
@@ -37,7 +37,7 @@ def show_architectures(as_json: bool, markdown: bool = False) -> None:
     if markdown:
         out_console.out(markdown_table(rows), end="", highlight=False)
         return
-    out_console.print(architectures_table(rows))
+    print_table(architectures_table(rows))
     for status in (REFUSED, UNCHECKED):
         reasons: dict[str, list[str]] = {}
         for row in rows:

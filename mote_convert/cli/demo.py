@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mote_convert.cli.app import Command, app, byte_progress, err_console, errors, out_console
+from mote_convert.cli.app import Command, app, byte_progress, err_console, errors, out_console, print_table
 from mote_convert.cli.render import comparison_table, summary_table
 from mote_convert.errors import MoteError
 
@@ -35,13 +35,13 @@ def demo(
         plan = plan_upcycle(dense)
         with byte_progress("upcycling", plan.bytes_out) as advance:
             result = write_plan(plan, out, overwrite=False, dry_run=False, progress=advance)
-        out_console.print(summary_table(f"demo: {dense.name} -> {out.name}", result.summary.to_dict()))
+        print_table(summary_table(f"demo: {dense.name} -> {out.name}", result.summary.to_dict()))
         out_console.print(f"layer prefixes: {', '.join(result.plan.mote.layer_prefixes.values())}")
         from mote_convert.inspection import inspect_checkpoint
 
         report = inspect_checkpoint(out)
         if not report.ok:  # pragma: no cover - the demo's own output is checked by the test suite
             raise MoteError(f"demo output failed its check: {report.problems[0]}")
-        out_console.print(comparison_table(report))
+        print_table(comparison_table(report))
         if keep is not None:
             out_console.print(f"kept in {root}")

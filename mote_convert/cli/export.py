@@ -21,6 +21,7 @@ from mote_convert.cli.app import (
     errors,
     fmt_bytes,
     out_console,
+    print_table,
 )
 from mote_convert.io.source import resolve_model
 
@@ -79,6 +80,6 @@ def export_gguf_command(
             fmt_bytes(f.nbytes),
             ", ".join(f"{k} x{v}" for k, v in sorted(f.types.items())),
         )
-    out_console.print(table)
+    print_table(table)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)

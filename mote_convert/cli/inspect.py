@@ -20,6 +20,7 @@ from mote_convert.cli.app import (
     fail,
     fmt_bytes,
     out_console,
+    print_table,
 )
 from mote_convert.cli.render import comparison_table, layer_table, memory_table, model_table, stats_table
 from mote_convert.io.source import resolve_model
@@ -78,17 +79,17 @@ def inspect(
             data["gguf_sizes"] = sizes
         out_console.print_json(json.dumps(data))
     else:
-        out_console.print(model_table(report))
-        out_console.print(memory_table(report))
+        print_table(model_table(report))
+        print_table(memory_table(report))
         if report.comparison is not None:
-            out_console.print(comparison_table(report))
+            print_table(comparison_table(report))
         if per_layer:
             memory = report.planned if report.planned is not None else report.memory
-            out_console.print(
+            print_table(
                 layer_table(memory, "FFN memory per decoder layer" + (" (after upcycle)" if report.planned else ""))
             )
         if report.stats is not None:
-            out_console.print(stats_table(report))
+            print_table(stats_table(report))
         if sizes is not None:
             table = Table(title="language model as GGUF (tensor data)")
             table.add_column("setting")
@@ -96,7 +97,7 @@ def inspect(
             table.add_column("x dense bf16", justify="right")
             for name, nbytes in sizes.items():
                 table.add_row(name, fmt_bytes(nbytes), f"{nbytes / sizes['dense bf16']:.2f}")
-            out_console.print(table)
+            print_table(table)
     if not report.ok:
         for problem in report.problems:
             err_console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)

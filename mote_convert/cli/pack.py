@@ -18,7 +18,9 @@ from mote_convert.cli.app import (
     byte_progress,
     errors,
     out_console,
+    print_table,
     skipped_warnings,
+    upload_hint,
 )
 from mote_convert.cli.render import summary_table
 from mote_convert.io.source import resolve_model
@@ -54,4 +56,5 @@ def pack(
     if as_json:
         out_console.print_json(json.dumps(result.to_dict()))
         return
-    out_console.print(summary_table(f"wrote {output}", result.summary.to_dict()))
+    print_table(summary_table(f"wrote {output}", result.summary.to_dict()))
+    upload_hint(output)

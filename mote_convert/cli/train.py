@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -9,7 +10,21 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mote_convert.cli.app import FLAG, Command, Overwrite, Revision, app, err_console, errors, given, note, out_console
+from mote_convert.cli.app import (
+    FLAG,
+    AsJson,
+    Command,
+    Overwrite,
+    Revision,
+    app,
+    err_console,
+    errors,
+    given,
+    note,
+    out_console,
+    print_table,
+    upload_hint,
+)
 from mote_convert.io.source import resolve_model
 
 
@@ -94,6 +109,13 @@ def train(
     expert_format: Annotated[
         Optional[str], typer.Option(help="Experts of the output: packed-2bit (default) or latent.")
     ] = None,
+    report_to: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="NAMES",
+            help="Loggers of the Trainer, comma-separated: tensorboard, wandb, mlflow, ... (default none).",
+        ),
+    ] = None,
     checkpoints: Annotated[
         Optional[Path],
         typer.Option(metavar="DIR", help="Where the Trainer's checkpoints go (default OUT.checkpoints)."),
@@ -109,6 +131,7 @@ def train(
         typer.Option("--allow-images-outside", help="Read images whose paths lead outside --image-folder.", **FLAG),
     ] = False,
     overwrite: Overwrite = False,
+    as_json: AsJson = False,
     revision: Revision = None,
 ) -> None:
     """Train the routers and routed experts of a MoTE checkpoint (stage-3 QAT) on LLaVA-format data."""
@@ -130,6 +153,7 @@ def train(
                 per_device_batch_size=per_device_batch_size,
                 deepspeed=deepspeed,
                 expert_format=expert_format,
+                report_to=report_to,
             )
         )
         result = run_training(
@@ -148,13 +172,33 @@ def train(
     _end_process_group()
     if not result.main_process:
         return
-    table = Table(title=f"trained {output}", show_header=False)
+    if as_json:
+        out_console.print_json(json.dumps(result.to_dict()))
+        return
+    table = Table(title=f"trained {output}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    recipe_used = result.recipe
     table.add_row("steps", str(result.steps))
     table.add_row("processes x accumulation", f"{result.world_size} x {result.accumulation_steps}")
+    if recipe_used is not None:
+        table.add_row(
+            "learning rate",
+            f"{recipe_used.learning_rate:g} ({recipe_used.lr_scheduler}, warm-up {recipe_used.warmup_ratio:g})",
+        )
+        table.add_row(
+            "global batch", f"{recipe_used.global_batch_size} ({recipe_used.per_device_batch_size} per forward)"
+        )
+        table.add_row("precision", "bf16 autocast" if result.bf16 else "float32")
+        table.add_row("aux-loss coefficient", f"{recipe_used.router_aux_loss_coef:g}")
+        table.add_row("reported to", ", ".join(recipe_used.report_to) or "-")
     if result.losses:
         table.add_row("loss (first -> last)", f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
+    if result.loss_curve is not None:
+        table.add_row("loss curve", str(result.loss_curve))
     table.add_row("checkpoints", str(result.checkpoints))
-    out_console.print(table)
+    print_table(table)
+    upload_hint(output)
 
 
 def _end_process_group() -> None:

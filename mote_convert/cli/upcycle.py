@@ -19,7 +19,9 @@ from mote_convert.cli.app import (
     errors,
     given,
     out_console,
+    print_table,
     skipped_warnings,
+    upload_hint,
 )
 from mote_convert.cli.architectures import eager_listing
 from mote_convert.cli.render import summary_table
@@ -105,4 +107,6 @@ def upcycle(
         out_console.print_json(json.dumps(result.to_dict()))
         return
     title = f"dry run: {output} would hold" if dry_run else f"wrote {output}"
-    out_console.print(summary_table(title, result.summary.to_dict()))
+    print_table(summary_table(title, result.summary.to_dict()))
+    if not dry_run:
+        upload_hint(output)

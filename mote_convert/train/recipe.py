@@ -34,7 +34,7 @@ class TrainRecipe:
     max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
     global_batch_size: int = 128
     per_device_batch_size: int = 4
-    bf16: bool = True
+    bf16: bool | str = "auto"  # True, False, or "auto": bf16 on a GPU that supports it, float32 on a CPU
     gradient_checkpointing: bool = True
     router_aux_loss_coef: float = 0.01
     max_length: int = 2048
@@ -45,6 +45,7 @@ class TrainRecipe:
     seed: int = 0
     dataloader_num_workers: int = 0
     deepspeed: str | None = None  # a DeepSpeed JSON config (configs/launch/zero2.json, zero3.json)
+    report_to: tuple[str, ...] = ()  # the Trainer's loggers: tensorboard, wandb, mlflow, ... (none by default)
 
     def __post_init__(self) -> None:
         for name in ("learning_rate", "warmup_ratio", "weight_decay", "epochs", "router_aux_loss_coef"):
@@ -74,15 +75,27 @@ class TrainRecipe:
             raise OptionsError("epochs must be above 0 (or give max_steps): a run of 0 epochs trains nothing")
         if self.seed > MAX_SEED:
             raise OptionsError(f"seed must be at most {MAX_SEED} (numpy's seeds are 32-bit), got {self.seed}")
-        for name in ("bf16", "gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise OptionsError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise OptionsError(f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
+        if not isinstance(self.bf16, bool) and self.bf16 != "auto":
+            raise OptionsError(f"bf16 must be true, false or auto, got {self.bf16!r}")
+        object.__setattr__(self, "report_to", _report_to(self.report_to))
         if self.lr_scheduler not in SCHEDULERS:
             raise OptionsError(f"unknown lr_scheduler {self.lr_scheduler!r}; known: {', '.join(SCHEDULERS)}")
         if self.expert_format not in EXPERT_FORMATS:
             raise OptionsError(f"unknown expert_format {self.expert_format!r}; known: {', '.join(EXPERT_FORMATS)}")
         if self.deepspeed is not None and not isinstance(self.deepspeed, str):
             raise OptionsError(f"deepspeed must be the path of a DeepSpeed JSON config, got {self.deepspeed!r}")
+
+    def uses_bf16(self) -> bool:
+        """Whether the run trains under bf16: as the recipe says, or for "auto" on a CUDA device that
+        supports bf16. A CPU trains in float32 unless the recipe says ``bf16: true``: bf16 autocast on
+        CPUs without bf16 matrix units is slower than float32 (docs/training.md has the figures)."""
+        if isinstance(self.bf16, bool):
+            return self.bf16
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
     def accumulation_steps(self, world_size: int) -> int:
         """Gradient accumulation that makes ``global_batch_size`` from the per-device batch and the devices."""
@@ -102,6 +115,28 @@ class TrainRecipe:
     def with_overrides(self, **overrides: Any) -> TrainRecipe:
         """A copy with the non-None overrides applied (how CLI flags beat a recipe)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def reporting_integrations() -> tuple[str, ...]:
+    """The names the Trainer's ``report_to`` takes (its integrations, plus "all" and "none")."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    return (*INTEGRATION_TO_CALLBACK, "all", "none")
+
+
+def _report_to(value: Any) -> tuple[str, ...]:
+    """``report_to`` as a tuple of known names: a list, or one name or a comma-separated string."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise OptionsError(f"report_to must be a list of names, got {value!r}")
+    if not value:
+        return ()
+    known = reporting_integrations()
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise OptionsError(f"unknown report_to {unknown[0]!r}; known: {', '.join(known)}")
+    return () if tuple(value) == ("none",) else tuple(value)
 
 
 def load_train_recipe(name_or_path: str | Path | None) -> TrainRecipe:

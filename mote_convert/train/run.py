@@ -54,6 +54,29 @@ class TrainResult:
     accumulation_steps: int
     main_process: bool  # this process wrote the output (the others of a launch only trained)
     resumed_from: Path | None = None  # the checkpoint the run continued from
+    loss_curve: Path | None = None  # the picture of the losses (OUT.loss.png), by the main process
+    steps_logged: tuple[int, ...] = ()  # the optimizer step of each entry of ``losses``
+    recipe: TrainRecipe | None = None  # what the run applied
+    bf16: bool = False  # whether it trained under bf16 (the recipe's, or "auto" resolved on this device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (``train --json``): every applied option included."""
+        from dataclasses import asdict
+
+        return {
+            "output": str(self.out),
+            "checkpoints": str(self.checkpoints),
+            "steps": self.steps,
+            "processes": self.world_size,
+            "accumulation_steps": self.accumulation_steps,
+            "losses": [{"step": s, "loss": loss} for s, loss in zip(self.steps_logged, self.losses, strict=True)],
+            "loss_curve": str(self.loss_curve) if self.loss_curve is not None else None,
+            "resumed_from": str(self.resumed_from) if self.resumed_from is not None else None,
+            "bf16": self.bf16,
+            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.recipe).items()}
+            if self.recipe is not None
+            else None,
+        }
 
 
 def world_size() -> int:
@@ -94,7 +117,7 @@ def training_arguments(recipe: TrainRecipe, checkpoints: Path, world: int, **ove
         "max_steps": recipe.max_steps,
         "per_device_train_batch_size": recipe.per_device_batch_size,
         "gradient_accumulation_steps": recipe.accumulation_steps(world),
-        "bf16": recipe.bf16,
+        "bf16": recipe.uses_bf16(),
         "activation_checkpointing": recipe.gradient_checkpointing,
         # non-reentrant: the aux loss's gradient and the frozen embeddings need nothing special
         "activation_checkpointing_kwargs": {"use_reentrant": False},
@@ -105,7 +128,7 @@ def training_arguments(recipe: TrainRecipe, checkpoints: Path, world: int, **ove
         "seed": recipe.seed,
         "dataloader_num_workers": recipe.dataloader_num_workers,
         "remove_unused_columns": False,  # pixel_values and labels go to the model as they are
-        "report_to": [],
+        "report_to": list(recipe.report_to) or "none",
         "disable_tqdm": True,  # progress is the caller's (the CLI shows a rich one)
         "log_level": "error",  # the library never prints; the Trainer's notices stay quiet on every rank
         "log_level_replica": "error",
@@ -167,6 +190,7 @@ def train(
     from mote_convert.modeling.distributed import release_float32, shard_routers
     from mote_convert.modeling.load import attach_aux_loss, load_model
     from mote_convert.pack import pack
+    from mote_convert.train.curve import loss_curve_path, write_loss_curve
     from mote_convert.train.data import Collator, ConversationDataset, read_records
     from mote_convert.train.trainer import MoteTrainer, StopOnSignal
 
@@ -229,7 +253,7 @@ def train(
             ) from exc
         attach_aux_loss(net, recipe.router_aux_loss_coef)
         net.config.use_cache = False
-        if recipe.deepspeed is not None and recipe.bf16:
+        if recipe.deepspeed is not None and recipe.uses_bf16():
             release_float32(net)
         else:
             for param in net.parameters():
@@ -267,16 +291,23 @@ def train(
             else:
                 _publish_copy(final, out, overwrite)
         trainer.accelerator.wait_for_everyone()
-    losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+    logged = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+    curve = None
+    if main and logged:
+        curve = write_loss_curve(logged, loss_curve_path(out), title=f"mote-convert train {out.name}")
     return TrainResult(
         out,
         checkpoints,
         trainer.state.global_step,
-        losses,
+        tuple(loss for _, loss in logged),
         world,
         args.gradient_accumulation_steps,
         main,
         point.path if point is not None else None,
+        curve,
+        tuple(step for step, _ in logged),
+        recipe,
+        bool(args.bf16),
     )
 
 

@@ -17,8 +17,31 @@ def test_defaults_are_moe_llava_stage3_and_the_shipped_file_says_the_same() -> N
         0.0,
         1.0,
     )
-    assert (r.global_batch_size, r.bf16, r.router_aux_loss_coef, r.gradient_checkpointing) == (128, True, 0.01, True)
+    assert (r.global_batch_size, r.bf16, r.router_aux_loss_coef, r.gradient_checkpointing) == (128, "auto", 0.01, True)
     assert load_train_recipe("moe-llava-stage3") == r
+
+
+def test_bf16_auto_is_bf16_on_gpus_only_and_explicit_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert TrainRecipe().uses_bf16() is False  # a CPU: float32, faster there
+    assert TrainRecipe(bf16=True).uses_bf16() is True and TrainRecipe(bf16=False).uses_bf16() is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert TrainRecipe().uses_bf16() is True
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a V100: fp32
+    assert TrainRecipe().uses_bf16() is False
+
+
+def test_report_to_takes_the_trainers_integrations() -> None:
+    assert TrainRecipe(report_to="tensorboard, wandb").report_to == ("tensorboard", "wandb")
+    assert TrainRecipe(report_to=["tensorboard"]).report_to == ("tensorboard",)
+    assert TrainRecipe(report_to="none").report_to == () and TrainRecipe().report_to == ()
+    with pytest.raises(OptionsError, match="unknown report_to 'tensorbored'; known: .*tensorboard"):
+        TrainRecipe(report_to=["tensorbored"])
+    with pytest.raises(OptionsError, match="report_to must be a list"):
+        TrainRecipe(report_to=3)
 
 
 def test_accumulation_is_derived_from_the_global_batch() -> None:
@@ -32,7 +55,7 @@ def test_accumulation_is_derived_from_the_global_batch() -> None:
     ("values", "needle"),
     [
         ({"learning_rate": "2e-5"}, "learning_rate must be a finite number"),
-        ({"bf16": "yes"}, "bf16 must be true or false"),
+        ({"bf16": "yes"}, "bf16 must be true, false or auto"),
         ({"max_steps": 0}, "max_steps must be positive"),
         ({"global_batch_size": 1.5}, "global_batch_size must be an integer"),
         ({"lr_scheduler": "cosine_annealing"}, "unknown lr_scheduler 'cosine_annealing'; known: cosine"),

@@ -26,6 +26,7 @@ max_steps: 16
 global_batch_size: 8
 per_device_batch_size: 4
 save_steps: 8
+bf16: true  # bf16 autocast on the CPU too (auto would train in float32 here), as on GPUs: the engines' bf16 paths
 """
 
 
@@ -329,3 +330,47 @@ def test_two_processes_train_what_one_process_trains(setup: dict[str, Path], tmp
         # against 3e-3 per step of movement
         torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-5)
     assert all(float((one[n] - start[n]).abs().max()) > 1e-3 for n in moving if n.endswith(".router.weight"))
+
+
+def test_train_from_a_repo_id_reports_to_tensorboard_and_draws_its_loss(
+    setup: dict[str, Path], offline_cache: Path
+) -> None:
+    """A Hub repo id trains as its directory does (same losses); ``--report-to tensorboard`` logs what
+    the Trainer logged (read back with TensorBoard's own reader); ``OUT.loss.png`` is the curve;
+    ``--json`` names every applied option."""
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.helpers import hub_cache
+
+    hub_cache(offline_cache, "org/tiny-mote", setup["mote"])
+    runs = {}
+    for name, model in (("from-dir", str(setup["mote"])), ("from-hub", "org/tiny-mote")):
+        out = setup["root"] / name
+        args = _args(setup, out, "--max-steps", "4", "--report-to", "tensorboard", "--json")
+        args[1] = model
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(result.stdout)
+    data = runs["from-hub"]
+    assert data["losses"] == runs["from-dir"]["losses"] and len(data["losses"]) == 4
+    logged = [e for e in _log(setup["root"] / "from-hub.checkpoints" / "checkpoint-4") if "loss" in e]
+    assert [(e["step"], e["loss"]) for e in logged] == [(p["step"], p["loss"]) for p in data["losses"]]
+    recipe = data["recipe"]
+    assert (recipe["learning_rate"], recipe["global_batch_size"], recipe["report_to"]) == (3e-3, 8, ["tensorboard"])
+    assert data["bf16"] is True and data["processes"] == 1 and data["accumulation_steps"] == 2
+
+    events = list((setup["root"] / "from-hub.checkpoints" / "runs").rglob("events.out.tfevents.*"))
+    assert len(events) == 1
+    board = EventAccumulator(str(events[0].parent))
+    board.Reload()
+    scalars = [(s.step, s.value) for s in board.Scalars("train/loss")]
+    assert [s for s, _ in scalars] == [1, 2, 3, 4]
+    assert all(abs(v - p["loss"]) < 1e-5 for (_, v), p in zip(scalars, data["losses"], strict=True))
+
+    curve = Path(data["loss_curve"])
+    assert curve == setup["root"] / "from-hub.loss.png"
+    with Image.open(curve) as picture:
+        assert picture.format == "PNG" and picture.size == (600, 350)
+        colors = picture.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colors is not None and len(colors) > 20  # axes, labels and the line, not a blank canvas
