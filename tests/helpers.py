@@ -223,3 +223,15 @@ def hub_cache(cache: Path, repo_id: str, model: Path, extra: tuple[str, ...] = (
         (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
         (snapshot / rel).symlink_to(Path("../" * len(rel.parts) + "../blobs") / blob.name)
     return snapshot
+
+
+def vlm_with_experts_that_matter(root: Path) -> dict[str, Path]:
+    """A tiny LLaVA with a processor (``dense``) and its packed MoTE checkpoint (``mote``) whose experts
+    differ, route decisively and weigh enough to change greedy answers: a dense fallback shows."""
+    import mote_convert
+    from mote_convert.tiny import build_tiny_vlm
+
+    dense = build_tiny_vlm(root / "dense")
+    latent = mote_convert.upcycle(dense, root / "latent", latent=True).output
+    distinct = distinct_experts(latent, root / "distinct", router_scale=400.0, expert_scale=8.0)
+    return {"dense": dense, "mote": mote_convert.pack(distinct, root / "mote").output}

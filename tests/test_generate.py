@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 import mote_convert
 from mote_convert.cli import app
-from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_llava, build_tiny_processor
-from tests.helpers import assert_one_line_error, distinct_experts, hub_cache
+from mote_convert.tiny import build_tiny_llava
+from tests.helpers import assert_one_line_error, hub_cache, vlm_with_experts_that_matter
 
 runner = CliRunner()
 PROMPT = "What color is this?"
@@ -27,14 +27,9 @@ PROMPT = "What color is this?"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("generate")
-    dense = build_tiny_processor(build_tiny_llava(root / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR))
-    latent = mote_convert.upcycle(dense, root / "latent", latent=True).output
-    mote = mote_convert.pack(
-        distinct_experts(latent, root / "distinct", router_scale=400.0, expert_scale=8.0), root / "mote"
-    ).output
     image = root / "red.png"
     Image.new("RGB", (16, 16), (220, 30, 30)).save(image)
-    return {"dense": dense, "mote": mote, "image": image}
+    return {**vlm_with_experts_that_matter(root), "image": image}
 
 
 def oracle(model_dir: Path, image: Path | None, max_new_tokens: int) -> list[int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # importing a command module registers it; this is the order --help lists them in
 # isort: off
-from mote_convert.cli import architectures, upcycle, pack, inspect, demo, train, generate, export  # noqa: F401
+from mote_convert.cli import architectures, upcycle, pack, inspect, demo, train, generate, evaluate, export  # noqa: F401
 
 # isort: on
 from mote_convert.cli.app import app
