@@ -10,7 +10,14 @@ LLaVA-1.5-7B FFN shapes (hidden 4096, intermediate 11008), 512 tokens, 4 experts
 Both in the same dtype (float32 by default: CPU training), measured side by side in one run,
 interleaved, best of ``--repeats``. Target (issue 12): MoTE / dense <= 3x (stretch 2x).
 
-    python scripts/bench_train.py [--tokens 512] [--dtype float32|bfloat16] [--repeats 5]
+Then the same float32 MoTE step under bf16 autocast (what the Trainer's ``bf16`` does) against it in
+float32: why ``train``'s ``bf16: auto`` trains in float32 on a CPU.
+
+    python scripts/bench_train.py [--shapes llava-7b|qwen2-0.5b] [--tokens 512] [--dtype float32|bfloat16]
+                                  [--repeats 5]
+
+A CPU without bf16 instructions is emulated on one that has them by limiting torch's and oneDNN's
+instruction sets: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python scripts/bench_train.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--shapes", default="llava-7b", choices=["llava-7b", "qwen2-0.5b"])
     args = parser.parse_args()
-    shapes = benchlib.TINY_LLAVA if args.tiny else benchlib.LLAVA_7B
+    shapes = {"llava-7b": benchlib.LLAVA_7B, "qwen2-0.5b": benchlib.QWEN2_05B}[args.shapes]
+    shapes = benchlib.TINY_LLAVA if args.tiny else shapes
     if args.tiny:
         args.tokens, args.repeats = 16, 1
     hidden = shapes.hidden
@@ -71,6 +80,20 @@ def main() -> None:
     ratio = best["mote"] / best["dense"]
     print(f"{'forward + backward':<28} {best['dense'] * 1e3:>9.1f} {best['mote'] * 1e3:>9.1f} {ratio:>6.2f}")
     print(f"MoTE train step / dense train step: {ratio:.2f}x (issue 12 target <= 3x, stretch 2x)")
+    if dtype == torch.float32:
+
+        def autocast_step(module: nn.Module) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                step(module)
+
+        precision = benchlib.interleaved_best(
+            {"float32": lambda: step(mote), "bf16 autocast": lambda: autocast_step(mote)}, args.repeats
+        )
+        slower = precision["bf16 autocast"] / precision["float32"]
+        print(
+            f"MoTE train step under bf16 autocast: {precision['bf16 autocast'] * 1e3:.1f} ms, float32 "
+            f"{precision['float32'] * 1e3:.1f} ms: bf16 autocast / float32 = {slower:.2f}x on this CPU"
+        )
 
 
 if __name__ == "__main__":

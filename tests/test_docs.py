@@ -54,3 +54,18 @@ def test_code_blocks_run(doc: Path, tmp_path: Path) -> None:
         [sys.executable, "doc_script.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, f"{doc.name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def test_every_recipe_key_is_documented() -> None:
+    """Each key a training or upcycle recipe takes is in the docs' tables (a new key cannot hide)."""
+    from dataclasses import fields
+
+    from mote_convert.options import UpcycleOptions
+    from mote_convert.train.recipe import TrainRecipe
+
+    training = (ROOT / "docs" / "training.md").read_text()
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    for f in fields(TrainRecipe):
+        assert f"| `{f.name}` |" in training, f"training recipe key {f.name} is not in docs/training.md's table"
+    for f in fields(UpcycleOptions):
+        assert f"`{f.name}`" in usage, f"upcycle recipe key {f.name} is not in docs/usage.md"

@@ -34,7 +34,7 @@ class TrainRecipe:
     max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
     global_batch_size: int = 128
     per_device_batch_size: int = 4
-    bf16: bool | str = "auto"  # True, False, or "auto": bf16 on a GPU that supports it, float32 on a CPU
+    bf16: bool | str = "auto"  # True, False, or "auto": bf16 where the device computes it natively
     gradient_checkpointing: bool = True
     router_aux_loss_coef: float = 0.01
     max_length: int = 2048
@@ -88,14 +88,17 @@ class TrainRecipe:
             raise OptionsError(f"deepspeed must be the path of a DeepSpeed JSON config, got {self.deepspeed!r}")
 
     def uses_bf16(self) -> bool:
-        """Whether the run trains under bf16: as the recipe says, or for "auto" on a CUDA device that
-        supports bf16. A CPU trains in float32 unless the recipe says ``bf16: true``: bf16 autocast on
-        CPUs without bf16 matrix units is slower than float32 (docs/training.md has the figures)."""
+        """Whether the run trains under bf16: as the recipe says, or for "auto" where the device
+        computes bf16 natively: a CUDA device that supports it, or a CPU with bf16 instructions
+        (AVX512-BF16, AMX). Elsewhere bf16 is emulated, many times slower than float32
+        (docs/training.md has the figures), so "auto" trains in float32."""
         if isinstance(self.bf16, bool):
             return self.bf16
         import torch
 
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if torch.cuda.is_available():
+            return bool(torch.cuda.is_bf16_supported())
+        return cpu_has_bf16()
 
     def accumulation_steps(self, world_size: int) -> int:
         """Gradient accumulation that makes ``global_batch_size`` from the per-device batch and the devices."""
@@ -115,6 +118,14 @@ class TrainRecipe:
     def with_overrides(self, **overrides: Any) -> TrainRecipe:
         """A copy with the non-None overrides applied (how CLI flags beat a recipe)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX tiles), as torch sees it."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes (private)
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def reporting_integrations() -> tuple[str, ...]:

@@ -21,11 +21,14 @@ def test_defaults_are_moe_llava_stage3_and_the_shipped_file_says_the_same() -> N
     assert load_train_recipe("moe-llava-stage3") == r
 
 
-def test_bf16_auto_is_bf16_on_gpus_only_and_explicit_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_auto_is_bf16_where_the_device_has_it_and_explicit_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert TrainRecipe().uses_bf16() is False  # a CPU: float32, faster there
+    for avx512_bf16, amx, want in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert TrainRecipe().uses_bf16() is want  # an AVX2-only CPU emulates bf16: float32 there
     assert TrainRecipe(bf16=True).uses_bf16() is True and TrainRecipe(bf16=False).uses_bf16() is False
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)

@@ -26,7 +26,7 @@ max_steps: 16
 global_batch_size: 8
 per_device_batch_size: 4
 save_steps: 8
-bf16: true  # bf16 autocast on the CPU too (auto would train in float32 here), as on GPUs: the engines' bf16 paths
+bf16: true  # bf16 autocast on every CPU (auto decides by its instructions): the engines' bf16 paths everywhere
 """
 
 
