@@ -283,7 +283,37 @@ MUTANTS = (
         'add(gguf_name("V_PRE_NORM"), f"{vroot}pre_layrnorm.bias")',
         ("tests/export/test_gguf.py::test_mmproj_tensors_are_the_vision_towers_values",),
     ),
+    # --- trying and scoring a model
+    Mutant(
+        "generate-dense-fallback",
+        "mote_convert/generation.py",
+        '    if "mote" in config:',
+        "    if False:",
+        ("tests/test_generate.py::test_generate_gives_load_models_greedy_tokens",),
+    ),
+    Mutant(
+        "eval-scores-the-dense-fallback",
+        "mote_convert/evaluation.py",
+        "    model, kind = load_for_generation(root)",
+        "    from transformers import AutoModelForImageTextToText\n\n"
+        "    model, kind = AutoModelForImageTextToText.from_pretrained(root), 'mote'",
+        ("tests/test_evaluation.py::test_lm_eval_scores_the_mote_model",),
+    ),
+    Mutant(
+        "train-loss-curve-of-another-run",
+        "mote_convert/train/run.py",
+        '    logged = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]',
+        '    logged = [(int(e["step"]), float(e["loss"]) * 0.5) for e in trainer.state.log_history if "loss" in e]',
+        ("tests/train/test_train_cli.py::test_train_from_a_repo_id_reports_to_tensorboard_and_draws_its_loss",),
+    ),
     # --- outputs, inputs and the command line
+    Mutant(
+        "table-cuts-names",
+        "mote_convert/cli/app.py",
+        "        out_console.width = max(width, natural)",
+        "        out_console.width = width",
+        ("tests/test_cli.py::test_tables_never_cut_a_name",),
+    ),
     Mutant(
         "output-inside-the-input-allowed",
         "mote_convert/io/staging.py",

@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 import mote_convert
-from tests.io.test_source import hub_cache, offline_cache  # noqa: F401  (the fixture)
+from tests.helpers import hub_cache
 
 
 def _table(card: ModelCard) -> dict[str, tuple[int, int, float]]:

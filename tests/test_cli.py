@@ -41,8 +41,9 @@ def test_summaries_show_every_applied_option(tiny_llava: Path, tmp_path: Path) -
     assert data["norm_topk_prob"] is True and data["router_aux_loss_coef"] == 0.02
     result = runner.invoke(app, [*args, "--top-k", "2", "--layers", "1", "--seed", "7"])
     assert result.exit_code == 0, result.output
-    for shown in ("top-2, renormalised, aux-loss coefficient 0.02", "1: 1", "router seed"):
-        assert shown in result.stdout, result.stdout
+    for shown in ("│ routing │ top-2, renormalised │", "│ aux-loss coefficient │ 0.02 │", "│ MoE layers │ 1: 1 │"):
+        assert shown in " ".join(result.stdout.split()), result.stdout
+    assert "│ router seed │ 7 │" in " ".join(result.stdout.split())
     assert f"hf upload YOUR-NAME/o {tmp_path / 'o'}" in " ".join(result.stderr.split()), result.stderr
 
 

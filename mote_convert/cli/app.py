@@ -214,13 +214,15 @@ def fmt_count(n: int) -> str:
 
 
 def print_table(table: Any) -> None:
-    """A table at its natural width, wider than the terminal (or a pipe's 80 columns) if it must be:
-    a file name, key or tensor name is never cut or folded to fit."""
+    """A table on stdout. One whose columns all keep their cells whole (``no_wrap``: file names, keys,
+    tensor names, figures) is printed at its natural width, wider than the terminal (or a pipe's 80
+    columns) if it must be, rather than cut; others wrap their prose cells to the terminal."""
     from rich.measure import Measurement
 
-    natural = Measurement.get(out_console, out_console.options.update_width(10**4), table).maximum
     width = out_console.width
-    out_console.width = max(width, natural)  # print() itself never goes beyond the console's width
+    if table.columns and all(column.no_wrap for column in table.columns):
+        natural = Measurement.get(out_console, out_console.options.update_width(10**4), table).maximum
+        out_console.width = max(width, natural)  # print() itself never goes beyond the console's width
     try:
         out_console.print(table)
     finally:

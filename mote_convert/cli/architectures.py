@@ -19,7 +19,7 @@ def architectures_table(rows: tuple[FamilyRow, ...]) -> Table:
     table = Table(title="supported families (found from the model itself)", title_justify="left")
     table.add_column("model_type", style="bold", no_wrap=True)
     table.add_column("FFN kind", no_wrap=True)
-    table.add_column("FFN key of layer N", overflow="fold")
+    table.add_column("FFN key of layer N", no_wrap=True)
     for row in rows:
         if row.status == "supported":
             table.add_row(row.model_type, row.ffn_kind + (" (hybrid)" if row.hybrid else ""), row.key_style)

@@ -56,7 +56,7 @@ def lm_eval_command(
         return
     table = Table(title=f"{result.harness} on {model} ({result.kind} model)", title_justify="left")
     for column in ("task", "metric", "value", "± stderr", "items"):
-        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
     for s in result.scores:
         table.add_row(
             s.task, s.metric, f"{s.value:.4f}", "-" if s.stderr is None else f"{s.stderr:.4f}", str(s.samples)

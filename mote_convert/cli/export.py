@@ -71,7 +71,8 @@ def export_gguf_command(
         return
     table = Table(title=("dry run: would write" if dry_run else "wrote"))
     for column in ("file", "architecture", "tensors", "size", "types"):
-        table.add_column(column, justify="right" if column in ("tensors", "size") else "left")
+        # nothing is cut or wrapped: the table grows instead (print_table)
+        table.add_column(column, justify="right" if column in ("tensors", "size") else "left", no_wrap=True)
     for f in result.files:
         table.add_row(
             str(f.path),

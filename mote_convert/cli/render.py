@@ -16,12 +16,12 @@ if TYPE_CHECKING:
 def summary_table(title: str, summary: dict) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold", no_wrap=True)
-    table.add_column("value", justify="right", overflow="fold")
+    table.add_column("value", justify="right", no_wrap=True)
     layers = ", ".join(map(str, summary["layers"]))
     table.add_row("MoE layers", f"{summary['moe_layers']}: {layers}" if layers else str(summary["moe_layers"]))
     table.add_row("routed experts per layer", str(summary["num_experts"]))
-    routing = f"top-{summary['top_k']}" + (", renormalised" if summary["norm_topk_prob"] else "")
-    table.add_row("routing", f"{routing}, aux-loss coefficient {summary['router_aux_loss_coef']:g}")
+    table.add_row("routing", f"top-{summary['top_k']}" + (", renormalised" if summary["norm_topk_prob"] else ""))
+    table.add_row("aux-loss coefficient", f"{summary['router_aux_loss_coef']:g}")
     if summary["seed"] is not None:
         table.add_row("router seed", str(summary["seed"]))
     table.add_row("expert format", summary["expert_format"])

@@ -177,7 +177,7 @@ def train(
         return
     table = Table(title=f"trained {output}", show_header=False, title_justify="left")
     table.add_column("what", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
+    table.add_column("value", no_wrap=True)  # paths stay whole: the table grows instead
     recipe_used = result.recipe
     table.add_row("steps", str(result.steps))
     table.add_row("processes x accumulation", f"{result.world_size} x {result.accumulation_steps}")
