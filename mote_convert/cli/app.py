@@ -233,11 +233,10 @@ def note(message: str) -> None:
     err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
 
 
-def upload_hint(output: Any) -> None:
-    """How to publish an output directory on the Hub (its README.md is the model card)."""
-    err_console.print(
-        f"[dim]upload it: hf upload YOUR-NAME/{Path(str(output)).name} {output}[/]", highlight=False, soft_wrap=True
-    )
+def upload_hint(output: Any, repo: str | None = None) -> None:
+    """How to publish an output (a directory, whose README.md is the model card, or a file) on the Hub."""
+    repo = repo or Path(str(output)).name
+    err_console.print(f"[dim]upload it: hf upload YOUR-NAME/{repo} {output}[/]", highlight=False, soft_wrap=True)
 
 
 def skipped_warnings(result: Any) -> None:

@@ -22,6 +22,7 @@ from mote_convert.cli.app import (
     fmt_bytes,
     out_console,
     print_table,
+    upload_hint,
 )
 from mote_convert.io.source import resolve_model
 
@@ -84,3 +85,6 @@ def export_gguf_command(
     print_table(table)
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if not dry_run:
+        for f in result.files:  # GGUF files go to a repo of their own, by the Hub's custom
+            upload_hint(f.path, f"{Path(output).stem}-GGUF")

@@ -65,6 +65,7 @@ def test_export_takes_a_repo_id(offline_cache: Path, tmp_path: Path) -> None:
             app, ["export", "gguf", model, "-o", str(out), "--mmproj", str(tmp_path / f"{name}-mm.gguf")]
         )
         assert result.exit_code == 0, result.output
+        assert f"hf upload YOUR-NAME/{name}-GGUF {out}" in " ".join(result.stderr.split())
         files[name] = (out.read_bytes(), (tmp_path / f"{name}-mm.gguf").read_bytes())
     assert files["hub"] == files["dir"]
     line = assert_one_line_error(
