@@ -283,6 +283,13 @@ MUTANTS = (
         'add(gguf_name("V_PRE_NORM"), f"{vroot}pre_layrnorm.bias")',
         ("tests/export/test_gguf.py::test_mmproj_tensors_are_the_vision_towers_values",),
     ),
+    Mutant(
+        "q4_0-fallback-nibbles-swapped",
+        "mote_convert/export/tensors.py",
+        "    nibbles = q[..., :16] | (q[..., 16:] << np.uint8(4))",
+        "    nibbles = q[..., 16:] | (q[..., :16] << np.uint8(4))",
+        ("tests/export/test_gguf.py::test_ternary_q4_0_blocks_hold_exactly_fp16_gamma_times_t",),
+    ),
     # --- trying and scoring a model
     Mutant(
         "generate-dense-fallback",

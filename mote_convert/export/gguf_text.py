@@ -35,10 +35,10 @@ from mote_convert.export.tensors import (
     Encoded,
     TensorType,
     encode,
+    encode_ternary,
     gguf_name,
     permute_rope,
     stored_type,
-    ternary_weight,
 )
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import CheckpointIndex
@@ -156,9 +156,7 @@ def _experts(experts: list[tuple[str, int]], fmt: ExpertFormat, ttype: TensorTyp
                 packed, gamma = stored, reader.read(f"{base}.weight_scale")
             else:
                 packed, gamma = quantize_pack(stored)
-            weight = ternary_weight(unpack_ternary(packed, out_features), gamma)
-            parts.append(encode(weight, ttype).data)
-            del weight
+            parts.append(encode_ternary(unpack_ternary(packed, out_features), gamma, ttype).data)
         return Encoded(np.stack(parts), ttype)
 
     return produce

@@ -10,7 +10,7 @@ Four settings, for the deploy table of docs/deploy.md and ``mote-convert inspect
 * MoTE TQ1_0 + Q4_0 shared: routed experts TQ1_0, shared experts Q4_0 (the paper's smallest setting:
   the shared expert post-training-quantized to 4 bits), the rest bf16.
 
-Ternary experts whose rows are not whole 256-weight blocks count as Q8_0, as the export writes them.
+Ternary experts whose rows are not whole 256-weight blocks count as Q4_0, as the export writes them.
 The sizes are tensor data (the header adds a few hundred KB of tokenizer).
 """
 

@@ -6,6 +6,10 @@ package's own quantizers (pure array math: no file is touched here).
   blocks quantize to exactly the codes T, with the block scale fp16(gamma) (0 for an all-zero block).
 * ``bf16`` / ``f16`` / ``f32``: float copies (bf16 and f32 from a tensor of that dtype are bit-exact).
 * ``q8_0`` / ``q4_0``: llama.cpp's 32-weight block quantizations, for the shared experts when asked.
+* a ternary weight whose rows are not whole 256-weight blocks: ``q4_0`` blocks written here with the
+  scale fp16(gamma) and the 4-bit values T + 8, so that they hold fp16(gamma) * T, the TQ types' own
+  value (llama.cpp's Q4_0 quantizer picks its scale from a block's extreme and rounds -gamma to
+  -7/8 gamma).
 """
 
 from __future__ import annotations
@@ -62,9 +66,8 @@ TYPES = {
 EXPERT_TYPES = ("tq2_0", "tq1_0")
 SHARED_TYPES = ("bf16", "f16", "f32", "q8_0", "q4_0")
 # A ternary weight whose rows are not whole 256-weight blocks (Qwen2-0.5B's hidden size is 896) is
-# written as Q8_0 instead, as llama.cpp's own converter falls back: its 32-weight blocks hold gamma * T
-# exactly too (codes +-127 with the scale gamma / 127 in fp16), at 8.5 bits per weight.
-TERNARY_FALLBACK = "q8_0"
+# written as Q4_0 instead (32-weight blocks, 4.5 bits per weight): see ternary_q4_0.
+TERNARY_FALLBACK = "q4_0"
 
 
 def gguf_name(kind: str, layer: int | None = None, suffix: str | None = "weight") -> str:
@@ -118,8 +121,29 @@ def encode(tensor: torch.Tensor, ttype: TensorType) -> Encoded:
     return Encoded(gguf.quants.quantize(t.to(torch.float32).numpy(), ttype.ggml), ttype)
 
 
+def encode_ternary(codes: torch.Tensor, gamma: torch.Tensor, ttype: TensorType) -> Encoded:
+    """A ternary weight ``gamma * T`` (codes T in {-1, 0, 1}, one scale) as GGML type ``ttype``: the TQ
+    types through gguf's quantizer (exact for ternary rows), Q4_0 through :func:`ternary_q4_0`."""
+    if ttype.name == "q4_0":
+        return Encoded(ternary_q4_0(codes, gamma), ttype)
+    return encode(ternary_weight(codes, gamma), ttype)
+
+
+def ternary_q4_0(codes: torch.Tensor, gamma: torch.Tensor) -> np.ndarray:
+    """Q4_0 blocks holding exactly fp16(gamma) * T: per 32 weights, the scale fp16(gamma) then 16 bytes
+    whose low nibbles are weights 0-15 and high nibbles weights 16-31, each T + 8 (llama.cpp's layout;
+    a value is (q - 8) * d). Rows must be whole 32-weight blocks."""
+    rows, cols = codes.shape
+    if cols % 32:
+        raise OptionsError(f"q4_0 needs rows that are a multiple of 32 weights, not {cols}")
+    q = (codes.to(torch.int16) + 8).to(torch.uint8).numpy().reshape(rows, cols // 32, 32)
+    nibbles = q[..., :16] | (q[..., 16:] << np.uint8(4))
+    scale = np.full((rows, cols // 32, 1), float(gamma.reshape(())), dtype=np.float16).view(np.uint8)
+    return np.concatenate([scale, nibbles], axis=-1).reshape(rows, cols // 32 * 18)
+
+
 def ternary_weight(codes: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """``gamma * T`` in float32: the value a TQ / Q8_0 quantizer turns back into exactly T."""
+    """``gamma * T`` in float32: the value a TQ quantizer turns back into exactly T."""
     return codes.to(torch.float32) * gamma.to(torch.float32).reshape(())
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import mote_convert
@@ -367,7 +369,8 @@ def test_output_paths_are_refused_before_either_file_is_written(models: dict[str
 
 
 def test_an_export_prints_nothing_but_its_table(models: dict[str, Path], tmp_path: Path) -> None:
-    """gguf logs a notice about the tokenizer's pair template with no handler of its own; it stays off stderr."""
+    """gguf logs a notice about the tokenizer's pair template with no handler of its own; it stays off stderr
+    (which holds the progress bar and how to upload the file, nothing else)."""
     import subprocess
     import sys
 
@@ -388,7 +391,9 @@ def test_an_export_prints_nothing_but_its_table(models: dict[str, Path], tmp_pat
     )
     assert result.returncode == 0, result.stderr
     assert not [
-        line for line in result.stderr.splitlines() if line.strip() and "━" not in line and "exporting" not in line
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and "━" not in line and "exporting" not in line and not line.startswith("upload it: hf upload")
     ]
 
 
@@ -460,8 +465,9 @@ def test_mmproj_tensors_are_the_vision_towers_values(models: dict[str, Path], tm
         assert np.array_equal(_values(t).reshape(want.shape), want), name
 
 
-def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0(tmp_path: Path) -> None:
-    """Hidden 64 (no 256-weight TQ blocks): each expert is llama.cpp's Q8_0 of its own gamma * T."""
+def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q4_0(tmp_path: Path) -> None:
+    """Hidden 64 (no 256-weight TQ blocks): each expert is Q4_0 blocks that gguf's own dequantizer
+    turns into fp16(gamma) * T exactly (the TQ types' value), at 4.5 bits per weight, not Q8_0's 8.5."""
     dense = build_tiny_llava(tmp_path / "dense", vocab_size=TINY_VOCAB_WITH_PROCESSOR)
     build_tiny_processor(dense)
     latent = distinct_experts(
@@ -469,19 +475,38 @@ def test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0(tmp_path: Path) 
     )
     packed = read_all(mote_convert.pack(latent, tmp_path / "packed").output)
     result = export_gguf(latent, tmp_path / "m.gguf")
-    assert any("written as q8_0" in note for note in result.notes)
+    assert any("written as q4_0" in note for note in result.notes)
     tensors = _tensors(tmp_path / "m.gguf")
     for proj, short in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
         t = tensors[f"blk.1.ffn_{short}_exps.weight"]
-        assert t.tensor_type.name == "Q8_0"
+        assert t.tensor_type.name == "Q4_0" and t.n_bytes * 8 == int(np.prod(t.shape)) * 4.5
         got = _values(t)
         for e in range(4):
             base = f"language_model.model.layers.1.mlp.experts.{e}.{proj}"
-            weight = (
-                spec_unpack(packed[f"{base}.weight_packed"], got.shape[1]).float() * packed[f"{base}.weight_scale"]
-            ).numpy()
-            q8 = gguf.GGMLQuantizationType.Q8_0
-            assert np.array_equal(got[e], gguf.quants.dequantize(gguf.quants.quantize(weight, q8), q8)), (proj, e)
+            codes = spec_unpack(packed[f"{base}.weight_packed"], got.shape[1]).float().numpy()
+            gamma = np.float16(float(packed[f"{base}.weight_scale"])).astype(np.float32)
+            assert np.array_equal(got[e], gamma * codes), (proj, e)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 5),
+    blocks=st.integers(1, 4),
+    gamma=st.floats(1e-4, 60000.0, allow_nan=False, allow_infinity=False),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_ternary_q4_0_blocks_hold_exactly_fp16_gamma_times_t(rows: int, blocks: int, gamma: float, seed: int) -> None:
+    """The fallback's blocks, decoded by gguf's own Q4_0 dequantizer: fp16(gamma) * T, every weight;
+    gguf's Q4_0 quantizer (llama.cpp's) would not keep -gamma."""
+    from mote_convert.export.tensors import ternary_q4_0
+
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-1, 2, (rows, 32 * blocks), generator=g, dtype=torch.int8)
+    data = ternary_q4_0(codes, torch.tensor(gamma))
+    assert data.dtype == np.uint8 and data.shape == (rows, blocks * 18)
+    decoded = gguf.quants.dequantize(data, gguf.GGMLQuantizationType.Q4_0).reshape(rows, -1)
+    want = np.float16(gamma).astype(np.float32) * codes.float().numpy()
+    assert np.array_equal(decoded, want)
 
 
 @pytest.mark.parametrize(
