@@ -258,9 +258,16 @@ MUTANTS = (
     Mutant(
         "gguf-fallback-drops-gamma",
         "mote_convert/export/tensors.py",
+        "    scale = np.full((rows, cols // 32, 1), float(gamma.reshape(())), dtype=np.float16)",
+        "    scale = np.full((rows, cols // 32, 1), 1.0, dtype=np.float16)",
+        ("tests/export/test_gguf.py::test_rows_that_are_not_whole_blocks_fall_back_to_exact_q4_0",),
+    ),
+    Mutant(
+        "gguf-tq-drops-gamma",
+        "mote_convert/export/tensors.py",
         "    return codes.to(torch.float32) * gamma.to(torch.float32).reshape(())",
         "    return codes.to(torch.float32)",
-        ("tests/export/test_gguf.py::test_rows_that_are_not_whole_blocks_fall_back_to_exact_q8_0",),
+        ("tests/export/test_gguf.py::test_expert_blocks_decode_to_gamma_times_the_spec_codes",),
     ),
     Mutant(
         "gguf-vocabulary-scrambled",
