@@ -123,6 +123,15 @@ class InternalError(RuntimeError):
     exit_code = 70
 
 
+def describe_exception(exc: BaseException, limit: int | None = None) -> str:
+    """Another library's exception as one line: its kind, then its message with every run of
+    whitespace (newlines too) collapsed, cut at ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
 def describe_os_error(exc: OSError) -> str:
     """``strerror`` (or the message) of an OSError, without the path (callers name the path)."""
     return exc.strerror or str(exc) or type(exc).__name__

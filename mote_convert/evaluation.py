@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mote_convert.checkpoint import read_config
-from mote_convert.errors import InputNotFoundError, MoteError, OptionsError
+from mote_convert.errors import InputNotFoundError, MoteError, OptionsError, describe_exception
 from mote_convert.generation import load_for_generation
 from mote_convert.io.source import resolve_model
 
@@ -175,7 +175,7 @@ def evaluate(
         except MoteError:
             raise
         except (ValueError, KeyError, OSError) as exc:  # a task whose data or template does not load
-            raise InputNotFoundError(f"lm-eval could not run the tasks: {type(exc).__name__}: {exc}") from None
+            raise InputNotFoundError(f"lm-eval could not run the tasks: {describe_exception(exc)}") from None
     samples = {task: [_sample(entry) for entry in entries] for task, entries in (out.get("samples") or {}).items()}
     return Evaluation(
         str(model_path), kind, LM_EVAL, _scores(out), out["results"], dict(out.get("versions", {})), samples

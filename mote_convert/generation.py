@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mote_convert.arch import model_class
 from mote_convert.checkpoint import read_config
-from mote_convert.errors import DataError, InputNotFoundError, MoteError, OptionsError
+from mote_convert.errors import DataError, InputNotFoundError, MoteError, OptionsError, describe_exception
 from mote_convert.io.source import resolve_model
 
 if TYPE_CHECKING:
@@ -70,12 +70,8 @@ def load_for_generation(root: Path, *, dtype: Any = None) -> tuple[nn.Module, st
     return model, kind
 
 
+MESSAGE_LIMIT = 300  # characters of another library's message in ours
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
 def load_processor(root: Path, *, image: bool) -> Any:
@@ -89,12 +85,16 @@ def load_processor(root: Path, *, image: bool) -> Any:
         processor = AutoProcessor.from_pretrained(root)
     except Exception as exc:  # noqa: BLE001 - transformers refuses a missing or broken processor with any kind
         if image:
-            raise InputNotFoundError(f"{root}: no processor to read an image with ({_one_line(exc)})") from None
+            raise InputNotFoundError(
+                f"{root}: no processor to read an image with ({describe_exception(exc, MESSAGE_LIMIT)})"
+            ) from None
     if processor is None or not (hasattr(processor, "tokenizer") or hasattr(processor, "decode")):
         try:
             processor = AutoTokenizer.from_pretrained(root)
         except Exception as exc:  # noqa: BLE001 - likewise
-            raise InputNotFoundError(f"{root}: the tokenizer cannot be loaded ({_one_line(exc)})") from None
+            raise InputNotFoundError(
+                f"{root}: the tokenizer cannot be loaded ({describe_exception(exc, MESSAGE_LIMIT)})"
+            ) from None
     if image and not hasattr(processor, "image_processor"):
         raise InputNotFoundError(f"{root}: the model has a tokenizer but no image processor: it cannot read an image")
     return processor
@@ -167,7 +167,9 @@ def generate(
     except MoteError:
         raise
     except (ValueError, RuntimeError) as exc:  # the processor's and model's refusals of the input
-        raise DataError(f"{root}: the model cannot generate from this input ({_one_line(exc)})") from None
+        raise DataError(
+            f"{root}: the model cannot generate from this input ({describe_exception(exc, MESSAGE_LIMIT)})"
+        ) from None
     seconds = time.perf_counter() - start
     prompt_tokens = int(inputs["input_ids"].shape[-1])
     new = tuple(int(t) for t in out[0, prompt_tokens:])

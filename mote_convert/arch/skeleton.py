@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from mote_convert.arch.values import MAX_DIM, config_int
-from mote_convert.errors import UnsupportedArchitectureError
+from mote_convert.errors import UnsupportedArchitectureError, describe_exception
 from mote_convert.format.config import MAX_LAYERS
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def pretrained_config(config: Mapping[str, Any]) -> Any:
             return CONFIG_MAPPING[model_type].from_dict(_decoded(dict(config)))
     except Exception as exc:  # a family's own validation: the config.json is not one it accepts
         raise UnsupportedArchitectureError(
-            f"transformers refuses this {model_type} config.json: {type(exc).__name__}: {_one_line(exc)}"
+            f"transformers refuses this {model_type} config.json: {describe_exception(exc)}"
         ) from None
 
 
@@ -100,10 +100,6 @@ def _check_sizes(config: Mapping[str, Any], config_class: type) -> None:
             config_int(text, stored, f"{text_key}.{stored}" if text_key else stored, high=high)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 def _decoded(value: Any) -> Any:
     """config.json's encoded non-finite floats (``{"__float__": "Infinity"}``, as transformers writes
     them) as floats: ``from_dict`` takes the decoded form that ``from_pretrained`` reads."""
@@ -125,5 +121,5 @@ def skeleton(config: Any, cls: type) -> nn.Module:
             return cls._from_config(config)
     except Exception as exc:  # a family's own constructor: any error means it cannot be built from this config
         raise UnsupportedArchitectureError(
-            f"transformers cannot build {cls.__name__} from this config.json: {type(exc).__name__}: {_one_line(exc)}"
+            f"transformers cannot build {cls.__name__} from this config.json: {describe_exception(exc)}"
         ) from None
