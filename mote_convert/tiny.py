@@ -22,17 +22,20 @@ def build_tiny_llava(
     max_shard_size: str | int = "100KB",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    text_model_type: str = "llama",
 ) -> Path:
-    """Save a tiny random LLaVA (Llama text model, CLIP vision tower) to ``path`` and return it.
+    """Save a tiny random LLaVA (a Llama text model, or another ``text_model_type`` such as
+    ``"qwen2"`` or ``"mistral"``; CLIP vision tower) to ``path`` and return it.
 
     The default shard cap splits it into several safetensors shards, as a real 7B checkpoint is.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar is noise for a model this size
 
-    text = LlamaConfig(
+    text = AutoConfig.for_model(
+        text_model_type,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,
@@ -40,6 +43,8 @@ def build_tiny_llava(
         num_key_value_heads=2,
         vocab_size=vocab_size,
         max_position_embeddings=256,
+        # Mistral's default window is 4096; LLaVA-NeXT's Mistral-7B-v0.2 attends to everything
+        **({"sliding_window": None} if text_model_type == "mistral" else {}),
     )
     vision = CLIPVisionConfig(
         hidden_size=32,
@@ -104,15 +109,88 @@ def tiny_tokenizer(vocab_size: int = TINY_VOCAB_WITH_PROCESSOR) -> Any:
     return tokenizer
 
 
+BYTE_LEVEL_STYLES = ("llama-bpe", "qwen2", "gpt-2", "smollm")  # llama.cpp's names of their pre-tokenizers
+TOKENIZER_STYLES = ("llama", *BYTE_LEVEL_STYLES)
+
+# what a byte-level tokenizer learns its merges from: several scripts, digits, code, runs of spaces
+TINY_CORPUS = (
+    "What color is this? The picture is red, green, blue or yellow. It's red; they're blue; we'll see.\n"
+    "Der Himmel ist blau und das Gras ist grün. Où est la bibliothèque? Ça va très bien, merci.\n"
+    "这是什么颜色？图片是红色的。天空是蓝色的。こんにちは、世界。色は赤です。\n"
+    "Привет, мир! Небо синее. مرحبا بالعالم. नमस्ते दुनिया। 안녕하세요 세계.\n"
+    "Numbers: 1, 12, 123, 1234, 3.14159, 2026-12-05; def f(x):\n    return x ** 2  # square\n"
+    "Emoji 🎨🟥🟩🟦 and tabs\tand   spaces,   new\n\nlines."
+)
+
+
+def tiny_byte_level_tokenizer(style: str = "qwen2", vocab_size: int = TINY_VOCAB_WITH_PROCESSOR) -> Any:
+    """A byte-level BPE tokenizer (GPT-2's kind: Llama 3, Qwen2, SmolLM) of exactly ``vocab_size``
+    tokens, its merges learned from :data:`TINY_CORPUS` with the pre-tokenizer of ``style`` (one of
+    :data:`BYTE_LEVEL_STYLES`); ``<s>`` (a BOS that only ``llama-bpe`` adds), ``</s>``, ``<pad>``,
+    fillers and ``<image>`` (the last id) are special added tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from mote_convert.pretokenizers import LLAMA3_REGEX, QWEN2_REGEX
+
+    splits = {
+        "llama-bpe": [pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated")],
+        "qwen2": [pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated")],
+        "gpt-2": [],
+        "smollm": [pre_tokenizers.Digits(individual_digits=True)],
+    }
+    if style not in splits:
+        raise ValueError(f"unknown byte-level style {style!r}; known: {', '.join(splits)}")
+    specials = ["<s>", "</s>", "<pad>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [*splits[style], pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=style in ("gpt-2", "smollm"))]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    learned = vocab_size - len(specials) - 1 - 8  # <image> and 8 fillers after the learned ones
+    trainer = trainers.BpeTrainer(
+        vocab_size=learned + len(specials),
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([TINY_CORPUS] * 4, trainer=trainer)
+    if style == "llama-bpe":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=512,
+        add_bos_token=style == "llama-bpe",
+    )
+    fast.add_tokens([f"<extra_{i}>" for i in range(vocab_size - len(fast) - 1)], special_tokens=True)
+    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    assert len(fast) == vocab_size and fast.convert_tokens_to_ids("<image>") == vocab_size - 1
+    return fast
+
+
 def build_tiny_processor(
-    path: str | Path, *, vocab_size: int = TINY_VOCAB_WITH_PROCESSOR, image_size: int = 16, patch_size: int = 4
+    path: str | Path,
+    *,
+    vocab_size: int = TINY_VOCAB_WITH_PROCESSOR,
+    image_size: int = 16,
+    patch_size: int = 4,
+    tokenizer: str = "llama",
 ) -> Path:
     """Save a LLaVA processor for :func:`build_tiny_llava`'s model (built with the same ``vocab_size``)
-    into ``path``: :func:`tiny_tokenizer` (``<image>``, the last id, is the model's image token), a
-    CLIP image processor at the model's image size, and a LLaVA-1.5-style chat template."""
+    into ``path``: a tokenizer (``<image>``, the last id, is the model's image token; ``tokenizer`` is
+    ``"llama"`` for :func:`tiny_tokenizer` or one of :data:`BYTE_LEVEL_STYLES` for
+    :func:`tiny_byte_level_tokenizer`), a CLIP image processor at the model's image size, and a
+    LLaVA-1.5-style chat template."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    tokenizer = tiny_tokenizer(vocab_size)
+    if tokenizer not in TOKENIZER_STYLES:
+        raise ValueError(f"unknown tokenizer style {tokenizer!r}; known: {', '.join(TOKENIZER_STYLES)}")
+    tokenizer = tiny_tokenizer(vocab_size) if tokenizer == "llama" else tiny_byte_level_tokenizer(tokenizer, vocab_size)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )

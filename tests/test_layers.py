@@ -16,6 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "mote_convert.errors",
         "mote_convert.numbers",
+        "mote_convert.pretokenizers",
         "mote_convert.resources",
         "mote_convert.tiny",
         "mote_convert.version",

@@ -27,7 +27,7 @@ from mote_convert.arch.registry import Architecture
 from mote_convert.arch.values import config_float, config_int, config_mapping
 from mote_convert.check import check_expert_values, require_sound
 from mote_convert.checkpoint import mote_config_of
-from mote_convert.errors import CorruptCheckpointError, FormatError, InputNotFoundError, UnsupportedArchitectureError
+from mote_convert.errors import FormatError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.tensors import (
     TERNARY_FALLBACK,
@@ -40,6 +40,7 @@ from mote_convert.export.tensors import (
     permute_rope,
     stored_type,
 )
+from mote_convert.export.vocab import plan_vocab
 from mote_convert.format import ExpertFormat, expert_base, get_codec, router_name
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.reader import TensorReader
@@ -162,44 +163,6 @@ def _experts(experts: list[tuple[str, int]], fmt: ExpertFormat, ttype: TensorTyp
     return produce
 
 
-def _vocab(root: Path, n_vocab: int, plan: GgufPlan) -> None:
-    """The tokenizer as llama.cpp reads Llama's: tokens, scores and types from ``tokenizer.json``
-    (gguf's ``LlamaHfVocab``), padded to the embedding's rows, and the special ids and chat template
-    (gguf's ``SpecialVocab``)."""
-    import gguf
-
-    if not (root / "tokenizer.json").is_file():
-        raise InputNotFoundError(f"{root}: no tokenizer.json; GGUF export carries a Llama-style tokenizer.json")
-    try:
-        vocab = gguf.LlamaHfVocab(root)
-        entries = list(vocab.all_tokens())
-        special = gguf.SpecialVocab(root, load_merges=False, n_vocab=n_vocab)  # special ids, chat template
-    except (FileNotFoundError, TypeError, KeyError) as exc:  # gguf's words for "not this kind of tokenizer"
-        raise UnsupportedArchitectureError(
-            f"{root}: GGUF export supports Llama-style tokenizers (byte-fallback BPE in tokenizer.json): {exc}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - transformers and tokenizers refuse bad files with any kind, even a bare Exception
-        raise CorruptCheckpointError(
-            f"{root}: transformers cannot load the tokenizer ({type(exc).__name__}: {exc})"
-        ) from exc
-    tokens, scores, types = [], [], []
-    for text, score, kind in entries:
-        tokens.append(text)
-        scores.append(score)
-        types.append(kind)
-    if len(tokens) > n_vocab:
-        raise FormatError(f"{root}: the tokenizer has {len(tokens)} tokens, the embedding only {n_vocab} rows")
-    for i in range(len(tokens), n_vocab):  # rows the tokenizer never produces, as llama.cpp pads them
-        tokens.append(f"[PAD{i}]".encode())
-        scores.append(-1000.0)
-        types.append(gguf.TokenType.UNUSED)
-    plan.add("add_tokenizer_model", "llama")
-    plan.add("add_token_list", tokens)
-    plan.add("add_token_scores", scores)
-    plan.add("add_token_types", types)
-    plan.kv.append(special.add_to_gguf)
-
-
 def plan_text(
     root: Path,
     index: CheckpointIndex,
@@ -278,7 +241,7 @@ def plan_text(
         plan.add("add_expert_shared_count", 1)
         plan.add("add_leading_dense_block_count", lead)
         plan.add("add_expert_weights_scale", 1.0)
-    _vocab(root, n_vocab, plan)
+    plan_vocab(root, n_vocab, plan)
 
     def copy(gguf_name: str, source: str, ttype: TensorType | None = None, heads: int | None = None) -> None:
         if source not in index.tensors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -203,7 +204,12 @@ def test_cli(models: dict[str, Path], tmp_path: Path) -> None:
     [
         ("tokenizer.json", "{not json", 4, "tokenizer.json: not valid JSON"),
         ("tokenizer_config.json", "[1, 2]", 4, "tokenizer_config.json: must hold a JSON object, not a list"),
-        ("tokenizer.json", "{}", 5, "GGUF export supports Llama-style tokenizers"),
+        (
+            "tokenizer.json",
+            "{}",
+            5,
+            "GGUF export supports BPE tokenizers, byte-fallback (Llama 2, Mistral) or byte-level",
+        ),
         (
             "tokenizer_config.json",
             '{"added_tokens_decoder": 3}',
@@ -539,3 +545,87 @@ def test_what_llama_cpp_would_compute_otherwise_is_refused(
     out = tmp_path / "m.gguf"
     assert_one_line_error(runner.invoke(app, ["export", "gguf", str(root), "-o", str(out)]), 5, needle)
     assert not out.exists()
+
+
+def _with_tokenizer(models: dict[str, Path], tmp_path: Path, edit: Any) -> Path:
+    """A copy of the MoTE checkpoint with a byte-level (Qwen2-style) tokenizer.json, edited by ``edit``."""
+    import json
+    import shutil
+
+    from mote_convert.tiny import tiny_byte_level_tokenizer
+
+    model = tmp_path / "mote"
+    shutil.copytree(models["mote"], model)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    tiny_byte_level_tokenizer("qwen2").save_pretrained(model)
+    data = json.loads((model / "tokenizer.json").read_text())
+    edit(data)
+    (model / "tokenizer.json").write_text(json.dumps(data))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "needle"),
+    [
+        (
+            lambda d: d["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex=r"\p{L}+|\s+"),
+            5,
+            "pre-tokenizer is none that llama.cpp implements (split \\p{L}+|\\s+); known: llama-bpe (Llama 3",
+        ),
+        (
+            lambda d: d.update(pre_tokenizer={"type": "Metaspace", "replacement": "_"}),
+            5,
+            "pre-tokenizer is none that llama.cpp implements (other Metaspace)",
+        ),
+        (
+            lambda d: d.update(normalizer={"type": "Lowercase"}),
+            5,
+            "llama.cpp's byte-level tokenizer does not normalize text as this one does (Lowercase)",
+        ),
+        (lambda d: d["model"].update(type="Unigram"), 5, "this tokenizer.json's model is 'Unigram' with decoder"),
+        (lambda d: d["model"].update(merges=[]), 8, "this byte-level BPE tokenizer.json has no merges"),
+    ],
+)
+def test_tokenizers_llamacpp_cannot_run_are_refused_by_name(
+    models: dict[str, Path], tmp_path: Path, edit: Any, code: int, needle: str
+) -> None:
+    model = _with_tokenizer(models, tmp_path, edit)
+    out = tmp_path / "m.gguf"
+    result = runner.invoke(app, ["export", "gguf", str(model), "-o", str(out)])
+    assert_one_line_error(result, code, needle)
+    assert not out.exists()
+
+
+def test_a_byte_level_vocabulary_is_the_tokenizer_json_token_by_token(models: dict[str, Path], tmp_path: Path) -> None:
+    """Byte-level tokens as tokenizer.json spells them, their merges, llama.cpp's pre-tokenizer name,
+    added tokens typed by their special flag, padding to the embedding's rows."""
+    import json
+
+    model = _with_tokenizer(models, tmp_path, lambda d: d["added_tokens"][-2].update(special=False))
+    export_gguf(model, tmp_path / "m.gguf")
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+
+    def strings(key: str) -> list[str]:
+        field = reader.fields[key]
+        return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+    data = json.loads((model / "tokenizer.json").read_text())
+    names = {i: t for t, i in data["model"]["vocab"].items()} | {a["id"]: a["content"] for a in data["added_tokens"]}
+    assert strings("tokenizer.ggml.tokens") == [names[i] for i in range(len(names))]
+    assert bytes(reader.fields["tokenizer.ggml.model"].parts[-1]).decode() == "gpt2"
+    assert bytes(reader.fields["tokenizer.ggml.pre"].parts[-1]).decode() == "qwen2"
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    assert strings("tokenizer.ggml.merges") == merges
+    types = reader.fields["tokenizer.ggml.token_type"]
+    kinds = [int(types.parts[i][0]) for i in types.data]
+    special = {a["id"]: a["special"] for a in data["added_tokens"]}
+    expected = [
+        (gguf.TokenType.CONTROL if special[i] else gguf.TokenType.USER_DEFINED)
+        if i in special
+        else gguf.TokenType.NORMAL
+        for i in range(len(names))
+    ]
+    assert kinds == [int(k) for k in expected]
+    assert gguf.TokenType.USER_DEFINED in expected
+    assert "tokenizer.ggml.scores" not in reader.fields

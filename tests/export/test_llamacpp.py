@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ import torch
 
 import mote_convert
 from mote_convert.export import export_gguf
-from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_llava, build_tiny_processor
+from mote_convert.tiny import (
+    BYTE_LEVEL_STYLES,
+    TINY_VOCAB_WITH_PROCESSOR,
+    build_tiny_llava,
+    build_tiny_processor,
+    tiny_byte_level_tokenizer,
+    tiny_tokenizer,
+)
+from tests.helpers import distinct_experts
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.llamacpp
@@ -53,6 +62,121 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         out[kind] = root / f"mote-{kind}.gguf"
         export_gguf(root / "mote", out[kind], expert_type=kind, mmproj=root / f"mmproj-{kind}.gguf")
     return out
+
+
+# family -> (text model type, tokenizer style): each text architecture the export maps, with the
+# tokenizer kind its real models ship (Llama 2 / Mistral: byte-fallback; Llama 3, Qwen2: byte-level)
+FAMILIES = {
+    "llama": ("llama", "llama"),
+    "llama3": ("llama", "llama-bpe"),
+    "mistral": ("mistral", "llama"),
+    "qwen2": ("qwen2", "qwen2"),
+}
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Per family, built on first use: a briefly trained dense model and its MoTE checkpoint whose
+    experts differ, route decisively and weigh enough that a dense-only export gives other logits;
+    both exported."""
+    root = tmp_path_factory.mktemp("families")
+    built: dict[str, dict[str, Path]] = {}
+
+    def get(family: str) -> dict[str, Path]:
+        if family not in built:
+            text, style = FAMILIES[family]
+            d = root / family
+            random = build_tiny_llava(
+                d / "random",
+                hidden_size=256,
+                intermediate_size=512,
+                vocab_size=TINY_VOCAB_WITH_PROCESSOR,
+                text_model_type=text,
+            )
+            dense = _train_briefly(random, d / "dense")
+            build_tiny_processor(dense, tokenizer=style)
+            latent = mote_convert.upcycle(dense, d / "latent", latent=True).output
+            distinct = distinct_experts(latent, d / "distinct", router_scale=40.0, expert_scale=4.0)
+            mote = mote_convert.pack(distinct, d / "mote").output
+            export_gguf(mote, d / "mote.gguf")
+            export_gguf(dense, d / "dense.gguf")
+            built[family] = {"mote": mote, "mote.gguf": d / "mote.gguf", "dense.gguf": d / "dense.gguf"}
+        return built[family]
+
+    return get
+
+
+def _agreement(gguf: Path, model: Any) -> tuple[float, float, int]:
+    """llama.cpp's logits of ``gguf`` against ``model``'s on the same tokens: top-1 agreement, mean
+    cosine and the number of positions."""
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=64, logits_all=True, verbose=False, n_threads=2)
+    agree, cosines = [], []
+    for seq in _tokens():
+        llm.reset()
+        llm.eval(seq)
+        theirs = torch.tensor(np.array(llm.scores[:SEQ]), dtype=torch.float32)
+        with torch.no_grad():
+            ours = model(input_ids=torch.tensor([seq])).logits[0].float()
+        agree += (theirs.argmax(-1) == ours.argmax(-1)).tolist()
+        cosines += torch.nn.functional.cosine_similarity(theirs, ours, dim=-1).tolist()
+    llm.close()
+    return sum(agree) / len(agree), sum(cosines) / len(cosines), len(agree)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_family_computes_in_llamacpp_as_the_packed_model(families: Any, family: str) -> None:
+    """Every text architecture the export maps, in llama.cpp against load_model(mode="packed"); the
+    dense model's export, the experts left out, must not pass the same check."""
+    built = families(family)
+    model = mote_convert.load_model(built["mote"], mode="packed")
+    top1, cosine, positions = _agreement(built["mote.gguf"], model)
+    assert positions >= 64
+    assert top1 >= 0.95 and cosine >= 0.99, (family, top1, cosine)
+    dense_top1, dense_cosine, _ = _agreement(built["dense.gguf"], model)
+    assert dense_top1 < 0.95 or dense_cosine < 0.99, (family, dense_top1, dense_cosine)
+
+
+# what llama.cpp's tokenizer must split as transformers does: scripts, digits, contractions, spaces
+MULTILINGUAL = (
+    "What color is this?",
+    "hello  world, again!",
+    "red\ngreen\tblue",
+    "héllo ☃ 颜色 12345 it's",
+    "Привет, мир! 🎨 x=3.14",
+    "Numbers 1234567 and 2026-12-05;\n\n  def f(x):\n    return x ** 2",
+    "I'LL SEE, you've 'em",
+    "مرحبا بالعالم. नमस्ते 안녕하세요 こんにちは",
+)
+
+
+@pytest.mark.parametrize("style", ["llama", *BYTE_LEVEL_STYLES])
+def test_llamacpp_tokenizes_multilingual_text_as_transformers_does(
+    exported: dict[str, Path], tmp_path: Path, style: str
+) -> None:
+    """Each tokenizer kind, the byte-level ones under each pre-tokenizer llama.cpp implements: the
+    exported vocabulary in llama.cpp's own tokenizer gives transformers' ids, BOS included where the
+    tokenizer adds one, and decodes them back to the text."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "mote"
+    shutil.copytree(exported["mote"], model)
+    tokenizer = tiny_tokenizer() if style == "llama" else tiny_byte_level_tokenizer(style)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    tokenizer.save_pretrained(model)
+    export_gguf(model, tmp_path / "m.gguf")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), vocab_only=True, verbose=False)
+    for text in MULTILINGUAL:
+        expected = tokenizer(text)["input_ids"]
+        bos = expected[:1] == [tokenizer.bos_token_id]
+        assert bos == (style in ("llama", "llama-bpe")), (style, expected[:1])
+        got = llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
+        assert got == expected, (style, text)
+        decoded = llm.detokenize(got[int(bos) :]).decode("utf-8")  # sentencepiece-style keeps its prefix space
+        assert decoded == (" " + text if style == "llama" else text), (style, text)
 
 
 def _tokens() -> list[list[int]]:
