@@ -49,6 +49,14 @@ def export_gguf_command(
             help="Also write the vision tower and projector (LLaVA-1.5 style) for llama.cpp's mtmd.",
         ),
     ] = None,
+    quantize: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="LEVEL",
+            help="Quantize attention, embeddings, output and shared experts as llama.cpp's quantizer does at LEVEL "
+            "(q4_0, q8_0, q4_k_m, ...); the routed experts stay ternary. Needs llama-cpp-python.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.", **FLAG)] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)
@@ -61,7 +69,9 @@ def export_gguf_command(
 
     with errors():
         model = resolve_model(model, revision)
-        plan = plan_gguf(model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None)
+        plan = plan_gguf(
+            model, expert_type=expert_type, shared_type=shared_type, mmproj=mmproj is not None, quantize=quantize
+        )
         if dry_run:
             result = write_export(plan, output, mmproj=mmproj, dry_run=True)
         else:

@@ -80,38 +80,54 @@ def write_gguf(
     overwrite: bool,
     protect: Sequence[Path] = (),
     progress: ProgressFn | None = None,
+    convert: Callable[[Path, Path], None] | None = None,
 ) -> int:
-    """Write ``plan`` to ``out`` (staged beside it, renamed when complete); returns bytes of tensor data."""
+    """Write ``plan`` to ``out`` (staged beside it, renamed when complete); returns bytes of tensor data.
+    With ``convert``, the planned file is written beside the staging file and ``convert(written,
+    staging)`` makes the output from it (llama.cpp's quantizer); the planned file is removed after."""
+    validate(plan)
+    with StagedOutput(out, overwrite=overwrite, protect=protect, mode=0o666, directory=False) as staging:
+        if convert is None:
+            return _write(plan, reader, Path(staging), progress)
+        planned = Path(staging).with_name(Path(staging).name + ".planned")
+        try:
+            written = _write(plan, reader, planned, progress)
+            check_interrupted()
+            convert(planned, Path(staging))
+        finally:
+            planned.unlink(missing_ok=True)
+        return written
+
+
+def _write(plan: GgufPlan, reader: TensorReader, path: Path, progress: ProgressFn | None) -> int:
     import gguf
 
-    validate(plan)
     written = 0
-    with StagedOutput(out, overwrite=overwrite, protect=protect, mode=0o666, directory=False) as staging:
-        writer = gguf.GGUFWriter(path=None, arch=plan.arch)
-        try:
-            for add_keys in plan.kv:
-                add_keys(writer)
-            for t in plan.tensors:
-                raw = None if t.type.name in ("f32", "f16") else t.type.ggml
-                dtype = {"f32": np.float32, "f16": np.float16}.get(t.type.name, np.uint8)
-                byte_shape = t.shape if raw is None else gguf.quant_shape_to_byte_shape(t.shape, t.type.ggml)
-                writer.add_tensor_info(t.name, byte_shape, np.dtype(dtype), t.nbytes, raw_dtype=raw)
-            writer.open_output_file(Path(staging))
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_ti_data_to_file()
-            for t in plan.tensors:
-                check_interrupted()
-                encoded = t.produce(reader)
-                if encoded.nbytes != t.nbytes or encoded.type != t.type:
-                    raise InternalError(
-                        f"{t.name} came out as {encoded.type.name} of {encoded.nbytes} bytes, "
-                        f"planned {t.type.name} of {t.nbytes}"
-                    )
-                writer.write_tensor_data(encoded.data)
-                written += t.nbytes
-                if progress is not None:
-                    progress(t.nbytes)
-        finally:
-            writer.close()
+    writer = gguf.GGUFWriter(path=None, arch=plan.arch)
+    try:
+        for add_keys in plan.kv:
+            add_keys(writer)
+        for t in plan.tensors:
+            raw = None if t.type.name in ("f32", "f16") else t.type.ggml
+            dtype = {"f32": np.float32, "f16": np.float16}.get(t.type.name, np.uint8)
+            byte_shape = t.shape if raw is None else gguf.quant_shape_to_byte_shape(t.shape, t.type.ggml)
+            writer.add_tensor_info(t.name, byte_shape, np.dtype(dtype), t.nbytes, raw_dtype=raw)
+        writer.open_output_file(path)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in plan.tensors:
+            check_interrupted()
+            encoded = t.produce(reader)
+            if encoded.nbytes != t.nbytes or encoded.type != t.type:
+                raise InternalError(
+                    f"{t.name} came out as {encoded.type.name} of {encoded.nbytes} bytes, "
+                    f"planned {t.type.name} of {t.nbytes}"
+                )
+            writer.write_tensor_data(encoded.data)
+            written += t.nbytes
+            if progress is not None:
+                progress(t.nbytes)
+    finally:
+        writer.close()
     return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -629,3 +630,15 @@ def test_a_byte_level_vocabulary_is_the_tokenizer_json_token_by_token(models: di
     assert kinds == [int(k) for k in expected]
     assert gguf.TokenType.USER_DEFINED in expected
     assert "tokenizer.ggml.scores" not in reader.fields
+
+
+def test_quantize_levels_and_its_dependency_are_checked_before_anything_is_written(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "m.gguf"
+    result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--quantize", "q4_k"])
+    assert_one_line_error(result, 2, "unknown quantization level 'q4_k'; known: q8_0, q6_k, q5_k_m")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # not installed
+    result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--quantize", "Q4_0"])
+    assert_one_line_error(result, 2, "--quantize runs llama.cpp's own quantizer, from llama-cpp-python: pip install")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -250,3 +250,65 @@ def test_llamacpp_tokenizes_as_the_hf_tokenizer_does(exported: dict[str, Path]) 
             llm.tokenize(text.encode("utf-8"), add_bos=expected[:1] == [tokenizer.bos_token_id], special=False)
             == expected
         ), text
+
+
+def _types(path: Path) -> dict[str, str]:
+    import gguf
+
+    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+
+
+def _data(path: Path) -> dict[str, bytes]:
+    import gguf
+
+    return {t.name: bytes(t.data.tobytes()) for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.mark.parametrize("level", ["q4_0", "q4_k_m", "q8_0"])
+def test_quantize_gives_the_rest_llamacpps_types_for_the_dense_model_and_keeps_the_experts(
+    families: Any, tmp_path: Path, level: str
+) -> None:
+    """--quantize LEVEL: every tensor but the routed experts has the type llama.cpp's own quantizer
+    gives the dense model's file at LEVEL (the dense FFN's for the shared expert), the experts are the
+    unquantized export's bytes, and the file still computes the packed model's predictions."""
+    built = families("qwen2")
+    out = tmp_path / "m.gguf"
+    result = export_gguf(built["mote"], out, quantize=level)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{level.upper()}")
+    dense = tmp_path / "dense.gguf"
+    assert llama_cpp.llama_model_quantize(str(built["dense.gguf"]).encode(), str(dense).encode(), params) == 0
+    ours, theirs = _types(out), _types(dense)
+    experts = {n for n in ours if "_exps." in n}
+    assert experts and all(ours[n] == "TQ2_0" for n in experts)
+    for name, kind in ours.items():
+        if name in experts or "ffn_gate_inp" in name:
+            continue
+        assert kind == theirs[name.replace("_shexp", "")], (name, kind)
+    assert set(theirs) - {n.replace("_shexp", "") for n in ours} == set()
+    unquantized = _data(built["mote.gguf"])
+    assert all(_data(out)[n] == unquantized[n] for n in experts)  # kept bit for bit
+    assert result.files[0].types == {k.lower(): v for k, v in _count(ours).items()}
+    assert any("quantized by llama.cpp" in note for note in result.notes)
+    top1, cosine, _ = _agreement(out, mote_convert.load_model(built["mote"], mode="packed"))
+    assert top1 >= 0.8 and cosine >= 0.95, (top1, cosine)
+
+
+def _count(types: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for kind in types.values():
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def test_llamacpp_quantizer_refuses_to_requantize_the_experts_without_overrides(families: Any, tmp_path: Path) -> None:
+    """What docs/deploy.md says of llama-quantize run on a MoTE file as on a dense one."""
+    from mote_convert.export.quantize import _captured_log
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    with _captured_log(llama_cpp) as log:
+        rc = llama_cpp.llama_model_quantize(
+            str(families("qwen2")["mote.gguf"]).encode(), str(tmp_path / "x.gguf").encode(), params
+        )
+    assert rc != 0 and "requantizing from type tq2_0 is disabled" in "".join(log)
