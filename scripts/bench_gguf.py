@@ -1,22 +1,25 @@
-"""Benchmark: a Qwen2-0.5B-shaped model in llama.cpp, MoTE exports against the dense model's.
+"""Benchmark: Qwen-shaped models in llama.cpp, MoTE exports against the dense model's.
 
-The checkpoints are ``benchlib.qwen_checkpoints`` (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
-24 layers, 14 heads, vocab 151936, bf16, random weights; and its up-cycled MoTE output, 4 packed
-experts on every layer), given a small Llama-style tokenizer (llama.cpp pads the vocabulary). Files:
+The checkpoints are ``benchlib.qwen_checkpoints`` (random bf16 weights, tied embeddings, vocab
+151936, and their up-cycled MoTE outputs with 4 packed experts on every layer), given a small
+Llama-style tokenizer (llama.cpp pads the vocabulary). Two shape sets (``--shapes``):
 
-* dense bf16 (``mote-convert export gguf`` of the dense checkpoint) and dense Q4_0 (that file through
-  llama.cpp's own quantizer, ``llama_model_quantize``);
-* MoTE TQ2_0 (+ shared experts as stored, bf16) and MoTE TQ1_0 + Q4_0 shared experts.
-
-Qwen2-0.5B's hidden size, 896, is not a multiple of 256: the experts' gate and up projections (rows
-of 896 weights) cannot be TQ blocks and are written as Q8_0 (exactly ternary, 8.5 bits per weight);
-only down_proj (rows of 4864) is TQ2_0 / TQ1_0. The sizes say what that costs.
+* ``qwen2-0.5b`` (hidden 896, intermediate 4864, 24 layers): rows of 896 weights are not whole
+  256-weight blocks, so the experts' gate and up projections are the exact Q4_0 fallback and only
+  down_proj is TQ. Files: dense bf16 (``mote-convert export gguf``), dense Q4_0 (that file through
+  llama.cpp's own quantizer, ``llama_model_quantize``), MoTE TQ2_0 (+ shared experts as stored, bf16)
+  and MoTE TQ1_0 + Q4_0 shared experts; beside them, this project's own decoding in transformers.
+* ``qwen2.5-1.5b`` (hidden 1536, intermediate 8960, 28 layers): whole blocks, every expert TQ. Files:
+  dense bf16, dense Q4_0 (llama.cpp's quantizer), and MoTE TQ2_0 / TQ1_0 experts with everything else
+  quantized by llama.cpp at Q4_0 (``export gguf --quantize q4_0``): a decode step reads the dense Q4_0
+  model's bytes plus one ternary expert per layer. The size check: the MoTE file less its experts'
+  bytes (routers included) against the dense Q4_0 file.
 
 Decode speed: greedy decoding of ``--new-tokens`` tokens after a 16-token prompt, llama.cpp with 2
-threads, the four files interleaved, best of ``--repeats``; beside them, this project's own decoding
-(``load_model(..., mode="packed")`` + ``generate``) and the dense model's in transformers.
+threads, the files interleaved, best of ``--repeats``.
 
     python scripts/bench_gguf.py --workdir /tmp/mote-bench
+    python scripts/bench_gguf.py --workdir /tmp/mote-bench --shapes qwen2.5-1.5b
 """
 
 from __future__ import annotations
@@ -55,9 +58,17 @@ def hf_decode(model, n: int) -> float:  # noqa: ANN001
     return n / (time.perf_counter() - t0)
 
 
+def expert_bytes(path) -> int:  # noqa: ANN001
+    """Bytes of a GGUF file's routed experts and their routers (``ffn_gate_inp``, float32)."""
+    import gguf
+
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors if "_exps." in t.name or "_gate_inp." in t.name)
+
+
 def main() -> None:
     parser = benchlib.arguments(__doc__, repeats=3)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--shapes", choices=sorted(benchlib.QWEN_SHAPES), default="qwen2-0.5b")
     args = parser.parse_args()
     if args.tiny:
         args.new_tokens, args.repeats = 4, 1
@@ -70,16 +81,22 @@ def main() -> None:
     from mote_convert.tiny import tiny_tokenizer
 
     torch.set_num_threads(2)
-    dense, mote = benchlib.qwen_checkpoints(args.workdir, args.tiny)
+    whole_blocks = args.shapes != "qwen2-0.5b"
+    dense, mote = benchlib.qwen_checkpoints(args.workdir, args.tiny, args.shapes)
     for root in (dense, mote):
         if not (root / "tokenizer.json").exists():
             tiny_tokenizer().save_pretrained(root)
+    stem = args.workdir / dense.name
     files = {
-        "dense bf16": args.workdir / "qwen-dense-bf16.gguf",
-        "dense Q4_0": args.workdir / "qwen-dense-q4_0.gguf",
-        "MoTE TQ2_0 + bf16 shared": args.workdir / "qwen-mote-tq2_0.gguf",
-        "MoTE TQ1_0 + Q4_0 shared": args.workdir / "qwen-mote-tq1_0-q4_0.gguf",
+        "dense bf16": stem.with_name(f"{stem.name}-bf16.gguf"),
+        "dense Q4_0": stem.with_name(f"{stem.name}-q4_0.gguf"),
     }
+    if whole_blocks:
+        files["MoTE TQ2_0 + Q4_0 rest"] = stem.with_name(f"{stem.name}-mote-tq2_0-q4_0.gguf")
+        files["MoTE TQ1_0 + Q4_0 rest"] = stem.with_name(f"{stem.name}-mote-tq1_0-q4_0.gguf")
+    else:
+        files["MoTE TQ2_0 + bf16 shared"] = stem.with_name(f"{stem.name}-mote-tq2_0.gguf")
+        files["MoTE TQ1_0 + Q4_0 shared"] = stem.with_name(f"{stem.name}-mote-tq1_0-q4_0.gguf")
     t0 = time.perf_counter()
     export_gguf(dense, files["dense bf16"], overwrite=True)
     params = llama_cpp.llama_model_quantize_default_params()
@@ -87,14 +104,20 @@ def main() -> None:
     params.nthread = 2
     rc = llama_cpp.llama_model_quantize(str(files["dense bf16"]).encode(), str(files["dense Q4_0"]).encode(), params)
     assert rc == 0, rc
-    export_gguf(mote, files["MoTE TQ2_0 + bf16 shared"], overwrite=True)
-    result = export_gguf(
-        mote, files["MoTE TQ1_0 + Q4_0 shared"], expert_type="tq1_0", shared_type="q4_0", overwrite=True
-    )
+    notes: tuple[str, ...] = ()
+    if whole_blocks:
+        for kind in ("tq2_0", "tq1_0"):
+            name = f"MoTE {kind.upper()} + Q4_0 rest"
+            export_gguf(mote, files[name], expert_type=kind, quantize="q4_0", overwrite=True)
+    else:
+        export_gguf(mote, files["MoTE TQ2_0 + bf16 shared"], overwrite=True)
+        notes = export_gguf(
+            mote, files["MoTE TQ1_0 + Q4_0 shared"], expert_type="tq1_0", shared_type="q4_0", overwrite=True
+        ).notes
     print(f"exports and quantization: {time.perf_counter() - t0:.1f}s")
-    for note in result.notes[:1]:
+    for note in notes[:1]:
         print(f"note: {note} (and the same for every layer's gate/up)")
-    computed = checkpoint_gguf_sizes(mote_convert.inspect_checkpoint(mote), mote)
+    computed = {} if whole_blocks else checkpoint_gguf_sizes(mote_convert.inspect_checkpoint(mote), mote)
 
     models = {
         name: llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
@@ -107,16 +130,20 @@ def main() -> None:
             speeds[name].append(llama_decode(llm, prompt, args.new_tokens))
     del models
     hf = {}
-    hf["transformers dense bf16"] = max(hf_decode(benchlib.dense_model(dense), args.new_tokens) for _ in range(2))
-    hf["load_model packed (MoTE)"] = max(
-        hf_decode(mote_convert.load_model(mote, mode="packed"), args.new_tokens) for _ in range(2)
-    )
+    if not whole_blocks:
+        hf["transformers dense bf16"] = max(hf_decode(benchlib.dense_model(dense), args.new_tokens) for _ in range(2))
+        hf["load_model packed (MoTE)"] = max(
+            hf_decode(mote_convert.load_model(mote, mode="packed"), args.new_tokens) for _ in range(2)
+        )
 
-    base = max(speeds["dense bf16"])
+    base_name = "dense Q4_0" if whole_blocks else "dense bf16"
+    base = max(speeds[base_name])
     print(
-        f"\nllama.cpp {llama_cpp.__version__}, 2 threads, greedy decode of {args.new_tokens} tokens, best of {args.repeats}"
+        f"\nllama.cpp {llama_cpp.__version__}, {args.shapes if not args.tiny else 'tiny'} shapes, 2 threads, "
+        f"greedy decode of {args.new_tokens} tokens, best of {args.repeats}"
     )
-    print(f"{'file':<28} {'size':>10} {'inspect says':>13} {'tokens/s':>9} {'x dense bf16':>13}")
+    ratio = f"x {base_name}"
+    print(f"{'file':<28} {'size':>10} {'inspect says':>13} {'tokens/s':>9} {ratio:>13}")
     for name, path in files.items():
         size = os.path.getsize(path)
         said = f"{computed[name] / MiB:>12.1f}M" if name in computed else ""
@@ -124,6 +151,17 @@ def main() -> None:
         print(f"{name:<28} {size / MiB:>9.1f}M {said:>13} {best:>9.1f} {best / base:>13.2f}")
     for name, tps in hf.items():
         print(f"{name:<28} {'':>10} {'':>13} {tps:>9.1f} {tps / base:>13.2f}")
+    if whole_blocks:
+        dense_q4 = os.path.getsize(files["dense Q4_0"])
+        for name, path in files.items():
+            if name.startswith("MoTE"):
+                experts = expert_bytes(path)
+                rest = os.path.getsize(path) - experts
+                print(
+                    f"{name}: file less its experts and routers ({experts / MiB:.1f} MiB) = {rest / MiB:.3f} MiB; "
+                    f"dense Q4_0 file = {dense_q4 / MiB:.3f} MiB; difference {(rest - dense_q4) / 1024:+.1f} KiB "
+                    "(the extra tensors' header entries and keys)"
+                )
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ class Shapes:
 # the benchmarks' (a few layers of a 7B model already make a checkpoint over 1 GB).
 LLAVA_7B = Shapes(hidden=4096, intermediate=11008, layers=2, heads=32, kv_heads=32, vocab=32064)
 QWEN2_05B = Shapes(hidden=896, intermediate=4864, layers=24, heads=14, kv_heads=2, vocab=151936)
+# Qwen/Qwen2.5-1.5B: rows of 1536 and 8960 weights, whole 256-weight blocks (TQ2_0 / TQ1_0 everywhere)
+QWEN25_15B = Shapes(hidden=1536, intermediate=8960, layers=28, heads=12, kv_heads=2, vocab=151936)
 # --tiny: the same code paths in seconds, so that no script can rot unnoticed (tests/scripts).
 # Heads of 32 dimensions: llama.cpp's CPU attention wants at least that.
 TINY_LLAVA = Shapes(hidden=64, intermediate=160, layers=2, heads=2, kv_heads=2, vocab=512)
@@ -240,12 +242,15 @@ def build_qwen(root: Path, shapes: Shapes) -> Path:
     return root
 
 
-def qwen_checkpoints(workdir: Path, tiny: bool) -> tuple[Path, Path]:
-    """The Qwen2-0.5B-shaped (or tiny) dense checkpoint in ``workdir`` and its up-cycled MoTE output
-    (4 packed experts on every layer), each built if missing."""
+QWEN_SHAPES = {"qwen2-0.5b": QWEN2_05B, "qwen2.5-1.5b": QWEN25_15B}
+
+
+def qwen_checkpoints(workdir: Path, tiny: bool, shapes: str = "qwen2-0.5b") -> tuple[Path, Path]:
+    """The Qwen-shaped (``shapes``: a key of QWEN_SHAPES; or tiny) dense checkpoint in ``workdir`` and
+    its up-cycled MoTE output (4 packed experts on every layer), each built if missing."""
     import mote_convert
 
-    shapes, name = (TINY_QWEN, "qwen2-tiny") if tiny else (QWEN2_05B, "qwen2-0.5b-shapes")
+    shapes, name = (TINY_QWEN, "qwen2-tiny") if tiny else (QWEN_SHAPES[shapes], f"{shapes}-shapes")
     dense, mote = workdir / name, workdir / f"{name}-mote"
     workdir.mkdir(parents=True, exist_ok=True)
     if not dense.exists():
