@@ -19,6 +19,7 @@ block of each row (Q8_K) rather than once per token; docs/deploy.md gives their 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,38 @@ from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.reader import TensorReader
 from mote_convert.io.source import model_name
 
-TEXT_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+@dataclass(frozen=True)
+class TextArch:
+    """How one family's decoder maps onto llama.cpp: the architecture for a MoTE checkpoint and for a
+    dense one, and what their attention needs."""
+
+    moe: str  # llama.cpp's architecture for a MoTE checkpoint (shared expert, softmax top-k routing)
+    dense: str  # ... and for a dense checkpoint
+    permute_qk: bool  # llama.cpp's "normal" RoPE: q / k rows reordered (HF rotates halves)
+    qk_norm: bool = False  # RMS norms of q and k per head before RoPE (Qwen3)
+    mha_only: bool = False  # K and V as wide as Q: grouped K / V heads are written repeated (exact, larger)
+
+
+# the language models' model_type -> its mapping; see docs/deploy.md for why each architecture
+TEXT_ARCHS = {
+    "llama": TextArch("deepseek", "llama", permute_qk=True),
+    "mistral": TextArch("deepseek", "llama", permute_qk=True),
+    "qwen2": TextArch("deepseek", "llama", permute_qk=True),
+    # dots1: Qwen3's attention (q/k norms, rotate-half RoPE) with DeepSeek-MoE's layer; its routing is
+    # set by keys (softmax, no renormalisation), its score-correction bias written as zeros
+    "qwen3": TextArch("dots1", "qwen3", permute_qk=False, qk_norm=True, mha_only=True),
+}
+TEXT_MODEL_TYPES = tuple(TEXT_ARCHS)
+# what the others lack in llama.cpp, for the refusal (model_type -> why)
+NO_MAPPING = {
+    "qwen2_vl_text": "multimodal RoPE (M-RoPE), which llama.cpp computes only in its dense qwen2vl architecture",
+    "qwen2_5_vl_text": "multimodal RoPE (M-RoPE), which llama.cpp computes only in its dense qwen2vl architecture",
+    "qwen3_vl_text": "multimodal RoPE (M-RoPE), which llama.cpp computes only in its dense qwen3vl architecture",
+    "gemma": "Gemma's (1 + w) norms, scaled embeddings and GeGLU, which no llama.cpp MoE architecture computes",
+    "gemma2": "Gemma's (1 + w) norms, scaled embeddings and GeGLU, which no llama.cpp MoE architecture computes",
+    "gemma3_text": "Gemma's (1 + w) norms, scaled embeddings and GeGLU, which no llama.cpp MoE architecture computes",
+}
 
 # gguf logs what it notices in a tokenizer (an unknown separator token of a pair template) with no
 # handler of its own, so Python printed it on stderr beside every export: the library never prints.
@@ -69,9 +101,9 @@ def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     text = dict(arch.text_config_of(config))
     kind = text.get("model_type", config.get("model_type"))
     if kind not in TEXT_MODEL_TYPES:
+        why = NO_MAPPING.get(kind, "no llama.cpp MoE architecture with a shared expert computes its decoder")
         raise UnsupportedArchitectureError(
-            f"GGUF export supports Llama, Mistral and Qwen2 language models (llama.cpp's deepseek architecture "
-            f"computes their attention); this one is {kind!r}"
+            f"GGUF export of a {kind!r} language model: {why}; exported: {', '.join(TEXT_MODEL_TYPES)}"
         )
     if text.get("hidden_act", "silu") != "silu":
         raise UnsupportedArchitectureError(
@@ -82,8 +114,8 @@ def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     kind_of_rope = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
     if kind_of_rope not in ("default", None):
         raise UnsupportedArchitectureError(f"GGUF export does not carry RoPE scaling ({kind_of_rope!r}) yet")
-    if kind == "mistral" and text.get("sliding_window"):
-        raise UnsupportedArchitectureError("GGUF export does not carry Mistral's sliding-window attention")
+    if (kind == "mistral" and text.get("sliding_window")) or text.get("use_sliding_window"):
+        raise UnsupportedArchitectureError(f"GGUF export does not carry {kind}'s sliding-window attention")
     return text
 
 
@@ -129,12 +161,30 @@ def _find_lm(index: CheckpointIndex, arch: Architecture) -> str:
     return root
 
 
-def _copy(name: str, ttype: TensorType, permute_heads: int | None = None) -> Any:
+def _copy(
+    name: str, ttype: TensorType, permute_heads: int | None = None, repeat_heads: tuple[int, int] = (1, 1)
+) -> Any:
+    """``repeat_heads`` (heads, times): each of the tensor's row blocks of ``heads`` heads repeated
+    ``times`` times in place, as grouped-query attention shares a K / V head among Q heads."""
+
     def produce(reader: TensorReader) -> Encoded:
         tensor = reader.read(name)
         if permute_heads is not None:
             tensor = permute_rope(tensor, permute_heads)
+        heads, times = repeat_heads
+        if times > 1:
+            tensor = tensor.reshape(heads, -1, *tensor.shape[1:]).repeat_interleave(times, dim=0)
+            tensor = tensor.reshape(-1, *tensor.shape[2:])
         return encode(tensor, ttype)
+
+    return produce
+
+
+def _zeros(n: int) -> Any:
+    import numpy as np
+
+    def produce(reader: TensorReader) -> Encoded:
+        return Encoded(np.zeros(n, dtype=np.float32), TYPES["f32"])
 
     return produce
 
@@ -208,19 +258,20 @@ def plan_text(
         require_sound(root, index, config, arch, mote)  # what inspect reports is refused before any write
 
     moe_layers: dict[int, str] = dict(mote.layer_prefixes) if mote is not None else {}
-    arch_name = "deepseek" if mote is not None else "llama"
+    mapping = TEXT_ARCHS[text.get("model_type", config.get("model_type"))]
+    arch_name = mapping.moe if mote is not None else mapping.dense
     plan = GgufPlan(arch_name)
     lead = 0
     if mote is not None:
         if mote.top_k < 1 or mote.norm_topk_prob:
             raise UnsupportedArchitectureError(
-                "llama.cpp's deepseek architecture uses the top-k probabilities as they are: "
+                f"llama.cpp's {arch_name} architecture is given the top-k probabilities as they are: "
                 "norm_topk_prob must be false"
             )
         lead = min(moe_layers)
         if sorted(moe_layers) != list(range(lead, n_layers)):
             raise UnsupportedArchitectureError(
-                f"llama.cpp's deepseek architecture has dense layers only before the MoE ones; this checkpoint's MoE "
+                f"llama.cpp's {arch_name} architecture has dense layers only before the MoE ones; this checkpoint's MoE "
                 f"layers are {sorted(moe_layers)} of 0..{n_layers - 1} (upcycle with --layers all, or a trailing range)"
             )
     plan.add("add_name", model_name(root))
@@ -229,8 +280,11 @@ def plan_text(
     plan.add("add_block_count", n_layers)
     plan.add("add_feed_forward_length", inter)
     plan.add("add_head_count", n_head)
-    plan.add("add_head_count_kv", n_kv)
+    repeat = n_head // n_kv if mapping.mha_only and mote is not None else 1
+    plan.add("add_head_count_kv", n_kv * repeat)
     plan.add("add_rope_dimension_count", head_dim)
+    plan.add("add_key_length", head_dim)  # Qwen3's heads are not hidden / heads wide
+    plan.add("add_value_length", head_dim)
     plan.add("add_rope_freq_base", theta)
     plan.add("add_layer_norm_rms_eps", eps)
     plan.add("add_vocab_size", n_vocab)
@@ -241,24 +295,40 @@ def plan_text(
         plan.add("add_expert_shared_count", 1)
         plan.add("add_leading_dense_block_count", lead)
         plan.add("add_expert_weights_scale", 1.0)
+        if arch_name == "dots1":  # its routing is set by keys: softmax, the top-k weights as they are
+            import gguf
+
+            plan.add("add_expert_weights_norm", False)
+            plan.add("add_expert_gating_func", gguf.ExpertGatingFuncType.SOFTMAX)
     plan_vocab(root, n_vocab, plan)
 
-    def copy(gguf_name: str, source: str, ttype: TensorType | None = None, heads: int | None = None) -> None:
+    def copy(
+        gguf_name: str,
+        source: str,
+        ttype: TensorType | None = None,
+        heads: int | None = None,
+        repeat: tuple[int, int] = (1, 1),
+    ) -> None:
         if source not in index.tensors:
             raise FormatError(f"{root}: no {source}")
         info = index.tensors[source]
         # norms and other vectors as float32 (exact), the rest as stored, unless a type is asked for
         chosen = ttype or (TYPES["f32"] if len(info.shape) == 1 else stored_type(info.dtype))
-        plan.tensor(GgufTensor(gguf_name, info.shape, chosen, _copy(source, chosen, heads), (source,)))
+        shape = (info.shape[0] * repeat[1], *info.shape[1:])
+        plan.tensor(GgufTensor(gguf_name, shape, chosen, _copy(source, chosen, heads, repeat), (source,)))
 
     copy(gguf_name("TOKEN_EMBD"), embed)
     for layer in range(n_layers):
         src = f"{lm_root}layers.{layer}."
         copy(gguf_name("ATTN_NORM", layer), src + "input_layernorm.weight")
         copy(gguf_name("FFN_NORM", layer), src + "post_attention_layernorm.weight")
-        copy(gguf_name("ATTN_Q", layer), src + "self_attn.q_proj.weight", heads=n_head)
-        copy(gguf_name("ATTN_K", layer), src + "self_attn.k_proj.weight", heads=n_kv)
-        copy(gguf_name("ATTN_V", layer), src + "self_attn.v_proj.weight")
+        q_heads, k_heads = (n_head, n_kv) if mapping.permute_qk else (None, None)
+        copy(gguf_name("ATTN_Q", layer), src + "self_attn.q_proj.weight", heads=q_heads)
+        copy(gguf_name("ATTN_K", layer), src + "self_attn.k_proj.weight", heads=k_heads, repeat=(n_kv, repeat))
+        if mapping.qk_norm:
+            copy(gguf_name("ATTN_Q_NORM", layer), src + "self_attn.q_norm.weight")
+            copy(gguf_name("ATTN_K_NORM", layer), src + "self_attn.k_norm.weight")
+        copy(gguf_name("ATTN_V", layer), src + "self_attn.v_proj.weight", repeat=(n_kv, repeat))
         copy(gguf_name("ATTN_OUT", layer), src + "self_attn.o_proj.weight")
         for proj, kind, bias_heads in (
             ("q_proj", "ATTN_Q", n_head),
@@ -267,6 +337,10 @@ def plan_text(
         ):
             bias = f"{src}self_attn.{proj}.bias"
             if bias in index.tensors:
+                if not mapping.permute_qk:
+                    raise UnsupportedArchitectureError(
+                        f"{root}: llama.cpp's {arch_name} architecture has no attention biases ({bias})"
+                    )
                 copy(gguf_name(kind, layer, "bias"), bias, TYPES["f32"], heads=bias_heads)
         ffn = moe_layers.get(layer, f"{src}mlp")
         role = SHARED if layer in moe_layers else DENSE
@@ -279,6 +353,9 @@ def plan_text(
             copy(gguf_name(FFN_TENSORS[proj][role], layer), name, shared_type)
         if layer in moe_layers:
             _plan_moe_layer(plan, index, mote, layer, ffn, expert_type)
+            if arch_name == "dots1":  # added to the router's scores for the choice only: zeros change nothing
+                n = mote.num_experts
+                plan.tensor(GgufTensor(gguf_name("FFN_EXP_PROBS_B", layer, "bias"), (n,), TYPES["f32"], _zeros(n), ()))
     copy(gguf_name("OUTPUT_NORM"), f"{lm_root}norm.weight")
     if lm_head is not None:
         copy(gguf_name("OUTPUT"), lm_head)

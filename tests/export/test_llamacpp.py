@@ -71,6 +71,7 @@ FAMILIES = {
     "llama3": ("llama", "llama-bpe"),
     "mistral": ("mistral", "llama"),
     "qwen2": ("qwen2", "qwen2"),
+    "qwen3": ("qwen3", "qwen2"),
 }
 
 
