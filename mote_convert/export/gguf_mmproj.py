@@ -1,10 +1,14 @@
-"""The vision tower and projector of a LLaVA-1.5-style checkpoint as llama.cpp's ``mmproj`` GGUF
-(its multimodal library, mtmd / clip: a CLIP vision encoder and the 2-layer MLP projector, projector
-type ``mlp``), with the key and tensor names llama.cpp's clip loader reads.
+"""The vision tower and projector of a checkpoint as llama.cpp's ``mmproj`` GGUF (its multimodal
+library, mtmd / clip), with the key and tensor names llama.cpp's clip loader reads. One planner per
+family (:data:`PROJECTORS`, by ``model_type``):
 
-LLaVA takes the image features of vision layer ``vision_feature_layer`` (-2: the second to last),
-so the encoder is written up to that layer (``clip.vision.feature_layer``), and the CLS token is
-dropped (LLaVA's ``vision_feature_select_strategy="default"``, what clip does for this projector).
+* ``llava`` (LLaVA-1.5): a CLIP vision encoder and the 2-layer MLP projector, projector type ``mlp``.
+  LLaVA takes the image features of vision layer ``vision_feature_layer`` (-2: the second to last),
+  so the encoder is written up to that layer (``clip.vision.feature_layer``), and the CLS token is
+  dropped (LLaVA's ``vision_feature_select_strategy="default"``, what clip does for this projector).
+* ``idefics3`` / ``smolvlm`` (Idefics3, SmolVLM): a SigLIP-style encoder (no CLS token, a final
+  layer norm) and the connector's pixel shuffle by ``scale_factor`` then one linear layer, projector
+  type ``idefics3``; mtmd splits large images into tiles as the Idefics3 processor does.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, load_json
 from mote_convert.io.source import model_name
 from mote_convert.numbers import is_number
 
-SUPPORTED = "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector)"
+SUPPORTED = (
+    "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector) and "
+    "Idefics3 / SmolVLM (model_type idefics3, smolvlm)"
+)
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+SIGLIP_MEAN = SIGLIP_STD = [0.5, 0.5, 0.5]
 # a CLIP encoder layer's modules -> llama.cpp's tensor kinds (gguf's MODEL_TENSOR)
 LAYER_NAMES = {
     "self_attn.q_proj": "V_ENC_ATTN_Q",
@@ -57,7 +65,9 @@ def _check(config: dict[str, Any]) -> Mapping[str, Any]:
     return vision
 
 
-def _image_stats(root: Path) -> tuple[list[float], list[float]]:
+def _image_stats(
+    root: Path, default: tuple[list[float], list[float]] = (CLIP_MEAN, CLIP_STD)
+) -> tuple[list[float], list[float]]:
     """The image processor's mean and std (from preprocessor_config.json or processor_config.json)."""
     for name in ("preprocessor_config.json", "processor_config.json"):
         path = root / name
@@ -69,7 +79,7 @@ def _image_stats(root: Path) -> tuple[list[float], list[float]]:
             data = data.get("image_processor", data)
             if isinstance(data, dict) and "image_mean" in data and "image_std" in data:
                 return _channels(path, data["image_mean"]), _channels(path, data["image_std"])
-    return CLIP_MEAN, CLIP_STD
+    return default
 
 
 def _channels(path: Path, values: object) -> list[float]:
@@ -82,7 +92,24 @@ def _channels(path: Path, values: object) -> list[float]:
 
 
 def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:
-    """Every key and tensor of the mmproj GGUF, from headers."""
+    """Every key and tensor of the mmproj GGUF, from headers (the planner of the family's
+    ``model_type``; any other is refused, naming what is supported)."""
+    return PROJECTORS.get(config.get("model_type"), _plan_llava)(root, index, config)
+
+
+def _adder(root: Path, index: CheckpointIndex, plan: GgufPlan) -> Any:
+    def add(name: str, source: str, ttype: TensorType | None = None) -> None:
+        info = index.tensors.get(source)
+        if info is None:  # e.g. a vision_config.num_hidden_layers larger than the tower
+            raise FormatError(f"{root}: no {source} (config.json's vision_config and the tensors disagree)")
+        if ttype is None:  # float32 for vectors, 16-bit weights as stored (float32 stays float32)
+            ttype = TYPES["f32"] if len(info.shape) == 1 or info.dtype == "F32" else TYPES["f16"]
+        plan.tensor(GgufTensor(name, info.shape, ttype, _copy(source, ttype), (source,)))
+
+    return add
+
+
+def _plan_llava(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:
     vision = _check(config)
     # "vision_tower.vision_model.embeddings..." (llava-hf's files) or "vision_tower.embeddings..." (transformers 5)
     patch = [n for n in index.tensors if n.endswith("embeddings.patch_embedding.weight") and "vision_tower." in n]
@@ -128,14 +155,7 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
     plan.add("add_array", "clip.vision.image_std", std)
     plan.add("add_bool", "clip.use_gelu", vision.get("hidden_act", "quick_gelu") == "gelu")
 
-    def add(name: str, source: str, ttype: TensorType | None = None) -> None:
-        info = index.tensors.get(source)
-        if info is None:  # e.g. a vision_config.num_hidden_layers larger than the tower
-            raise FormatError(f"{root}: no {source} (config.json's vision_config and the tensors disagree)")
-        if ttype is None:  # float32 for vectors, 16-bit weights as stored (float32 stays float32)
-            ttype = TYPES["f32"] if len(info.shape) == 1 or info.dtype == "F32" else TYPES["f16"]
-        plan.tensor(GgufTensor(name, info.shape, ttype, _copy(source, ttype), (source,)))
-
+    add = _adder(root, index, plan)
     add(gguf_name("V_ENC_EMBD_PATCH"), patch[0], TYPES["f16"])  # ggml's convolution takes f16 kernels
     add(gguf_name("V_ENC_EMBD_CLS", suffix=None), f"{vroot}embeddings.class_embedding", TYPES["f32"])
     add(gguf_name("V_ENC_EMBD_POS"), f"{vroot}embeddings.position_embedding.weight")
@@ -149,3 +169,66 @@ def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
         for part in ("weight", "bias"):
             add(gguf_name("V_MMPROJ", index_in_mlp, part), f"{proot}{hf}.{part}")
     return plan
+
+
+def _plan_idefics3(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:
+    """Idefics3 / SmolVLM: SigLIP-style encoder, pixel shuffle, one linear layer."""
+    vision = config_mapping(config, "vision_config", "vision_config")
+    patch = [n for n in index.tensors if n.endswith("vision_model.embeddings.patch_embedding.weight")]
+    proj = [n for n in index.tensors if n.endswith("connector.modality_projection.proj.weight")]
+    if len(patch) != 1 or len(proj) != 1:
+        raise UnsupportedArchitectureError(
+            f"{root}: no Idefics3 vision model and connector found (--mmproj supports {SUPPORTED})"
+        )
+    if vision.get("hidden_act", "gelu_pytorch_tanh") not in ("gelu_pytorch_tanh", "gelu"):
+        raise UnsupportedArchitectureError(
+            f"{root}: --mmproj of {config.get('model_type')}: the vision activation is {vision.get('hidden_act')!r}; "
+            "llama.cpp's clip computes GELU"
+        )
+    vroot = patch[0].removesuffix("embeddings.patch_embedding.weight")
+
+    def number(key: str, **kw: Any) -> int:
+        return config_int(vision, key, f"vision_config.{key}", purpose="--mmproj", **kw)
+
+    n_layers = number("num_hidden_layers")
+    sizes = {
+        key: number(key)
+        for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")
+    }
+    scale = config_int(config, "scale_factor", "scale_factor", purpose="--mmproj", default=2, low=1)
+    eps = config_float(vision, "layer_norm_eps", "vision_config.layer_norm_eps", default=1e-6)
+    mean, std = _image_stats(root, (SIGLIP_MEAN, SIGLIP_STD))
+
+    plan = GgufPlan("clip")
+    plan.add("add_bool", "clip.has_vision_encoder", True)
+    plan.add("add_string", "clip.projector_type", "idefics3")
+    plan.add("add_name", model_name(root))
+    plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
+    plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
+    plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])
+    plan.add("add_uint32", "clip.vision.feed_forward_length", sizes["intermediate_size"])
+    plan.add("add_uint32", "clip.vision.projection_dim", index.tensors[proj[0]].shape[0])
+    plan.add("add_uint32", "clip.vision.attention.head_count", sizes["num_attention_heads"])
+    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", eps)
+    plan.add("add_uint32", "clip.vision.block_count", n_layers)
+    plan.add("add_uint32", "clip.vision.projector.scale_factor", scale)
+    plan.add("add_array", "clip.vision.image_mean", mean)
+    plan.add("add_array", "clip.vision.image_std", std)
+    plan.add("add_bool", "clip.use_gelu", True)
+
+    add = _adder(root, index, plan)
+    add(gguf_name("V_ENC_EMBD_PATCH"), patch[0], TYPES["f16"])  # ggml's convolution takes f16 kernels
+    add(gguf_name("V_ENC_EMBD_PATCH", suffix="bias"), f"{vroot}embeddings.patch_embedding.bias", TYPES["f32"])
+    add(gguf_name("V_ENC_EMBD_POS"), f"{vroot}embeddings.position_embedding.weight")
+    for layer in range(n_layers):
+        for hf, kind in LAYER_NAMES.items():
+            for part in ("weight", "bias"):
+                add(gguf_name(kind, layer, part), f"{vroot}encoder.layers.{layer}.{hf}.{part}")
+    add(gguf_name("V_POST_NORM"), f"{vroot}post_layernorm.weight")
+    add(gguf_name("V_POST_NORM", suffix="bias"), f"{vroot}post_layernorm.bias")
+    add(gguf_name("V_MMPROJ_FC"), proj[0])
+    return plan
+
+
+# model_type -> its mmproj planner; anything else goes to _plan_llava, whose checks name what is supported
+PROJECTORS = {"llava": _plan_llava, "idefics3": _plan_idefics3, "smolvlm": _plan_idefics3}

@@ -313,3 +313,153 @@ def test_llamacpp_quantizer_refuses_to_requantize_the_experts_without_overrides(
             str(families("qwen2")["mote.gguf"]).encode(), str(tmp_path / "x.gguf").encode(), params
         )
     assert rc != 0 and "requantizing from type tq2_0 is disabled" in "".join(log)
+
+
+def _idefics3_tokenizer() -> Any:
+    """SmolVLM's kind of tokenizer (byte-level, SmolLM's pre-tokenizer) with the tokens llama.cpp's
+    mtmd puts around Idefics3 images ("\\n\\n", <fake_token_around_image>, <global-img>, <row_r_col_c>)."""
+    tokenizer = tiny_byte_level_tokenizer("smollm")
+    tokenizer.add_tokens(["\n\n"])
+    specials = ["<fake_token_around_image>", "<global-img>"] + [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
+    tokenizer.add_tokens(specials, special_tokens=True)
+    return tokenizer
+
+
+def _build_vision(family: str, root: Path) -> tuple[Path, str]:
+    """A tiny dense model of a vision family (hidden 256 text, tokenizer beside it) and its image size."""
+    import transformers
+
+    if family == "llava":
+        dense = build_tiny_llava(
+            root / "dense", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR
+        )
+        return build_tiny_processor(dense), 16
+    tokenizer = _idefics3_tokenizer()
+    text = transformers.LlamaConfig(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+    )
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32)
+    kind = {"idefics3": "Idefics3", "smolvlm": "SmolVLM"}[family]
+    config = getattr(transformers, f"{kind}Config")(
+        text_config=text.to_dict(),
+        vision_config={**vision, "patch_size": 4},
+        image_token_id=len(tokenizer) - 1,
+        scale_factor=2,
+    )
+    torch.manual_seed(0)
+    getattr(transformers, f"{kind}ForConditionalGeneration")(config).save_pretrained(root / "dense")
+    tokenizer.save_pretrained(root / "dense")
+    return root / "dense", 32
+
+
+def _mtmd_image_embeddings(gguf: Path, mmproj: Path, rgb: np.ndarray) -> list[np.ndarray]:
+    """What llama.cpp's multimodal library (mtmd) feeds the language model for ``rgb``: the
+    embeddings of each image chunk it makes (an Idefics3 image is an overview and its tiles)."""
+    import ctypes
+
+    from llama_cpp import mtmd_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, verbose=False, n_threads=2)
+    params = mtmd_cpp.mtmd_context_params_default()
+    params.use_gpu, params.n_threads, params.print_timings = False, 2, False
+    ctx = mtmd_cpp.mtmd_init_from_file(str(mmproj).encode(), llm.model, params)
+    assert ctx is not None, "mtmd did not load the mmproj"
+    data = np.ascontiguousarray(rgb, dtype=np.uint8)
+    bitmap = mtmd_cpp.mtmd_bitmap_init(rgb.shape[1], rgb.shape[0], data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+    text = mtmd_cpp.mtmd_input_text()
+    marker = mtmd_cpp.mtmd_default_marker()
+    text.text, text.text_len, text.add_special, text.parse_special = marker, len(marker), False, True
+    chunks = mtmd_cpp.mtmd_input_chunks_init()
+    out = []
+    try:
+        assert (
+            mtmd_cpp.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) == 0
+        )
+        for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
+            chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
+            if mtmd_cpp.mtmd_input_chunk_get_type(chunk) != mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                continue
+            assert mtmd_cpp.mtmd_encode_chunk(ctx, chunk) == 0
+            n = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
+            flat = np.ctypeslib.as_array(mtmd_cpp.mtmd_get_output_embd(ctx), shape=(n * llm.n_embd(),))
+            out.append(flat.reshape(n, llm.n_embd()).copy())
+    finally:
+        mtmd_cpp.mtmd_input_chunks_free(chunks)
+        mtmd_cpp.mtmd_bitmap_free(bitmap)
+        mtmd_cpp.mtmd_free(ctx)
+        llm.close()
+    return out
+
+
+def _hf_image_features(dense: Path, family: str, rgb: np.ndarray) -> np.ndarray:
+    """transformers' own image features of ``rgb`` (what its model puts in the image tokens' place)."""
+    import transformers
+
+    kind = {"llava": "Llava", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}[family]
+    model = getattr(transformers, f"{kind}ForConditionalGeneration").from_pretrained(dense, dtype=torch.float32)
+    pixels = torch.tensor(rgb).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        if family == "llava":
+            mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
+            std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
+            features = model.model.get_image_features(pixel_values=((pixels - mean) / std)[None])
+        else:
+            features = model.model.get_image_features(pixel_values=((pixels - 0.5) / 0.5)[None, None])
+    features = getattr(features, "pooler_output", features)
+    features = features[0] if isinstance(features, (tuple, list)) else features
+    return features.reshape(-1, features.shape[-1]).numpy()
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics3", "smolvlm"])
+def test_each_vision_family_mmproj_gives_transformers_image_features_and_answers_an_image_prompt(
+    tmp_path: Path, family: str
+) -> None:
+    """The mmproj in llama.cpp's mtmd: the image embeddings it hands the language model are
+    transformers' image features (every chunk: an Idefics3 image is an overview and tiles), and an
+    image prompt runs end to end through the MoTE model."""
+    from llama_cpp.llama_chat_format import Llava15ChatHandler
+    from PIL import Image
+
+    dense, size = _build_vision(family, tmp_path)
+    mote = mote_convert.upcycle(dense, tmp_path / "mote").output
+    export_gguf(mote, tmp_path / "m.gguf", mmproj=tmp_path / "mm.gguf")
+    rgb = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    theirs = _mtmd_image_embeddings(tmp_path / "m.gguf", tmp_path / "mm.gguf", rgb)
+    ours = _hf_image_features(dense, family, rgb)
+    assert theirs
+    for embeddings in theirs:
+        assert embeddings.shape == ours.shape
+        if family == "llava":
+            # llama.cpp's clip puts LLaVA's CLS token after the patches and drops the first token:
+            # its image tokens are transformers' patches 1..N-1, then one more (docs/deploy.md)
+            a, b = embeddings[:-1], ours[1:]
+        else:
+            a, b = embeddings, ours
+        cosine = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+        assert cosine.min() >= (0.9 if family == "llava" else 0.9999), (family, cosine.min())
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    handler = Llava15ChatHandler(clip_model_path=str(tmp_path / "mm.gguf"), verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(tmp_path / "m.gguf"), chat_handler=handler, n_ctx=512, verbose=False, n_threads=2
+    )
+    reply = llm.create_chat_completion(
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "Colour?"}],
+            }
+        ],
+        max_tokens=4,
+        temperature=0,
+    )
+    image_tokens = sum(len(e) for e in theirs)
+    assert reply["usage"]["prompt_tokens"] > image_tokens and reply["usage"]["completion_tokens"] >= 1
