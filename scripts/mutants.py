@@ -271,10 +271,50 @@ MUTANTS = (
     ),
     Mutant(
         "gguf-vocabulary-scrambled",
-        "mote_convert/export/gguf_text.py",
-        "        tokens.append(text)\n",
-        "        tokens.insert(0, text)\n",
+        "mote_convert/export/vocab.py",
+        "    tokens = [t for t, _, _ in entries]\n",
+        "    tokens = [t for t, _, _ in entries][::-1]\n",
         ("tests/export/test_gguf.py::test_q8_0_shared_experts_and_the_vocabulary_are_values_not_only_types",),
+    ),
+    Mutant(
+        "gguf-pre-tokenizer-misidentified",
+        "mote_convert/pretokenizers.py",
+        'PreTokenizer("llama-bpe", "Llama 3, 3.1, 3.2", (("split", LLAMA3_REGEX),)),',
+        'PreTokenizer("llama-bpe", "Llama 3, 3.1, 3.2", (("split", QWEN2_REGEX),)),',
+        ("tests/export/test_gguf.py::test_a_byte_level_vocabulary_is_the_tokenizer_json_token_by_token",),
+    ),
+    Mutant(
+        "gguf-added-tokens-all-control",
+        "mote_convert/export/vocab.py",
+        'kind = gguf.TokenType.CONTROL if added[i].get("special", False) else gguf.TokenType.USER_DEFINED',
+        "kind = gguf.TokenType.CONTROL",
+        ("tests/export/test_gguf.py::test_a_byte_level_vocabulary_is_the_tokenizer_json_token_by_token",),
+    ),
+    Mutant(
+        "gguf-quantize-requantizes-experts",
+        "mote_convert/export/__init__.py",
+        '    kinds = ("_exps.", "_shexp.") if shared else ("_exps.",)',
+        '    kinds = ("_shexp.",) if shared else ("_nothing.",)',
+        (
+            "tests/export/test_llamacpp.py::test_quantize_gives_the_rest_llamacpps_types_for_the_dense_model_and_keeps_the_experts[q8_0]",
+        ),
+    ),
+    Mutant(
+        "gguf-qwen3-kv-heads-tiled",
+        "mote_convert/export/gguf_text.py",
+        ".repeat_interleave(times, dim=0)",
+        ".repeat(times, 1, 1)",
+        ("tests/export/test_llamacpp.py::test_each_family_computes_in_llamacpp_as_the_packed_model[qwen3]",),
+    ),
+    Mutant(
+        "mmproj-idefics3-post-norm-misplaced",
+        "mote_convert/export/gguf_mmproj.py",
+        'add(gguf_name("V_POST_NORM"), f"{vroot}post_layernorm.weight")',
+        'add(gguf_name("V_POST_NORM"), f"{vroot}post_layernorm.bias")',
+        (
+            "tests/export/test_llamacpp.py::"
+            "test_each_vision_family_mmproj_gives_transformers_image_features_and_answers_an_image_prompt[smolvlm]",
+        ),
     ),
     Mutant(
         "gguf-norm-topk-prob-exported",
