@@ -23,9 +23,11 @@ def build_tiny_llava(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     text_model_type: str = "llama",
+    text_options: dict[str, Any] | None = None,
 ) -> Path:
     """Save a tiny random LLaVA (a Llama text model, or another ``text_model_type`` such as
-    ``"qwen2"`` or ``"mistral"``; CLIP vision tower) to ``path`` and return it.
+    ``"qwen2"`` or ``"mistral"``, with ``text_options`` added to its config; CLIP vision tower) to
+    ``path`` and return it.
 
     The default shard cap splits it into several safetensors shards, as a real 7B checkpoint is.
     """
@@ -45,6 +47,7 @@ def build_tiny_llava(
         max_position_embeddings=256,
         # Mistral's default window is 4096; LLaVA-NeXT's Mistral-7B-v0.2 attends to everything
         **({"sliding_window": None} if text_model_type == "mistral" else {}),
+        **(text_options or {}),
     )
     vision = CLIPVisionConfig(
         hidden_size=32,

@@ -97,7 +97,8 @@ DENSE, SHARED, ROUTED = 0, 1, 2
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
+def _text_config(config: dict[str, Any], arch: Architecture) -> tuple[dict[str, Any], str]:
+    """The language model's config and its RoPE type, or the refusal of what llama.cpp cannot run."""
     text = dict(arch.text_config_of(config))
     kind = text.get("model_type", config.get("model_type"))
     if kind not in TEXT_MODEL_TYPES:
@@ -112,11 +113,16 @@ def _text_config(config: dict[str, Any], arch: Architecture) -> dict[str, Any]:
     scaling = config_mapping(text, "rope_scaling", arch.text_key("rope_scaling"))
     rope = config_mapping(text, "rope_parameters", arch.text_key("rope_parameters"))
     kind_of_rope = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
-    if kind_of_rope not in ("default", None):
-        raise UnsupportedArchitectureError(f"GGUF export does not carry RoPE scaling ({kind_of_rope!r}) yet")
+    # Llama 3.1's frequency scaling is llama.cpp's rope_freqs tensor, which its llama architecture reads
+    carried = ("default", None, "llama3") if TEXT_ARCHS[kind].permute_qk else ("default", None)
+    if kind_of_rope not in carried:
+        raise UnsupportedArchitectureError(
+            f"GGUF export of a {kind!r} language model does not carry RoPE scaling {kind_of_rope!r} "
+            f"(carried: {', '.join(str(k) for k in carried if k)})"
+        )
     if (kind == "mistral" and text.get("sliding_window")) or text.get("use_sliding_window"):
         raise UnsupportedArchitectureError(f"GGUF export does not carry {kind}'s sliding-window attention")
-    return text
+    return text, kind_of_rope or "default"
 
 
 def _check_shapes(index: CheckpointIndex, lm_root: str, *, hidden: int, q: int, kv: int, inter: int) -> None:
@@ -183,10 +189,30 @@ def _copy(
 def _zeros(n: int) -> Any:
     import numpy as np
 
+    return _array(np.zeros(n, dtype=np.float32))
+
+
+def _array(values: Any) -> Any:
+    """A float32 tensor of the plan's own making (not read from the checkpoint)."""
+
     def produce(reader: TensorReader) -> Encoded:
-        return Encoded(np.zeros(n, dtype=np.float32), TYPES["f32"])
+        return Encoded(values, TYPES["f32"])
 
     return produce
+
+
+def _llama3_rope_factors(text: dict[str, Any]) -> Any:
+    """llama.cpp's ``rope_freqs`` for Llama 3.1's RoPE scaling: per rotated pair, what the default
+    frequency is divided by, from transformers' own llama3 frequencies against its defaults."""
+    import numpy as np
+    import transformers
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    config = transformers.CONFIG_MAPPING[text["model_type"]].from_dict(text)
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config)
+    default, _ = LlamaRotaryEmbedding.compute_default_rope_parameters(config)
+    return (default.double() / scaled.double()).numpy().astype(np.float32)
 
 
 def _experts(experts: list[tuple[str, int]], fmt: ExpertFormat, ttype: TensorType) -> Any:
@@ -223,7 +249,7 @@ def plan_text(
 ) -> GgufPlan:
     """Every key and tensor of the language model's GGUF, from headers; nothing is read yet."""
     arch = architecture_of(config)
-    text = _text_config(config, arch)
+    text, rope_type = _text_config(config, arch)
     mote = mote_config_of(config, root)[1] if config.get("mote") is not None else None
     lm_root, lm_head = _find_lm(index, arch), lm_head_name(index, arch)
 
@@ -288,6 +314,14 @@ def plan_text(
     plan.add("add_rope_freq_base", theta)
     plan.add("add_layer_norm_rms_eps", eps)
     plan.add("add_vocab_size", n_vocab)
+    if rope_type == "llama3":
+        if mote is not None:
+            raise UnsupportedArchitectureError(
+                f"{root}: Llama 3.1's RoPE scaling is llama.cpp's rope_freqs tensor, which its {arch_name} "
+                "architecture does not read (the dense model exports, as llama)"
+            )
+        factors = _llama3_rope_factors(text)
+        plan.tensor(GgufTensor(gguf_name("ROPE_FREQS"), factors.shape, TYPES["f32"], _array(factors), ()))
     if mote is not None:
         plan.add("add_expert_count", mote.num_experts)
         plan.add("add_expert_used_count", mote.top_k)

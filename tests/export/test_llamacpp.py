@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import mote_convert
+from mote_convert.errors import UnsupportedArchitectureError
 from mote_convert.export import export_gguf
 from mote_convert.tiny import (
     BYTE_LEVEL_STYLES,
@@ -66,6 +67,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 # family -> (text model type, tokenizer style): each text architecture the export maps, with the
 # tokenizer kind its real models ship (Llama 2 / Mistral: byte-fallback; Llama 3, Qwen2: byte-level)
+# Llama 3.1's RoPE scaling, its original context shortened so that it rescales most frequencies here
+# (llama.cpp reads it as rope_freqs only in its dense llama architecture)
+LLAMA31_ROPE = {
+    "rope_parameters": {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    }
+}
 FAMILIES = {
     "llama": ("llama", "llama"),
     "llama3": ("llama", "llama-bpe"),
@@ -463,3 +476,28 @@ def test_each_vision_family_mmproj_gives_transformers_image_features_and_answers
     )
     image_tokens = sum(len(e) for e in theirs)
     assert reply["usage"]["prompt_tokens"] > image_tokens and reply["usage"]["completion_tokens"] >= 1
+
+
+def test_llama31_rope_scaling_exports_exactly_for_the_dense_model_and_is_refused_for_mote(tmp_path: Path) -> None:
+    """Llama 3.1 / 3.2's RoPE scaling becomes llama.cpp's rope_freqs (from transformers' own llama3
+    frequencies): the dense model's llama.cpp logits are transformers'; its MoTE checkpoint is refused,
+    naming why (the deepseek architecture does not read rope_freqs)."""
+    from transformers import LlavaForConditionalGeneration
+
+    random = build_tiny_llava(
+        tmp_path / "random",
+        hidden_size=256,
+        intermediate_size=512,
+        vocab_size=TINY_VOCAB_WITH_PROCESSOR,
+        text_options=LLAMA31_ROPE,
+    )
+    dense = _train_briefly(random, tmp_path / "dense")
+    build_tiny_processor(dense, tokenizer="llama-bpe")
+    export_gguf(dense, tmp_path / "dense.gguf")
+    model = LlavaForConditionalGeneration.from_pretrained(dense, dtype=torch.float32)
+    top1, cosine, positions = _agreement(tmp_path / "dense.gguf", model)
+    # 0.9974 without the scaling: the mapping is exact, so the bar is far above the issue's 0.99
+    assert positions >= 64 and top1 >= 0.95 and cosine >= 0.9999, (top1, cosine)
+    mote = mote_convert.upcycle(dense, tmp_path / "mote").output
+    with pytest.raises(UnsupportedArchitectureError, match="rope_freqs tensor, which its deepseek architecture"):
+        export_gguf(mote, tmp_path / "mote.gguf")
