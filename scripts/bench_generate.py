@@ -1,6 +1,6 @@
 """Benchmark: greedy decoding of a Qwen2-0.5B-shaped model, MoTE packed against dense, tokens/s and memory.
 
-The checkpoints are ``benchlib.qwen_checkpoints`` (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
+The checkpoints are ``benchlib.causal_lm_checkpoints`` (Qwen2-0.5B shapes: hidden 896, intermediate 4864,
 24 layers, bf16; and its up-cycled MoTE output, 4 packed experts on every layer). Each model runs in
 its own child process: load, one warm-up ``generate``, then the peak-RSS counter is reset and
 ``generate`` (greedy, a 16-token prompt, ``--new-tokens`` new tokens) is timed ``--repeats`` times.
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.new_tokens, args.repeats, args.rounds = 4, 1, 1
-    dense, mote = benchlib.qwen_checkpoints(args.workdir, args.tiny)
+    dense, mote = benchlib.causal_lm_checkpoints(args.workdir, args.tiny)
     rows: dict[str, list[dict]] = {"dense": [], "mote": []}
     for _ in range(args.rounds):  # alternate, so both see the same machine state
         rows["dense"].append(run("dense", dense, args.new_tokens, args.repeats))

@@ -1,25 +1,29 @@
-"""Benchmark: Qwen-shaped models in llama.cpp, MoTE exports against the dense model's.
+"""Benchmark: real models' shapes in llama.cpp, MoTE exports against the dense model's.
 
-The checkpoints are ``benchlib.qwen_checkpoints`` (random bf16 weights, tied embeddings, vocab
-151936, and their up-cycled MoTE outputs with 4 packed experts on every layer), given a small
-Llama-style tokenizer (llama.cpp pads the vocabulary). Two shape sets (``--shapes``):
+The checkpoints are ``benchlib.causal_lm_checkpoints`` (random bf16 weights, tied embeddings, and
+their up-cycled MoTE outputs with 4 packed experts on every layer), given a small Llama-style
+tokenizer (llama.cpp pads the vocabulary). Three shape sets (``--shapes``):
 
-* ``qwen2-0.5b`` (hidden 896, intermediate 4864, 24 layers): rows of 896 weights are not whole
+* ``qwen2-0.5b`` (hidden 896, intermediate 4864, 24 layers, vocab 151936): rows of 896 weights are not whole
   256-weight blocks, so the experts' gate and up projections are the exact Q4_0 fallback and only
   down_proj is TQ. Files: dense bf16 (``mote-convert export gguf``), dense Q4_0 (that file through
   llama.cpp's own quantizer, ``llama_model_quantize``), MoTE TQ2_0 (+ shared experts as stored, bf16)
   and MoTE TQ1_0 + Q4_0 shared experts; beside them, this project's own decoding in transformers.
-* ``qwen2.5-1.5b`` (hidden 1536, intermediate 8960, 28 layers): whole blocks, every expert TQ. Files:
+* ``qwen2.5-1.5b`` (hidden 1536, intermediate 8960, 28 layers, vocab 151936) and ``llama3.2-1b``
+  (a Llama: hidden 2048, intermediate 8192, 16 layers, vocab 128256; without Llama 3.1's RoPE
+  scaling, which the MoTE export refuses and a decode step does not notice):
+  whole blocks, every expert TQ. Files:
   dense bf16, dense Q4_0 (llama.cpp's quantizer), and MoTE TQ2_0 / TQ1_0 experts with everything else
   quantized by llama.cpp at Q4_0 (``export gguf --quantize q4_0``): a decode step reads the dense Q4_0
   model's bytes plus one ternary expert per layer. The size check: the MoTE file less its experts'
   bytes (routers included) against the dense Q4_0 file.
 
 Decode speed: greedy decoding of ``--new-tokens`` tokens after a 16-token prompt, llama.cpp with 2
-threads, the files interleaved, best of ``--repeats``.
+threads (``--threads``), the files interleaved, best of ``--repeats``.
 
     python scripts/bench_gguf.py --workdir /tmp/mote-bench
     python scripts/bench_gguf.py --workdir /tmp/mote-bench --shapes qwen2.5-1.5b
+    python scripts/bench_gguf.py --workdir /tmp/mote-bench --shapes llama3.2-1b --threads 1
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ def expert_bytes(path) -> int:  # noqa: ANN001
 def main() -> None:
     parser = benchlib.arguments(__doc__, repeats=3)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--shapes", choices=sorted(benchlib.QWEN_SHAPES), default="qwen2-0.5b")
+    parser.add_argument("--shapes", choices=sorted(benchlib.CAUSAL_LM_SHAPES), default="qwen2-0.5b")
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp's threads")
     args = parser.parse_args()
     if args.tiny:
         args.new_tokens, args.repeats = 4, 1
@@ -82,7 +87,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     whole_blocks = args.shapes != "qwen2-0.5b"
-    dense, mote = benchlib.qwen_checkpoints(args.workdir, args.tiny, args.shapes)
+    dense, mote = benchlib.causal_lm_checkpoints(args.workdir, args.tiny, args.shapes)
     for root in (dense, mote):
         if not (root / "tokenizer.json").exists():
             tiny_tokenizer().save_pretrained(root)
@@ -120,7 +125,7 @@ def main() -> None:
     computed = {} if whole_blocks else checkpoint_gguf_sizes(mote_convert.inspect_checkpoint(mote), mote)
 
     models = {
-        name: llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+        name: llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=args.threads, verbose=False)
         for name, path in files.items()
     }
     prompt = list(range(100, 116))
@@ -139,7 +144,7 @@ def main() -> None:
     base_name = "dense Q4_0" if whole_blocks else "dense bf16"
     base = max(speeds[base_name])
     print(
-        f"\nllama.cpp {llama_cpp.__version__}, {args.shapes if not args.tiny else 'tiny'} shapes, 2 threads, "
+        f"\nllama.cpp {llama_cpp.__version__}, {args.shapes if not args.tiny else 'tiny'} shapes, {args.threads} thread(s), "
         f"greedy decode of {args.new_tokens} tokens, best of {args.repeats}"
     )
     ratio = f"x {base_name}"

@@ -51,7 +51,7 @@ def main() -> None:
 
     if args.tiny:
         args.repeats = 1
-    qwen, _ = benchlib.qwen_checkpoints(args.workdir, args.tiny)
+    qwen, _ = benchlib.causal_lm_checkpoints(args.workdir, args.tiny)
     llava = benchlib.llava_checkpoint(args.workdir, args.tiny)
     for dense in (qwen, llava):
         if not dense.with_name(dense.name + "-mote").exists():

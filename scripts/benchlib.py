@@ -46,6 +46,9 @@ LLAVA_7B = Shapes(hidden=4096, intermediate=11008, layers=2, heads=32, kv_heads=
 QWEN2_05B = Shapes(hidden=896, intermediate=4864, layers=24, heads=14, kv_heads=2, vocab=151936)
 # Qwen/Qwen2.5-1.5B: rows of 1536 and 8960 weights, whole 256-weight blocks (TQ2_0 / TQ1_0 everywhere)
 QWEN25_15B = Shapes(hidden=1536, intermediate=8960, layers=28, heads=12, kv_heads=2, vocab=151936)
+# meta-llama/Llama-3.2-1B's shapes and RoPE base; without its RoPE scaling, which llama.cpp's deepseek
+# architecture does not read (docs/deploy.md), and which costs nothing in a decode step
+LLAMA32_1B = Shapes(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8, vocab=128256)
 # --tiny: the same code paths in seconds, so that no script can rot unnoticed (tests/scripts).
 # Heads of 32 dimensions: llama.cpp's CPU attention wants at least that.
 TINY_LLAVA = Shapes(hidden=64, intermediate=160, layers=2, heads=2, kv_heads=2, vocab=512)
@@ -220,12 +223,17 @@ def build_llava(root: Path, shapes: Shapes, shard_size: str = "1GB") -> Path:
     return root
 
 
-def build_qwen(root: Path, shapes: Shapes) -> Path:
-    """Write a Qwen2 causal LM with these shapes (random bf16 weights, tied embeddings)."""
+def build_causal_lm(root: Path, shapes: Shapes) -> Path:
+    """Write a Qwen2 causal LM with these shapes (random bf16 weights, tied embeddings); with
+    Llama-3.2-1B's shapes, a Llama causal LM instead."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    config = Qwen2Config(
+    llama = shapes == LLAMA32_1B
+    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if llama else (Qwen2Config, Qwen2ForCausalLM)
+    extra = {"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}} if llama else {}
+    config = config_class(
+        **extra,
         hidden_size=shapes.hidden,
         intermediate_size=shapes.intermediate,
         num_hidden_layers=shapes.layers,
@@ -237,24 +245,24 @@ def build_qwen(root: Path, shapes: Shapes) -> Path:
     )
     torch.manual_seed(0)
     with torch.device("cpu"):
-        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+        model = model_class(config).to(torch.bfloat16)
     model.save_pretrained(root)
     return root
 
 
-QWEN_SHAPES = {"qwen2-0.5b": QWEN2_05B, "qwen2.5-1.5b": QWEN25_15B}
+CAUSAL_LM_SHAPES = {"qwen2-0.5b": QWEN2_05B, "qwen2.5-1.5b": QWEN25_15B, "llama3.2-1b": LLAMA32_1B}
 
 
-def qwen_checkpoints(workdir: Path, tiny: bool, shapes: str = "qwen2-0.5b") -> tuple[Path, Path]:
-    """The Qwen-shaped (``shapes``: a key of QWEN_SHAPES; or tiny) dense checkpoint in ``workdir`` and
-    its up-cycled MoTE output (4 packed experts on every layer), each built if missing."""
+def causal_lm_checkpoints(workdir: Path, tiny: bool, shapes: str = "qwen2-0.5b") -> tuple[Path, Path]:
+    """The Qwen- or Llama-shaped (``shapes``: a key of CAUSAL_LM_SHAPES; or tiny) dense checkpoint in
+    ``workdir`` and its up-cycled MoTE output (4 packed experts on every layer), each built if missing."""
     import mote_convert
 
-    shapes, name = (TINY_QWEN, "qwen2-tiny") if tiny else (QWEN_SHAPES[shapes], f"{shapes}-shapes")
+    shapes, name = (TINY_QWEN, "qwen2-tiny") if tiny else (CAUSAL_LM_SHAPES[shapes], f"{shapes}-shapes")
     dense, mote = workdir / name, workdir / f"{name}-mote"
     workdir.mkdir(parents=True, exist_ok=True)
     if not dense.exists():
-        build_qwen(dense, shapes)
+        build_causal_lm(dense, shapes)
     if not mote.exists():
         mote_convert.upcycle(dense, mote)
     return dense, mote

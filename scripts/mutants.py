@@ -300,6 +300,16 @@ MUTANTS = (
         ),
     ),
     Mutant(
+        "gguf-llama3-rope-freqs-dropped",
+        "mote_convert/export/gguf_text.py",
+        "_array(factors)",
+        "_array(factors * 0 + 1)",
+        (
+            "tests/export/test_llamacpp.py::"
+            "test_llama31_rope_scaling_exports_exactly_for_the_dense_model_and_is_refused_for_mote",
+        ),
+    ),
+    Mutant(
         "gguf-qwen3-kv-heads-tiled",
         "mote_convert/export/gguf_text.py",
         ".repeat_interleave(times, dim=0)",
