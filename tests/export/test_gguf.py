@@ -526,7 +526,7 @@ def test_ternary_q4_0_blocks_hold_exactly_fp16_gamma_times_t(rows: int, blocks: 
         ),
         (
             lambda c: c["text_config"]["rope_parameters"].update(rope_type="linear", factor=2.0),
-            "does not carry RoPE scaling ('linear')",
+            "does not carry RoPE scaling 'linear' (carried: default, llama3)",
         ),
         (lambda c: c["text_config"].update(model_type="mistral", sliding_window=4096), "sliding-window attention"),
     ],
@@ -642,3 +642,23 @@ def test_quantize_levels_and_its_dependency_are_checked_before_anything_is_writt
     result = runner.invoke(app, ["export", "gguf", str(models["mote"]), "-o", str(out), "--quantize", "Q4_0"])
     assert_one_line_error(result, 2, "--quantize runs llama.cpp's own quantizer, from llama-cpp-python: pip install")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("family", "needle"),
+    [
+        ("qwen2_vl", "'qwen2_vl_text' language model: multimodal RoPE (M-RoPE), which llama.cpp computes only"),
+        ("qwen2_5_vl", "'qwen2_5_vl_text' language model: multimodal RoPE (M-RoPE)"),
+        ("gemma3", "'gemma3_text' language model: Gemma's (1 + w) norms, scaled embeddings and GeGLU"),
+        ("phi3", "'phi3' language model: no llama.cpp MoE architecture with a shared expert computes its decoder"),
+    ],
+)
+def test_families_without_a_llamacpp_mapping_are_refused_naming_why(tmp_path: Path, family: str, needle: str) -> None:
+    from tests.families import FAMILIES
+
+    dense = FAMILIES[family].build(tmp_path / "dense")
+    mote = mote_convert.upcycle(dense, tmp_path / "mote").output
+    out = tmp_path / "m.gguf"
+    result = runner.invoke(app, ["export", "gguf", str(mote), "-o", str(out)])
+    assert_one_line_error(result, 5, needle)
+    assert "exported: llama, mistral, qwen2, qwen3" in result.stderr and not out.exists()
