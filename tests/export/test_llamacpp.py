@@ -449,7 +449,7 @@ def test_each_vision_family_mmproj_gives_transformers_image_features_and_answers
     for embeddings in theirs:
         assert embeddings.shape == ours.shape
         if family == "llava":
-            # llama.cpp's clip puts LLaVA's CLS token after the patches and drops the first token:
+            # this llama.cpp build's clip puts LLaVA's CLS token after the patches and drops the first token:
             # its image tokens are transformers' patches 1..N-1, then one more (docs/deploy.md)
             a, b = embeddings[:-1], ours[1:]
         else:
