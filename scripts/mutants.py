@@ -317,6 +317,16 @@ MUTANTS = (
         ("tests/export/test_llamacpp.py::test_each_family_computes_in_llamacpp_as_the_packed_model[qwen3]",),
     ),
     Mutant(
+        "mmproj-pixtral-image-break-row-off-by-one",
+        "mote_convert/export/gguf_mmproj.py",
+        'return encode(reader.read(name)[row], TYPES["f32"])',
+        'return encode(reader.read(name)[row + 1], TYPES["f32"])',
+        (
+            "tests/export/test_llamacpp.py::"
+            "test_each_vision_family_mmproj_gives_transformers_image_features_and_answers_an_image_prompt[mistral3]",
+        ),
+    ),
+    Mutant(
         "mmproj-idefics3-post-norm-misplaced",
         "mote_convert/export/gguf_mmproj.py",
         'add(gguf_name("V_POST_NORM"), f"{vroot}post_layernorm.weight")',

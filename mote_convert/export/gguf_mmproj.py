@@ -9,6 +9,9 @@ family (:data:`PROJECTORS`, by ``model_type``):
 * ``idefics3`` / ``smolvlm`` (Idefics3, SmolVLM): a SigLIP-style encoder (no CLS token, a final
   layer norm) and the connector's pixel shuffle by ``scale_factor`` then one linear layer, projector
   type ``idefics3``; mtmd splits large images into tiles as the Idefics3 processor does.
+* ``mistral3`` (Mistral Small 3.1): a Pixtral encoder (RMS norms, gated FFN, 2D RoPE) and the
+  projector's RMS norm, patch merger and 2-layer MLP, projector type ``pixtral``; the ``[IMG_BREAK]``
+  token's text embedding goes in too, as mtmd puts it after each row of image tokens.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ from mote_convert.arch.values import config_float, config_int, config_mapping
 from mote_convert.errors import CorruptCheckpointError, FormatError, UnsupportedArchitectureError
 from mote_convert.export.gguf_file import GgufPlan, GgufTensor
 from mote_convert.export.gguf_text import _copy
-from mote_convert.export.tensors import TYPES, TensorType, gguf_name
+from mote_convert.export.tensors import TYPES, Encoded, TensorType, encode, gguf_name
 from mote_convert.io.index import CheckpointIndex
 from mote_convert.io.jsonfile import SIDE_FILES, JsonFileError, load_json
+from mote_convert.io.reader import TensorReader
 from mote_convert.io.source import model_name
 from mote_convert.numbers import is_number
 
 SUPPORTED = (
-    "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector) and "
-    "Idefics3 / SmolVLM (model_type idefics3, smolvlm)"
+    "LLaVA-1.5-style models (model_type llava: a CLIP vision tower and a 2-layer GELU MLP projector), "
+    "Idefics3 / SmolVLM (idefics3, smolvlm) and Mistral 3 (mistral3: Pixtral)"
 )
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -230,5 +234,114 @@ def _plan_idefics3(root: Path, index: CheckpointIndex, config: dict[str, Any]) -
     return plan
 
 
+# a Pixtral encoder layer's modules -> llama.cpp's tensor kinds
+PIXTRAL_LAYER = {
+    "attention.q_proj": "V_ENC_ATTN_Q",
+    "attention.k_proj": "V_ENC_ATTN_K",
+    "attention.v_proj": "V_ENC_ATTN_V",
+    "attention.o_proj": "V_ENC_ATTN_O",
+    "attention_norm": "V_ENC_INPUT_NORM",
+    "ffn_norm": "V_ENC_POST_ATTN_NORM",
+    "feed_forward.gate_proj": "V_ENC_FFN_GATE",
+    "feed_forward.up_proj": "V_ENC_FFN_UP",
+    "feed_forward.down_proj": "V_ENC_FFN_DOWN",
+}
+
+
+def _token_id(root: Path, token: str) -> int:
+    """The id of an added token, from tokenizer.json (one the projector's image layout needs)."""
+    path = root / "tokenizer.json"
+    try:
+        added = load_json(path, SIDE_FILES["tokenizer.json"]).get("added_tokens") or [] if path.is_file() else []
+    except JsonFileError as exc:
+        raise CorruptCheckpointError(f"{path}: {exc}") from None
+    ids = [t.get("id") for t in added if isinstance(t, dict) and t.get("content") == token]
+    if len(ids) != 1 or not isinstance(ids[0], int):
+        raise FormatError(f"{root}: the tokenizer has no {token} token (Mistral 3's image layout needs it)")
+    return ids[0]
+
+
+def _row(name: str, row: int) -> Any:
+    """One row of a checkpoint tensor, as float32 (a token's embedding)."""
+
+    def produce(reader: TensorReader) -> Encoded:
+        return encode(reader.read(name)[row], TYPES["f32"])
+
+    return produce
+
+
+def _plan_pixtral(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:
+    """Mistral 3: a Pixtral encoder (RMS norms, gated FFN, 2D RoPE) and the patch-merging projector."""
+    vision = config_mapping(config, "vision_config", "vision_config")
+    patch = [n for n in index.tensors if n.endswith("vision_tower.patch_conv.weight")]
+    if len(patch) != 1:
+        raise UnsupportedArchitectureError(f"{root}: no Pixtral vision tower found (--mmproj supports {SUPPORTED})")
+    vroot = patch[0].removesuffix("patch_conv.weight")
+    proot = vroot.removesuffix("vision_tower.") + "multi_modal_projector."
+
+    def number(key: str, **kw: Any) -> int:
+        return config_int(vision, key, f"vision_config.{key}", purpose="--mmproj", **kw)
+
+    n_layers = number("num_hidden_layers")
+    sizes = {
+        key: number(key)
+        for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")
+    }
+    act = vision.get("hidden_act", "gelu")
+    if act not in ("gelu", "silu"):
+        raise UnsupportedArchitectureError(f"{root}: --mmproj of mistral3: the vision activation is {act!r}")
+    merge = config_int(config, "spatial_merge_size", "spatial_merge_size", purpose="--mmproj", default=2, low=1)
+    mean, std = _image_stats(root)
+
+    plan = GgufPlan("clip")
+    plan.add("add_bool", "clip.has_vision_encoder", True)
+    plan.add("add_string", "clip.projector_type", "pixtral")
+    plan.add("add_name", model_name(root))
+    plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
+    plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
+    plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])
+    plan.add("add_uint32", "clip.vision.feed_forward_length", sizes["intermediate_size"])
+    plan.add("add_uint32", "clip.vision.projection_dim", index.tensors[f"{proot}linear_2.weight"].shape[0])
+    plan.add("add_uint32", "clip.vision.attention.head_count", sizes["num_attention_heads"])
+    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", 1e-5)
+    plan.add("add_uint32", "clip.vision.block_count", n_layers)
+    plan.add("add_uint32", "clip.vision.spatial_merge_size", merge)
+    plan.add("add_array", "clip.vision.image_mean", mean)
+    plan.add("add_array", "clip.vision.image_std", std)
+    plan.add("add_bool", "clip.use_silu" if act == "silu" else "clip.use_gelu", True)
+
+    add = _adder(root, index, plan)
+    add(gguf_name("V_ENC_EMBD_PATCH"), patch[0], TYPES["f16"])
+    add(gguf_name("V_PRE_NORM"), f"{vroot}ln_pre.weight")
+    for layer in range(n_layers):
+        for hf, kind in PIXTRAL_LAYER.items():
+            add(gguf_name(kind, layer), f"{vroot}transformer.layers.{layer}.{hf}.weight")
+    embed = [n for n in index.tensors if n.endswith("embed_tokens.weight") and "language_model" in n]
+    if len(embed) != 1:
+        raise FormatError(f"{root}: no language model embed_tokens.weight (the [IMG_BREAK] embedding comes from it)")
+    row = _token_id(root, "[IMG_BREAK]")
+    plan.tensor(
+        GgufTensor(
+            gguf_name("V_TOK_EMBD_IMG_BREAK", suffix=None),
+            (index.tensors[embed[0]].shape[1],),
+            TYPES["f32"],
+            _row(embed[0], row),
+            (embed[0],),
+        )
+    )
+    add(gguf_name("V_MM_INP_NORM"), f"{proot}norm.weight")
+    add(gguf_name("V_MM_PATCH_MERGER"), f"{proot}patch_merger.merging_layer.weight")
+    for hf, index_in_mlp in (("linear_1", 1), ("linear_2", 2)):
+        add(gguf_name("V_MMPROJ", index_in_mlp), f"{proot}{hf}.weight")
+        if f"{proot}{hf}.bias" in index.tensors:
+            add(gguf_name("V_MMPROJ", index_in_mlp, "bias"), f"{proot}{hf}.bias")
+    return plan
+
+
 # model_type -> its mmproj planner; anything else goes to _plan_llava, whose checks name what is supported
-PROJECTORS = {"llava": _plan_llava, "idefics3": _plan_idefics3, "smolvlm": _plan_idefics3}
+PROJECTORS = {
+    "llava": _plan_llava,
+    "idefics3": _plan_idefics3,
+    "smolvlm": _plan_idefics3,
+    "mistral3": _plan_pixtral,
+}

@@ -347,6 +347,8 @@ def _build_vision(family: str, root: Path) -> tuple[Path, str]:
             root / "dense", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR
         )
         return build_tiny_processor(dense), 16
+    if family == "mistral3":
+        return _build_mistral3(root), 32
     tokenizer = _idefics3_tokenizer()
     text = transformers.LlamaConfig(
         hidden_size=256,
@@ -369,6 +371,46 @@ def _build_vision(family: str, root: Path) -> tuple[Path, str]:
     getattr(transformers, f"{kind}ForConditionalGeneration")(config).save_pretrained(root / "dense")
     tokenizer.save_pretrained(root / "dense")
     return root / "dense", 32
+
+
+def _build_mistral3(root: Path) -> Path:
+    """A tiny Mistral 3 (Pixtral vision tower, patch merger; a Mistral text model attending to
+    everything, as Mistral Small 3.1's does) with Llama 3-style tokens and Pixtral's image tokens."""
+    import transformers
+
+    tokenizer = tiny_byte_level_tokenizer("llama-bpe")
+    tokenizer.add_tokens(["[IMG]", "[IMG_BREAK]", "[IMG_END]"], special_tokens=True)
+    text = transformers.MistralConfig(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        sliding_window=None,
+    )
+    vision = transformers.PixtralVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=4,
+        head_dim=8,
+        hidden_act="silu",
+    )
+    config = transformers.Mistral3Config(
+        text_config=text.to_dict(),
+        vision_config=vision.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=2,
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(0)
+    transformers.Mistral3ForConditionalGeneration(config).save_pretrained(root / "dense")
+    tokenizer.save_pretrained(root / "dense")
+    return root / "dense"
 
 
 def _mtmd_image_embeddings(gguf: Path, mmproj: Path, rgb: np.ndarray) -> list[np.ndarray]:
@@ -414,14 +456,24 @@ def _hf_image_features(dense: Path, family: str, rgb: np.ndarray) -> np.ndarray:
     """transformers' own image features of ``rgb`` (what its model puts in the image tokens' place)."""
     import transformers
 
-    kind = {"llava": "Llava", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}[family]
+    kind = {"llava": "Llava", "idefics3": "Idefics3", "smolvlm": "SmolVLM", "mistral3": "Mistral3"}[family]
     model = getattr(transformers, f"{kind}ForConditionalGeneration").from_pretrained(dense, dtype=torch.float32)
     pixels = torch.tensor(rgb).permute(2, 0, 1).float() / 255
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
     with torch.no_grad():
         if family == "llava":
-            mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
-            std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
             features = model.model.get_image_features(pixel_values=((pixels - mean) / std)[None])
+        elif family == "mistral3":
+            size = torch.tensor([list(rgb.shape[:2])])
+            features = model.model.get_image_features(pixel_values=((pixels - mean) / std)[None], image_sizes=size)
+            features = getattr(features, "pooler_output", features)
+            features = features[0] if isinstance(features, (tuple, list)) else features
+            # Pixtral's layout: each row of merged patches, then the [IMG_BREAK] token's embedding
+            side = int(features.shape[-2] ** 0.5)
+            rows = features.reshape(side, side, -1)
+            brk = model.model.language_model.embed_tokens.weight[_token(dense, "[IMG_BREAK]")]
+            features = torch.cat([torch.cat([rows[r], brk[None]]) if r < side - 1 else rows[r] for r in range(side)])
         else:
             features = model.model.get_image_features(pixel_values=((pixels - 0.5) / 0.5)[None, None])
     features = getattr(features, "pooler_output", features)
@@ -429,7 +481,13 @@ def _hf_image_features(dense: Path, family: str, rgb: np.ndarray) -> np.ndarray:
     return features.reshape(-1, features.shape[-1]).numpy()
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3", "smolvlm"])
+def _token(model: Path, token: str) -> int:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(token)
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics3", "smolvlm", "mistral3"])
 def test_each_vision_family_mmproj_gives_transformers_image_features_and_answers_an_image_prompt(
     tmp_path: Path, family: str
 ) -> None:
