@@ -95,6 +95,45 @@ def _channels(path: Path, values: object) -> list[float]:
     return [float(v) for v in values]
 
 
+ENCODER_SIZES = ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")
+
+
+def _sizes(vision: Mapping[str, Any]) -> dict[str, int]:
+    """The vision encoder's sizes every projector's keys need, checked (``num_hidden_layers`` too)."""
+    return {
+        key: config_int(vision, key, f"vision_config.{key}", purpose="--mmproj")
+        for key in ("num_hidden_layers", *ENCODER_SIZES)
+    }
+
+
+def _clip_plan(
+    root: Path,
+    projector: str,
+    sizes: dict[str, int],
+    *,
+    projection: int,
+    eps: float,
+    blocks: int,
+    stats: tuple[list[float], list[float]],
+) -> GgufPlan:
+    """An mmproj plan with the keys every projector's encoder has (llama.cpp's clip loader reads them)."""
+    plan = GgufPlan("clip")
+    plan.add("add_bool", "clip.has_vision_encoder", True)
+    plan.add("add_string", "clip.projector_type", projector)
+    plan.add("add_name", model_name(root))
+    plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
+    plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
+    plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])
+    plan.add("add_uint32", "clip.vision.feed_forward_length", sizes["intermediate_size"])
+    plan.add("add_uint32", "clip.vision.projection_dim", projection)
+    plan.add("add_uint32", "clip.vision.attention.head_count", sizes["num_attention_heads"])
+    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", eps)
+    plan.add("add_uint32", "clip.vision.block_count", blocks)
+    plan.add("add_array", "clip.vision.image_mean", stats[0])
+    plan.add("add_array", "clip.vision.image_std", stats[1])
+    return plan
+
+
 def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:
     """Every key and tensor of the mmproj GGUF, from headers (the planner of the family's
     ``model_type``; any other is refused, naming what is supported)."""
@@ -125,38 +164,17 @@ def _plan_llava(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> G
     vroot = patch[0].removesuffix("embeddings.patch_embedding.weight")
     proot = linear[0].removesuffix("linear_1.weight")
 
-    def number(key: str, **kw: Any) -> int:
-        return config_int(vision, key, f"vision_config.{key}", purpose="--mmproj", **kw)
-
-    n_layers = number("num_hidden_layers")
+    sizes = _sizes(vision)
+    n_layers = sizes["num_hidden_layers"]
     feature = config_int(
         config, "vision_feature_layer", "vision_feature_layer", default=-2, low=-n_layers, high=n_layers
     )
     feature = feature if feature >= 0 else n_layers + feature + 1  # an index into the hidden states
-    sizes = {
-        key: number(key)
-        for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")
-    }
-    projection = number("projection_dim", default=512)
+    projection = config_int(vision, "projection_dim", "vision_config.projection_dim", purpose="--mmproj", default=512)
     eps = config_float(vision, "layer_norm_eps", "vision_config.layer_norm_eps", default=1e-5)
-    mean, std = _image_stats(root)
-
-    plan = GgufPlan("clip")
-    plan.add("add_bool", "clip.has_vision_encoder", True)
+    plan = _clip_plan(root, "mlp", sizes, projection=projection, eps=eps, blocks=feature, stats=_image_stats(root))
     plan.add("add_bool", "clip.has_llava_projector", True)
-    plan.add("add_string", "clip.projector_type", "mlp")
-    plan.add("add_name", model_name(root))
-    plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
-    plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
-    plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])
-    plan.add("add_uint32", "clip.vision.feed_forward_length", sizes["intermediate_size"])
-    plan.add("add_uint32", "clip.vision.projection_dim", projection)
-    plan.add("add_uint32", "clip.vision.attention.head_count", sizes["num_attention_heads"])
-    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", eps)
-    plan.add("add_uint32", "clip.vision.block_count", feature)
     plan.add("add_array", "clip.vision.feature_layer", [feature])
-    plan.add("add_array", "clip.vision.image_mean", mean)
-    plan.add("add_array", "clip.vision.image_std", std)
     plan.add("add_bool", "clip.use_gelu", vision.get("hidden_act", "quick_gelu") == "gelu")
 
     add = _adder(root, index, plan)
@@ -190,34 +208,20 @@ def _plan_idefics3(root: Path, index: CheckpointIndex, config: dict[str, Any]) -
             "llama.cpp's clip computes GELU"
         )
     vroot = patch[0].removesuffix("embeddings.patch_embedding.weight")
-
-    def number(key: str, **kw: Any) -> int:
-        return config_int(vision, key, f"vision_config.{key}", purpose="--mmproj", **kw)
-
-    n_layers = number("num_hidden_layers")
-    sizes = {
-        key: number(key)
-        for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")
-    }
+    sizes = _sizes(vision)
+    n_layers = sizes["num_hidden_layers"]
     scale = config_int(config, "scale_factor", "scale_factor", purpose="--mmproj", default=2, low=1)
     eps = config_float(vision, "layer_norm_eps", "vision_config.layer_norm_eps", default=1e-6)
-    mean, std = _image_stats(root, (SIGLIP_MEAN, SIGLIP_STD))
-
-    plan = GgufPlan("clip")
-    plan.add("add_bool", "clip.has_vision_encoder", True)
-    plan.add("add_string", "clip.projector_type", "idefics3")
-    plan.add("add_name", model_name(root))
-    plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
-    plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
-    plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])
-    plan.add("add_uint32", "clip.vision.feed_forward_length", sizes["intermediate_size"])
-    plan.add("add_uint32", "clip.vision.projection_dim", index.tensors[proj[0]].shape[0])
-    plan.add("add_uint32", "clip.vision.attention.head_count", sizes["num_attention_heads"])
-    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", eps)
-    plan.add("add_uint32", "clip.vision.block_count", n_layers)
+    plan = _clip_plan(
+        root,
+        "idefics3",
+        sizes,
+        projection=index.tensors[proj[0]].shape[0],
+        eps=eps,
+        blocks=n_layers,
+        stats=_image_stats(root, (SIGLIP_MEAN, SIGLIP_STD)),
+    )
     plan.add("add_uint32", "clip.vision.projector.scale_factor", scale)
-    plan.add("add_array", "clip.vision.image_mean", mean)
-    plan.add("add_array", "clip.vision.image_std", std)
     plan.add("add_bool", "clip.use_gelu", True)
 
     add = _adder(root, index, plan)
@@ -279,35 +283,22 @@ def _plan_pixtral(root: Path, index: CheckpointIndex, config: dict[str, Any]) ->
     vroot = patch[0].removesuffix("patch_conv.weight")
     proot = vroot.removesuffix("vision_tower.") + "multi_modal_projector."
 
-    def number(key: str, **kw: Any) -> int:
-        return config_int(vision, key, f"vision_config.{key}", purpose="--mmproj", **kw)
-
-    n_layers = number("num_hidden_layers")
-    sizes = {
-        key: number(key)
-        for key in ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_attention_heads")
-    }
+    sizes = _sizes(vision)
+    n_layers = sizes["num_hidden_layers"]
     act = vision.get("hidden_act", "gelu")
     if act not in ("gelu", "silu"):
         raise UnsupportedArchitectureError(f"{root}: --mmproj of mistral3: the vision activation is {act!r}")
     merge = config_int(config, "spatial_merge_size", "spatial_merge_size", purpose="--mmproj", default=2, low=1)
-    mean, std = _image_stats(root)
-
-    plan = GgufPlan("clip")
-    plan.add("add_bool", "clip.has_vision_encoder", True)
-    plan.add("add_string", "clip.projector_type", "pixtral")
-    plan.add("add_name", model_name(root))
-    plan.add("add_uint32", "clip.vision.image_size", sizes["image_size"])
-    plan.add("add_uint32", "clip.vision.patch_size", sizes["patch_size"])
-    plan.add("add_uint32", "clip.vision.embedding_length", sizes["hidden_size"])
-    plan.add("add_uint32", "clip.vision.feed_forward_length", sizes["intermediate_size"])
-    plan.add("add_uint32", "clip.vision.projection_dim", index.tensors[f"{proot}linear_2.weight"].shape[0])
-    plan.add("add_uint32", "clip.vision.attention.head_count", sizes["num_attention_heads"])
-    plan.add("add_float32", "clip.vision.attention.layer_norm_epsilon", 1e-5)
-    plan.add("add_uint32", "clip.vision.block_count", n_layers)
+    plan = _clip_plan(
+        root,
+        "pixtral",
+        sizes,
+        projection=index.tensors[f"{proot}linear_2.weight"].shape[0],
+        eps=1e-5,  # Pixtral's RMS norms
+        blocks=n_layers,
+        stats=_image_stats(root),
+    )
     plan.add("add_uint32", "clip.vision.spatial_merge_size", merge)
-    plan.add("add_array", "clip.vision.image_mean", mean)
-    plan.add("add_array", "clip.vision.image_std", std)
     plan.add("add_bool", "clip.use_silu" if act == "silu" else "clip.use_gelu", True)
 
     add = _adder(root, index, plan)
