@@ -286,8 +286,8 @@ MUTANTS = (
     Mutant(
         "gguf-added-tokens-all-control",
         "mote_convert/export/vocab.py",
-        'kind = gguf.TokenType.CONTROL if added[i].get("special", False) else gguf.TokenType.USER_DEFINED',
-        "kind = gguf.TokenType.CONTROL",
+        'token_type = gguf.TokenType.CONTROL if added[i].get("special", False) else gguf.TokenType.USER_DEFINED',
+        "token_type = gguf.TokenType.CONTROL",
         ("tests/export/test_gguf.py::test_a_byte_level_vocabulary_is_the_tokenizer_json_token_by_token",),
     ),
     Mutant(

@@ -65,8 +65,8 @@ def _entries_gpt2(root: Path, tokenizer: dict[str, Any]) -> tuple[list[tuple[byt
     entries = []
     for i in range(size):
         if i in added:  # its own text, unmapped: llama.cpp matches control and user tokens as text
-            kind = gguf.TokenType.CONTROL if added[i].get("special", False) else gguf.TokenType.USER_DEFINED
-            entries.append((added[i]["content"].encode("utf-8"), 0.0, kind))
+            token_type = gguf.TokenType.CONTROL if added[i].get("special", False) else gguf.TokenType.USER_DEFINED
+            entries.append((added[i]["content"].encode("utf-8"), 0.0, token_type))
         elif i in text:
             entries.append((text[i].encode("utf-8"), 0.0, gguf.TokenType.NORMAL))
         else:
