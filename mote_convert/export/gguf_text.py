@@ -9,7 +9,10 @@ attention is Llama's, with llama.cpp's "normal" RoPE: q / k rows are reordered a
 Llama conversion does (exact). ``deepseek`` allows dense layers only before the MoE ones
 (``leading_dense_block_count``): MoE layers must be the last ones (``--layers all`` is).
 
-A dense checkpoint maps onto ``llama`` (the baseline of docs/deploy.md's size table).
+Qwen3 (q / k norms, rotate-half RoPE) maps onto ``dots1`` instead (:data:`TEXT_ARCHS`), which has its
+attention and DeepSeek-MoE's layer, the routing set by keys. A dense checkpoint maps onto ``llama``
+(``qwen3`` for Qwen3), the baseline of docs/deploy.md's size table; Llama 3.1's RoPE scaling goes in
+as ``rope_freqs``, which only the dense architectures read. The tokenizer is :mod:`.vocab`'s.
 
 What remains different from the method in llama.cpp: TQ blocks keep gamma as fp16 (relative error up
 to 2^-11 on every expert's output), and llama.cpp quantizes activations to 8 bits per 256-weight
@@ -170,8 +173,8 @@ def _find_lm(index: CheckpointIndex, arch: Architecture) -> str:
 def _copy(
     name: str, ttype: TensorType, permute_heads: int | None = None, repeat_heads: tuple[int, int] = (1, 1)
 ) -> Any:
-    """``repeat_heads`` (heads, times): each of the tensor's row blocks of ``heads`` heads repeated
-    ``times`` times in place, as grouped-query attention shares a K / V head among Q heads."""
+    """``repeat_heads`` (heads, times): the tensor's rows, as ``heads`` blocks (one per K / V head), each
+    repeated ``times`` times in place, as grouped-query attention shares a K / V head among Q heads."""
 
     def produce(reader: TensorReader) -> Encoded:
         tensor = reader.read(name)
