@@ -46,7 +46,8 @@ def export_gguf_command(
         Optional[Path],
         typer.Option(
             metavar="FILE.gguf",
-            help="Also write the vision tower and projector (LLaVA-1.5 style) for llama.cpp's mtmd.",
+            help="Also write the vision tower and projector for llama.cpp's mtmd (LLaVA-1.5, Idefics3 / SmolVLM, "
+            "Mistral 3).",
         ),
     ] = None,
     quantize: Annotated[
