@@ -49,14 +49,19 @@ def _train_briefly(path: Path, out: Path) -> Path:
     return out
 
 
+def _trained_llava(root: Path, *, tokenizer: str = "llama", **text: Any) -> Path:
+    """A tiny LLaVA (hidden 256; ``text``: build_tiny_llava's text options) briefly trained, with its
+    processor (``tokenizer``: the tokenizer style): ``root / "dense"``."""
+    random = build_tiny_llava(
+        root / "random", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR, **text
+    )
+    return build_tiny_processor(_train_briefly(random, root / "dense"), tokenizer=tokenizer)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("llamacpp")
-    random = build_tiny_llava(
-        root / "random", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR
-    )
-    dense = _train_briefly(random, root / "dense")
-    build_tiny_processor(dense)
+    dense = _trained_llava(root)
     mote_convert.upcycle(dense, root / "mote")
     out = {"root": root, "mote": root / "mote"}
     for kind in ("tq2_0", "tq1_0"):
@@ -100,15 +105,7 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> Any:
         if family not in built:
             text, style = FAMILIES[family]
             d = root / family
-            random = build_tiny_llava(
-                d / "random",
-                hidden_size=256,
-                intermediate_size=512,
-                vocab_size=TINY_VOCAB_WITH_PROCESSOR,
-                text_model_type=text,
-            )
-            dense = _train_briefly(random, d / "dense")
-            build_tiny_processor(dense, tokenizer=style)
+            dense = _trained_llava(d, tokenizer=style, text_model_type=text)
             latent = mote_convert.upcycle(dense, d / "latent", latent=True).output
             distinct = distinct_experts(latent, d / "distinct", router_scale=40.0, expert_scale=4.0)
             mote = mote_convert.pack(distinct, d / "mote").output
@@ -508,15 +505,7 @@ def test_llama31_rope_scaling_exports_exactly_for_the_dense_model_and_is_refused
     naming why (the deepseek architecture does not read rope_freqs)."""
     from transformers import LlavaForConditionalGeneration
 
-    random = build_tiny_llava(
-        tmp_path / "random",
-        hidden_size=256,
-        intermediate_size=512,
-        vocab_size=TINY_VOCAB_WITH_PROCESSOR,
-        text_options=LLAMA31_ROPE,
-    )
-    dense = _train_briefly(random, tmp_path / "dense")
-    build_tiny_processor(dense, tokenizer="llama-bpe")
+    dense = _trained_llava(tmp_path, tokenizer="llama-bpe", text_options=LLAMA31_ROPE)
     export_gguf(dense, tmp_path / "dense.gguf")
     model = LlavaForConditionalGeneration.from_pretrained(dense, dtype=torch.float32)
     top1, cosine, positions, _ = _agreement(tmp_path / "dense.gguf", model)
