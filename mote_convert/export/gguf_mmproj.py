@@ -136,8 +136,12 @@ def _clip_plan(
 
 def plan_mmproj(root: Path, index: CheckpointIndex, config: dict[str, Any]) -> GgufPlan:
     """Every key and tensor of the mmproj GGUF, from headers (the planner of the family's
-    ``model_type``; any other is refused, naming what is supported)."""
-    return PROJECTORS.get(config.get("model_type"), _plan_llava)(root, index, config)
+    ``model_type``; a family of :data:`NO_PROJECTOR` is refused with its reason, any other naming
+    what is supported)."""
+    family = config.get("model_type")
+    if family in NO_PROJECTOR:
+        raise UnsupportedArchitectureError(f"{root}: --mmproj is not written for {family}: {NO_PROJECTOR[family]}")
+    return PROJECTORS.get(family, _plan_llava)(root, index, config)
 
 
 def _adder(root: Path, index: CheckpointIndex, plan: GgufPlan) -> Any:
@@ -335,4 +339,15 @@ PROJECTORS = {
     "idefics3": _plan_idefics3,
     "smolvlm": _plan_idefics3,
     "mistral3": _plan_pixtral,
+}
+
+# vision families whose text side exports but whose image path llama.cpp's mtmd does not compute as
+# transformers does, so an mmproj would hand the language model image tokens it was not trained on
+NO_PROJECTOR = {
+    "llava_next": "llama.cpp's mtmd slices LLaVA-NeXT images without its unpadding and image_newline rows "
+    "(anyres), so the image tokens would not be the ones the model was trained on",
+    "llava_onevision": "llama.cpp's mtmd has no LLaVA-OneVision image path (SigLIP tiles with anyres_max "
+    "pooling, unpadding and image_newline rows)",
+    "vipllava": "VipLLaVA projects features of several vision layers at once, which llama.cpp's clip "
+    "projectors do not compute",
 }

@@ -662,3 +662,22 @@ def test_families_without_a_llamacpp_mapping_are_refused_naming_why(tmp_path: Pa
     result = runner.invoke(app, ["export", "gguf", str(mote), "-o", str(out)])
     assert_one_line_error(result, 5, needle)
     assert "exported: llama, mistral, qwen2, qwen3" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("family", "needle"),
+    [
+        ("llava_next", "--mmproj is not written for llava_next: llama.cpp's mtmd slices LLaVA-NeXT images without"),
+        ("llava_onevision", "--mmproj is not written for llava_onevision: llama.cpp's mtmd has no LLaVA-OneVision"),
+        ("vipllava", "--mmproj is not written for vipllava: VipLLaVA projects features of several vision layers"),
+    ],
+)
+def test_vision_families_without_an_mmproj_are_refused_naming_why(tmp_path: Path, family: str, needle: str) -> None:
+    from tests.families import FAMILIES
+
+    dense = FAMILIES[family].build(tmp_path / "dense")
+    mote = mote_convert.upcycle(dense, tmp_path / "mote").output
+    out, mmproj = tmp_path / "m.gguf", tmp_path / "v.gguf"
+    result = runner.invoke(app, ["export", "gguf", str(mote), "-o", str(out), "--mmproj", str(mmproj), "--dry-run"])
+    assert_one_line_error(result, 5, needle)
+    assert not out.exists() and not mmproj.exists()
