@@ -10,6 +10,8 @@ with the integer product from the kernel :func:`select_kernel` picks for the dev
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from mote_convert.kernels import cpu as _cpu  # noqa: F401 - registers the C++ kernel
@@ -29,6 +31,7 @@ __all__ = [
     "select_kernel",
     "ternary_codes",
     "ternary_linear",
+    "ternary_linear_indexed",
 ]
 
 # One float32 buffer per device for the train mode's codes, grown to the largest weight seen: the
@@ -100,4 +103,36 @@ def ternary_linear(
         out = acc.to(torch.float32) * (scale.reshape(()).to(torch.float32) / s_x)
     if bias is not None:
         out = out + bias.to(torch.float32)
+    return out.to(x.dtype).reshape(*lead, out_features)
+
+
+def ternary_linear_indexed(
+    x: torch.Tensor,
+    packed: Sequence[torch.Tensor],
+    scales: Sequence[torch.Tensor],
+    expert: torch.Tensor,
+    out_features: int,
+    biases: Sequence[torch.Tensor] | None = None,
+    kernel: Kernel | str | None = None,
+) -> torch.Tensor:
+    """:func:`ternary_linear` of expert ``expert`` (a one-element integer tensor on ``x``'s device)
+    among experts of one shape, the same bits, without reading ``expert`` on the host: a decoding
+    step picks its expert on the device and can be captured in a CUDA graph. A kernel with an indexed
+    form reads only the chosen expert's bytes; the others multiply a gathered copy of them."""
+    if isinstance(kernel, str):
+        kernel = get_kernel(kernel)
+    kernel = kernel or select_kernel(x.device)
+    index = expert.reshape(1).to(torch.int64)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    x_q, s_x = activation_quant(x2)
+    if kernel.indexed is not None:
+        acc = kernel.indexed(x_q.to(torch.int8), packed, index, out_features)
+    else:
+        chosen = torch.stack(list(packed)).index_select(0, index)[0]
+        acc = kernel.matmul(x_q.to(torch.int8), chosen, out_features)
+    scale = torch.cat([s.reshape(1).to(torch.float32) for s in scales]).index_select(0, index)
+    out = acc.to(torch.float32) * (scale.reshape(()) / s_x)
+    if biases is not None:
+        out = out + torch.stack(list(biases)).index_select(0, index)[0].to(torch.float32)
     return out.to(x.dtype).reshape(*lead, out_features)

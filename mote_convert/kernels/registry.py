@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -38,6 +38,9 @@ GammaFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 # The train mode's codes: (weight [out, in], gamma float32 0-d, out float32 [out, in]) -> bool, True
 # when it wrote clamp(round(W / gamma), -1, 1) into ``out`` (False: the weight's dtype is not taken).
 CodesFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], bool]
+# The product with the expert chosen on the device: (x_q int8 [T, in], the experts' packed tensors,
+# expert int64 [1] on the device, out) -> int32 [T, out], without reading ``expert`` on the host.
+IndexedFn = Callable[[torch.Tensor, Sequence[torch.Tensor], torch.Tensor, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Kernel:
     pack: PackFn | None = None  # a fused quantize-and-pack, where the kernel has one
     gamma: GammaFn | None = None  # a fast absmean scale, where the kernel has one
     codes: CodesFn | None = None  # float32 ternary codes in one pass, where the kernel has them
+    indexed: IndexedFn | None = None  # the expert picked by a device tensor, where the kernel can
 
 
 KERNELS: dict[str, Kernel] = {}
@@ -67,12 +71,14 @@ def register_kernel(
     pack: PackFn | None = None,
     gamma: GammaFn | None = None,
     codes: CodesFn | None = None,
+    indexed: IndexedFn | None = None,
 ) -> Callable[[MatmulFn], MatmulFn]:
     """Decorator: register ``fn(x_q int8 [T, in], packed uint8 [R, in], out) -> int32 [T, out]``
-    (and optionally its fused whole-linear, quantize-and-pack, absmean-scale and codes forms)."""
+    (and optionally its fused whole-linear, quantize-and-pack, absmean-scale, codes and
+    device-indexed forms)."""
 
     def wrap(fn: MatmulFn) -> MatmulFn:
-        KERNELS[name] = Kernel(name, devices, available, fn, priority, linear, pack, gamma, codes)
+        KERNELS[name] = Kernel(name, devices, available, fn, priority, linear, pack, gamma, codes, indexed)
         return fn
 
     return wrap
