@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mote_convert.kernels import ternary_linear_indexed
 from mote_convert.modeling.aux_loss import AuxGradCell, carry_aux_grad
-from mote_convert.modeling.bitlinear import Float32Linear, TernaryLinear
+from mote_convert.modeling.bitlinear import PACKED, Float32Linear, TernaryLinear
 
 _MODULE_INTERNALS = {"training"}
 
@@ -122,7 +123,10 @@ class MoTEBlock(nn.Module):
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         if x.shape[0] == 1 and not torch.is_grad_enabled():
-            routed = self._route_one_token(x, weights, chosen)
+            if x.device.type != "cpu" and self.mode == PACKED:  # a GPU: no host read, graph-capturable
+                routed = self._route_one_token_on_device(x, weights, chosen)
+            else:
+                routed = self._route_one_token(x, weights, chosen)
         else:
             routed = self._route_tokens(x, weights, chosen)
         out = shared + routed.to(shared.dtype).reshape(shared.shape)
@@ -165,6 +169,60 @@ class MoTEBlock(nn.Module):
         for slot in sorted(range(len(picks)), key=picks.__getitem__):
             routed += self.experts[picks[slot]](x).to(torch.float32) * weights[:, slot, None]
         return routed
+
+    def _route_one_token_on_device(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """:meth:`_route_one_token` (the same bits) without reading the router's choice on the host:
+        the chosen experts are put in ascending order on the device, and each runs through
+        :class:`ChosenExpert`, whose projections take their expert from a device tensor. Nothing
+        waits for the device, so a decoding step can be captured in a CUDA graph (packed mode)."""
+        routed = torch.zeros(1, x.shape[-1], dtype=torch.float32, device=x.device)
+        order = torch.argsort(chosen[0])
+        picks, slot_weights = chosen[0].index_select(0, order), weights[0].index_select(0, order)
+        expert = ChosenExpert(self.experts)
+        for slot in range(self.top_k):
+            expert.index = picks[slot : slot + 1]
+            routed += expert(x).to(torch.float32) * slot_weights[slot : slot + 1].reshape(1, 1)
+        return routed
+
+
+class ChosenExpert:
+    """The routed expert that a device tensor ``index`` picks among packed experts of one structure:
+    the experts' FFN forward, each projection computed by :func:`ternary_linear_indexed` on the
+    chosen expert's packed weights."""
+
+    def __init__(self, experts: nn.ModuleList) -> None:
+        first = experts[0]
+        self.__dict__.update(_ffn_attributes(first))
+        for name, child in first.named_children():
+            if isinstance(child, TernaryLinear):
+                setattr(self, name, _ChosenProjection(self, [getattr(e, name) for e in experts]))
+            else:
+                setattr(self, name, child)
+        self._ffn_forward = first._ffn_forward
+        self.index: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._ffn_forward(self, x)  # type: ignore[arg-type]  # the FFN class's forward, duck-typed
+
+
+class _ChosenProjection:
+    """One projection of :class:`ChosenExpert`: the linears of every expert, computed for the one picked."""
+
+    def __init__(self, owner: ChosenExpert, linears: list[TernaryLinear]) -> None:
+        self.owner, self.linears = owner, linears
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.linears[0]
+        biases = [lin.bias for lin in self.linears] if first.bias is not None else None
+        assert self.owner.index is not None, "ChosenExpert.index is set before the expert runs"
+        return ternary_linear_indexed(
+            x,
+            [lin.weight_packed for lin in self.linears],
+            [lin.weight_scale for lin in self.linears],
+            self.owner.index,
+            first.out_features,
+            biases,
+        )
 
 
 def load_balancing_loss(probs: torch.Tensor, top1: torch.Tensor, num_experts: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ import mote_convert
 from mote_convert.errors import CheckFailedError, FormatError
 from mote_convert.modeling.bitlinear import TernaryLinear
 from mote_convert.modeling.load import mote_blocks
+from mote_convert.quant.packing import pack_ternary
 from tests.helpers import read_all, spec_gamma
 
 PROJ = ("gate_proj", "up_proj", "down_proj")
@@ -293,3 +294,57 @@ def test_one_token_decoding_path_equals_the_general_path(
                 x[0], {proj: dense[f"{p}.{proj}.weight"] for proj in PROJ}, saved[f"{p}.router.weight"], 3, top_k
             )
             torch.testing.assert_close(fast[0], ref, rtol=1e-5, atol=1e-6)
+
+
+class _NoHostReads:
+    """Every way a tensor's value reaches Python raises while active (what a CUDA sync would be)."""
+
+    NAMES = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+
+    def __enter__(self) -> None:
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a tensor's value was read on the host")
+
+        for name in self.NAMES:
+            self.monkeypatch.setattr(torch.Tensor, name, refuse)
+
+    def __exit__(self, *exc: object) -> None:
+        self.monkeypatch.undo()
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("kernel", ["reference", "cpu"])
+def test_device_decoding_path_reads_nothing_on_the_host_and_equals_the_one_token_path(
+    tiny_llava: Path, tmp_path: Path, top_k: int, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU's one-token path (the expert picked by a device tensor, so a CUDA graph can hold it)
+    gives the host-read one-token path's bits, and, with a kernel that does not validate codes on the
+    host (every one but the reference), never reads a tensor's value on the host. The Triton kernel's
+    indexed form is checked in tests/kernels/test_triton_kernel.py, on a GPU by the gpu group."""
+    out = tmp_path / "k"
+    mote_convert.upcycle(tiny_llava, out, num_experts=3, top_k=top_k)
+    model = mote_convert.load_model(out)
+    monkeypatch.setenv("MOTE_KERNEL", kernel)
+    seen: set[int] = set()
+    for block in mote_blocks(model):
+        for expert in block.experts:  # distinct experts, or a wrong pick would go unseen
+            for proj in PROJ:
+                lin = getattr(expert, proj)
+                codes = torch.randint(-1, 2, (lin.out_features, lin.in_features), dtype=torch.int8)
+                lin.weight_packed = pack_ternary(codes)
+        for seed in range(6):
+            x = torch.randn(1, 64, generator=torch.Generator().manual_seed(seed))
+            with torch.no_grad():
+                weights, chosen = F.softmax(block.router(x), dim=-1).topk(top_k, dim=-1)
+                want = block._route_one_token(x, weights, chosen)
+                if kernel == "reference":  # the oracle checks the codes it decodes, on the host
+                    got = block._route_one_token_on_device(x, weights, chosen)
+                else:
+                    with _NoHostReads(monkeypatch):
+                        got = block._route_one_token_on_device(x, weights, chosen)
+            assert torch.equal(got, want)
+            seen.update(chosen[0].tolist())
+    assert seen == {0, 1, 2}
