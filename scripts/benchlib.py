@@ -49,6 +49,8 @@ QWEN25_15B = Shapes(hidden=1536, intermediate=8960, layers=28, heads=12, kv_head
 # meta-llama/Llama-3.2-1B's shapes and RoPE base; without its RoPE scaling, which llama.cpp's deepseek
 # architecture does not read (docs/deploy.md), and which costs nothing in a decode step
 LLAMA32_1B = Shapes(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8, vocab=128256)
+# Llama-2-7B / LLaVA-1.5-7B's language model, every layer: built in GPU memory by bench_gpu.py
+LLAMA2_7B = Shapes(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000)
 # --tiny: the same code paths in seconds, so that no script can rot unnoticed (tests/scripts).
 # Heads of 32 dimensions: llama.cpp's CPU attention wants at least that.
 TINY_LLAVA = Shapes(hidden=64, intermediate=160, layers=2, heads=2, kv_heads=2, vocab=512)

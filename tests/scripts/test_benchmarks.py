@@ -26,6 +26,7 @@ FIGURES = {
     "bench_gguf": r"MoTE TQ1_0 \+ Q4_0 shared +\d+\.\dM",
     "gguf_sizes": r"\| dense Q4_0 \| \d+\.\d\d GiB \| 0\.\d\d \|",
     "train_memory": r"\| ZeRO-3 bf16, per GPU \(8 GPUs\) \| \d+\.\d GiB \|",
+    "bench_gpu": r"\| MoTE layer \(packed, 4 experts, top-1\) \| 1 \| [\d.]+ \| [\d.]+ \| \d+\.\d\d \|",
 }
 NEEDS = {"bench_gguf": "llama_cpp"}
 TAKES_WORKDIR = {
@@ -64,3 +65,19 @@ def test_benchmark_runs_tiny(script: str, tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(FIGURES[script], proc.stdout), proc.stdout[-3000:]
+
+
+@pytest.mark.benchmarks
+def test_gpu_check_dry_run(tmp_path: Path) -> None:
+    """scripts/gpu_check.sh --dry-run: the gpu group is collected and skipped on this CPU, and the GPU
+    benchmark's table is written, through the Triton kernel in Triton's interpreter."""
+    pytest.importorskip("triton")
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh"), "--dry-run", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    report = (out / "report.md").read_text()
+    assert proc.stdout.strip() == report.strip()
+    assert re.search(r"## gpu tests \(exit code 0\)", report) and re.search(r"\b(2\d|3\d) skipped\b", report), report
+    assert "kernel: triton" in report and re.search(FIGURES["bench_gpu"], report), report
