@@ -119,6 +119,38 @@ MUTANTS = (
         "            fully_shard(module.router, mp_policy=float32, **fsdp_kwargs).set_gradient_divide_factor(1.0)",
         ("tests/distributed/test_engines.py::test_sharded_training_equals_one_process[fsdp2]",),
     ),
+    Mutant(
+        "device-decoding-descending-experts",
+        "mote_convert/modeling/block.py",
+        "        order = torch.argsort(chosen[0])\n",
+        "        order = torch.argsort(chosen[0], descending=True)\n",
+        (
+            "tests/modeling/test_moe.py::test_device_decoding_path_reads_nothing_on_the_host_and_equals_the_one_token_path",
+        ),
+    ),
+    Mutant(
+        "device-decoding-first-expert",
+        "mote_convert/modeling/block.py",
+        "            expert.index = picks[slot : slot + 1]\n",
+        "            expert.index = picks[:1] * 0\n",
+        (
+            "tests/modeling/test_moe.py::test_device_decoding_path_reads_nothing_on_the_host_and_equals_the_one_token_path",
+        ),
+    ),
+    Mutant(
+        "triton-gemv-drops-a-k-split",
+        "mote_convert/kernels/triton_kernel.py",
+        "        split = _cdiv(k_steps, steps_per_split)  # no program without work\n",
+        "        split = max(1, _cdiv(k_steps, steps_per_split) - 1)\n",
+        ("tests/kernels/test_triton_kernel.py::test_triton_kernel_in_the_interpreter",),
+    ),
+    Mutant(
+        "triton-indexed-ignores-the-expert",
+        "mote_convert/kernels/triton_kernel.py",
+        "            w_ptr = w_ptr + tl.load(offsets_ptr + tl.load(expert_ptr))\n",
+        "            w_ptr = w_ptr + tl.load(offsets_ptr)\n",
+        ("tests/kernels/test_triton_kernel.py::test_triton_kernel_in_the_interpreter",),
+    ),
     # --- training
     Mutant(
         "recipe-aux-coefficient-ignored",

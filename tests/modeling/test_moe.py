@@ -315,7 +315,7 @@ class _NoHostReads:
         self.monkeypatch.undo()
 
 
-@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("top_k", [1, 2, 3])  # 3: the order of the sum shows
 @pytest.mark.parametrize("kernel", ["reference", "cpu"])
 def test_device_decoding_path_reads_nothing_on_the_host_and_equals_the_one_token_path(
     tiny_llava: Path, tmp_path: Path, top_k: int, kernel: str, monkeypatch: pytest.MonkeyPatch
@@ -325,7 +325,7 @@ def test_device_decoding_path_reads_nothing_on_the_host_and_equals_the_one_token
     host (every one but the reference), never reads a tensor's value on the host. The Triton kernel's
     indexed form is checked in tests/kernels/test_triton_kernel.py, on a GPU by the gpu group."""
     out = tmp_path / "k"
-    mote_convert.upcycle(tiny_llava, out, num_experts=3, top_k=top_k)
+    mote_convert.upcycle(tiny_llava, out, num_experts=4, top_k=top_k)
     model = mote_convert.load_model(out)
     monkeypatch.setenv("MOTE_KERNEL", kernel)
     seen: set[int] = set()
@@ -347,4 +347,4 @@ def test_device_decoding_path_reads_nothing_on_the_host_and_equals_the_one_token
                         got = block._route_one_token_on_device(x, weights, chosen)
             assert torch.equal(got, want)
             seen.update(chosen[0].tolist())
-    assert seen == {0, 1, 2}
+    assert seen == {0, 1, 2, 3}
