@@ -1,5 +1,5 @@
 """One checker for every command: a damaged MoTE checkpoint is refused by `inspect --stats`, `pack`,
-`export gguf` and `load_model` alike, each in one line naming the tensor, before anything is written."""
+`export gguf`, `export vllm` and `load_model` alike, each in one line naming the tensor, before anything is written."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import mote_convert
 from mote_convert.cli import app
 from mote_convert.errors import CheckFailedError
 from mote_convert.export import export_gguf
+from mote_convert.export.vllm import export_vllm
 from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_llava, build_tiny_processor
 from tests.conftest import tree_digest
 from tests.helpers import assert_one_line_error, leftovers
@@ -103,9 +104,15 @@ def test_every_command_refuses_every_damage_naming_the_tensor(
     assert_one_line_error(runner.invoke(app, ["export", "gguf", str(root), "-o", str(gguf)]), 10, name)
     assert not gguf.exists()
 
+    served = tmp_path / "served"
     if base == "latent":
         assert_one_line_error(runner.invoke(app, ["pack", str(root), "-o", str(tmp_path / "packed")]), 10, name)
         assert not (tmp_path / "packed").exists()
+        # export vllm takes packed checkpoints only, and says so before looking further
+        assert_one_line_error(runner.invoke(app, ["export", "vllm", str(root), "-o", str(served)]), 8, "pack first")
+    else:  # vLLM never sees it: the export refuses it, and writes nothing
+        assert_one_line_error(runner.invoke(app, ["export", "vllm", str(root), "-o", str(served)]), 10, name)
+    assert not served.exists()
 
     for mode in ("packed", "train"):
         with pytest.raises(CheckFailedError, match=name.replace(".", r"\.")):
@@ -121,3 +128,4 @@ def test_the_sound_bases_pass_every_command(bases: dict[str, Path], tmp_path: Pa
         export_gguf(bases[base], tmp_path / f"{base}.gguf")
         mote_convert.load_model(bases[base], mode="train")
     mote_convert.pack(bases["latent"], tmp_path / "packed")
+    export_vllm(bases["packed"], tmp_path / "served")

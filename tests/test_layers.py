@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "mote_convert.config_patch",
     ),
     ("mote_convert.execute", "mote_convert.write", "mote_convert.modeling"),
-    ("mote_convert.inspection", "mote_convert.export", "mote_convert.generation"),
+    ("mote_convert.inspection", "mote_convert.export", "mote_convert.generation", "mote_convert.serving"),
     ("mote_convert.evaluation",),
     ("mote_convert.card",),
     ("mote_convert.upcycle", "mote_convert.pack"),

@@ -99,3 +99,46 @@ def export_gguf_command(
     if not dry_run:
         for f in result.files:  # GGUF files go to a repo of their own, by the Hub's custom
             upload_hint(f.path, f"{Path(output).stem}-GGUF")
+
+
+@export_app.command("vllm", cls=Command)
+def export_vllm_command(
+    model: Annotated[
+        Path, typer.Argument(metavar="IN", help="Packed MoTE checkpoint directory, or a Hub repo id ORG/NAME.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="The directory vLLM serves.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.", **FLAG)] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and validate, print the summary, write nothing.", **FLAG)
+    ] = False,
+    as_json: AsJson = False,
+    revision: Revision = None,
+) -> None:
+    """Export a MoTE checkpoint for vLLM (Qwen2-MoE with the `mote` quantization method; docs/serve.md)."""
+    from mote_convert.export.vllm import plan_vllm, write_vllm
+
+    with errors():
+        model = resolve_model(model, revision)
+        plan = plan_vllm(model)
+        if dry_run:
+            result = write_vllm(plan, output, overwrite=overwrite, dry_run=True)
+        else:
+            with byte_progress("exporting", plan.nbytes) as advance:
+                result = write_vllm(plan, output, overwrite=overwrite, progress=advance)
+    if as_json:
+        out_console.print_json(json.dumps(result.to_dict()))
+        return
+    table = Table(title=("dry run: would write" if dry_run else "wrote"))
+    for column in ("directory", "architecture", "language model", "tensors", "size"):
+        table.add_column(column, justify="right" if column in ("tensors", "size") else "left", no_wrap=True)
+    table.add_row(
+        str(result.output),
+        result.architecture,
+        f"{result.text_model_type} as qwen2_moe",
+        str(result.tensors),
+        fmt_bytes(result.nbytes),
+    )
+    print_table(table)
+    if not dry_run:
+        err_console.print(f"[dim]serve it: vllm serve {result.output}[/]", highlight=False, soft_wrap=True)
+        upload_hint(result.output, f"{Path(output).name}")
