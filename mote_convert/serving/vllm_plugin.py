@@ -81,6 +81,15 @@ class MoteMoEMethod(FusedMoEMethodBase):
         params_dtype: torch.dtype,
         **extra_weight_attrs: Any,
     ) -> None:
+        from vllm.distributed import get_tensor_model_parallel_world_size
+
+        if get_tensor_model_parallel_world_size() > 1:
+            # down_proj's per-token INT8 scale is the absmax over the whole intermediate vector, which
+            # tensor parallelism splits across ranks: each would quantize with another scale
+            raise ValueError(
+                "MoTE experts do not shard with tensor parallelism (their activation scale spans the whole "
+                "intermediate vector); serve replicas with --data-parallel-size instead"
+            )
         inter = intermediate_size_per_partition
         shapes = {
             "w13_weight_packed": ((num_experts, 2, -(-inter // 4), hidden_size), torch.uint8),

@@ -26,15 +26,17 @@ FIGURES = {
     "bench_gguf": r"MoTE TQ1_0 \+ Q4_0 shared +\d+\.\dM",
     "gguf_sizes": r"\| dense Q4_0 \| \d+\.\d\d GiB \| 0\.\d\d \|",
     "train_memory": r"\| ZeRO-3 bf16, per GPU \(8 GPUs\) \| \d+\.\d GiB \|",
+    "bench_vllm": r"MoTE / dense served tokens/s = \d+\.\d\d",
     "bench_gpu": r"\| MoTE layer \(packed, 4 experts, top-1\) \| 1 \| [\d.]+ \| [\d.]+ \| \d+\.\d\d \|",
 }
-NEEDS = {"bench_gguf": "llama_cpp"}
+NEEDS = {"bench_gguf": "llama_cpp", "bench_vllm": "vllm"}  # bench_vllm: also in the vllm group
 TAKES_WORKDIR = {
     "bench_upcycle",
     "bench_load",
     "bench_generate",
     "bench_inspect",
     "bench_gguf",
+    "bench_vllm",
     "bench_plan",
     "gguf_sizes",
 }

@@ -175,3 +175,15 @@ def test_vllm_serve_answers_openai_clients_as_the_packed_model(tiny: dict[str, P
         assert tokens == want[0, len(prompt) :].tolist()
         expected = [full[len(prompt) - 1 + i, t].item() for i, t in enumerate(tokens)]
         assert max(abs(a - b) for a, b in zip(logprobs, expected, strict=True)) < LOGPROB_TOLERANCE
+
+
+def test_the_serving_benchmark_runs(tmp_path: Path) -> None:
+    """scripts/bench_vllm.py at tiny shapes (the benchmarks group skips it where vLLM is not installed)."""
+    from tests.scripts.test_benchmarks import FIGURES, SCRIPTS
+
+    cmd = [sys.executable, str(SCRIPTS / "bench_vllm.py"), "--tiny", "--workdir", str(tmp_path / "work")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import re
+
+    assert re.search(FIGURES["bench_vllm"], proc.stdout), proc.stdout[-3000:]
