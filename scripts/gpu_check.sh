@@ -7,7 +7,7 @@
 # --dry-run runs the same steps on the CPU at tiny shapes and installs nothing: the gpu group is
 # collected and skipped, the benchmark runs the Triton kernel in Triton's interpreter. The test suite
 # runs it so that this script cannot rot between the rare times a GPU is at hand.
-# Exit code: 0 when the tests and the benchmark passed, 1 otherwise (the report says which).
+# Exit code: 0 when the tests, the vLLM group and the benchmark passed, 1 otherwise (the report says which).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=0
@@ -38,6 +38,18 @@ timeout 300 python -m pytest -o addopts="" -q -rs -m gpu tests/gpu -p no:cachepr
 tests_rc=$?
 timeout 300 "${bench[@]}" >"$out/bench.log" 2>&1
 bench_rc=$?
+# a tiny MoTE model served by vLLM on the device (the vllm group: offline, the OpenAI server, an image
+# prompt through vLLM's LLaVA), where vLLM is installed or installs; on the CPU (--dry-run) only if there
+if [[ $dry == 0 ]] && ! python -c "import vllm" 2>/dev/null; then
+  timeout 240 python -m pip install --quiet "vllm>=0.32" openai >"$out/vllm-install.log" 2>&1
+fi
+if python -c "import vllm" 2>/dev/null; then
+  timeout 420 python -m pytest -o addopts="" -q -rs -m vllm tests/serving -p no:cacheprovider >"$out/vllm.log" 2>&1
+  vllm_rc=$?
+else
+  echo "vLLM is not installed here: the vllm group did not run" >"$out/vllm.log"
+  vllm_rc=0
+fi
 set -e
 
 {
@@ -52,6 +64,10 @@ set -e
   echo
   tail -n 25 "$out/tests.log"
   echo
+  echo "## vLLM serving (exit code $vllm_rc)"
+  echo
+  tail -n 12 "$out/vllm.log"
+  echo
   echo "## benchmark (exit code $bench_rc)"
   echo
   if [[ -s "$out/bench.md" ]]; then cat "$out/bench.md"; else tail -n 25 "$out/bench.log"; fi
@@ -59,4 +75,4 @@ set -e
   echo "total: $(($(date +%s) - start)) s"
 } >"$out/report.md"
 cat "$out/report.md"
-[[ $tests_rc == 0 && $bench_rc == 0 ]]
+[[ $tests_rc == 0 && $bench_rc == 0 && $vllm_rc == 0 ]]

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -38,11 +39,11 @@ def _env() -> dict[str, str]:
     }
 
 
-def serve_offline(model: Path, dtype: str = "float32") -> list[dict]:
+def serve_offline(model: Path, dtype: str = "float32", prompts: object = PROMPTS) -> Any:
     """vLLM's ``LLM`` on ``model`` in a process of its own: greedy tokens and prompt log-probabilities."""
     proc = subprocess.run(
         [sys.executable, str(ENGINE), str(model), dtype],
-        input=json.dumps(PROMPTS),
+        input=json.dumps(prompts),
         capture_output=True,
         text=True,
         timeout=600,
@@ -187,3 +188,43 @@ def test_the_serving_benchmark_runs(tmp_path: Path) -> None:
     import re
 
     assert re.search(FIGURES["bench_vllm"], proc.stdout), proc.stdout[-3000:]
+
+
+def _vllm_llava_imports() -> str | None:
+    """Why vLLM's LLaVA cannot load here, or None: it imports torchvision, whose package-index build
+    links CUDA's libraries (a CPU machine has none; the GPU check runs this test)."""
+    try:
+        import torchvision.transforms.v2  # noqa: F401
+    except Exception as exc:  # an ImportError, or torchvision's operators failing to register
+        return f"vLLM's LLaVA needs torchvision, which does not load here ({type(exc).__name__})"
+    return None
+
+
+def test_an_image_prompt_through_vllms_llava(tmp_path: Path) -> None:
+    """A LLaVA whose language model is served as Qwen2-MoE inside vLLM's LLaVA: the packed model's
+    greedy answer to an image prompt."""
+    why = _vllm_llava_imports()
+    if why:
+        pytest.skip(why)
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
+    from tests.serving.tiny import distinct_experts
+
+    dense = build_tiny_llava(
+        tmp_path / "dense", hidden_size=256, intermediate_size=512, vocab_size=TINY_VOCAB_WITH_PROCESSOR
+    )
+    build_tiny_processor(dense)
+    mote = distinct_experts(mote_convert.upcycle(dense, tmp_path / "mote").output)
+    served = export_vllm(mote, tmp_path / "served").output
+    image = build_tiny_dataset(tmp_path / "data").parent / "images" / "0.png"
+    processor = AutoProcessor.from_pretrained(mote)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is this?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    got = serve_offline(served, prompts={"prompt": prompt, "image": str(image)})
+    model = mote_convert.load_model(mote, mode="packed", dtype=torch.float32)
+    inputs = processor(text=[prompt], images=[Image.open(image)], return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert got["tokens"] == generated[0, inputs["input_ids"].shape[1] :].tolist()
