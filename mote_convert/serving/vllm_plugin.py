@@ -26,6 +26,7 @@ from vllm.model_executor.layers.quantization import register_quantization_config
 from vllm.model_executor.layers.quantization.base_config import QuantizationConfig, QuantizeMethodBase
 
 from mote_convert.kernels import ternary_linear
+from mote_convert.serving.routing import routed_sum
 
 QUANT_METHOD = "mote"
 SHARDS = {"w1": 0, "w3": 1, "w2": 0}  # vLLM's shard -> its slot in w13_* (gate, up) or w2_* (down)
@@ -115,28 +116,20 @@ class MoteMoEMethod(FusedMoEMethodBase):
         shared_experts: Any,
         shared_experts_input: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The routed sum of MoTE's experts for every token (the shared expert is vLLM's)."""
+        """The routed sum of MoTE's experts for every token (the shared expert is vLLM's); while vLLM
+        captures a CUDA graph, without reading the routing on the host (every expert on every token)."""
         hidden, inter = layer.mote_sizes
-        routed = torch.zeros(x.shape[0], hidden, dtype=torch.float32, device=x.device)
-        flat = topk_ids.reshape(-1).to(torch.int64)
-        order = torch.argsort(flat, stable=True)
-        counts = torch.bincount(flat, minlength=layer.w13_weight_packed.shape[0]).tolist()
-        top_k = topk_ids.shape[-1]
-        token_of, slot_of = order // top_k, order % top_k
-        start = 0
-        for expert, n in enumerate(counts):
-            if n == 0:
-                continue
-            tokens, slot = token_of[start : start + n], slot_of[start : start + n]
-            start += n
-            xs = x[tokens]
+
+        def expert_fn(expert: int, xs: torch.Tensor) -> torch.Tensor:
             w13, s13 = layer.w13_weight_packed[expert], layer.w13_weight_scale[expert]
             gate = ternary_linear(xs, w13[0], s13[0:1], inter)
             up = ternary_linear(xs, w13[1], s13[1:2], inter)
             h = torch.nn.functional.silu(gate) * up
-            y = ternary_linear(h, layer.w2_weight_packed[expert, 0], layer.w2_weight_scale[expert], hidden)
-            routed.index_add_(0, tokens, y.to(torch.float32) * topk_weights[tokens, slot, None].to(torch.float32))
-        return routed.to(x.dtype)
+            return ternary_linear(h, layer.w2_weight_packed[expert, 0], layer.w2_weight_scale[expert], hidden)
+
+        capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+        num_experts = layer.w13_weight_packed.shape[0]
+        return routed_sum(x, topk_weights, topk_ids, expert_fn, num_experts, sync_free=capturing).to(x.dtype)
 
 
 def _load_expert_tensor(
