@@ -389,6 +389,20 @@ MUTANTS = (
         "    nibbles = q[..., 16:] | (q[..., :16] << np.uint8(4))",
         ("tests/export/test_gguf.py::test_ternary_q4_0_blocks_hold_exactly_fp16_gamma_times_t",),
     ),
+    Mutant(
+        "vllm-export-shared-down-not-doubled",
+        "mote_convert/export/vllm.py",
+        '                    op = DOUBLE if proj == "down_proj" else COPY\n',
+        "                    op = COPY\n",
+        ("tests/export/test_vllm_export.py::test_every_tensor_is_the_checkpoints_under_qwen2_moe_names",),
+    ),
+    Mutant(
+        "vllm-routed-sum-ignores-the-weights-off-the-host",
+        "mote_convert/serving/routing.py",
+        "            weight = (topk_weights.to(torch.float32) * (topk_ids == expert)).sum(dim=-1, keepdim=True)\n",
+        "            weight = (topk_ids == expert).to(torch.float32).sum(dim=-1, keepdim=True)\n",
+        ("tests/serving/test_routing.py::test_routed_sum_is_each_tokens_weighted_experts_in_order",),
+    ),
     # --- trying and scoring a model
     Mutant(
         "generate-dense-fallback",
