@@ -106,26 +106,6 @@ def layer_rows(shapes: benchlib.Shapes, device: torch.device, repeats: int, toke
     return rows
 
 
-def causal_lm(shapes: benchlib.Shapes, device: torch.device, llama: bool) -> nn.Module:
-    """A random bf16 causal LM of these shapes, built on the device."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if llama else (Qwen2Config, Qwen2ForCausalLM)
-    config = config_class(
-        hidden_size=shapes.hidden,
-        intermediate_size=shapes.intermediate,
-        num_hidden_layers=shapes.layers,
-        num_attention_heads=shapes.heads,
-        num_key_value_heads=shapes.kv_heads,
-        vocab_size=shapes.vocab,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = model_class(config).to(torch.bfloat16)
-    return model.eval()
-
-
 def mote_layers(model: nn.Module, experts: int = 4) -> list[nn.Module]:
     """A packed MoTE layer for every FFN of ``model`` (the FFN as shared expert, ternary experts
     quantized from it, a random router), built in memory; the model keeps its dense FFNs."""
@@ -161,7 +141,7 @@ def decode_rows(device: torch.device, repeats: int, tiny: bool, new_tokens: int)
     )
     rows = []
     for name, shapes, llama in cases:
-        model = causal_lm(shapes, device, llama)
+        model = benchlib.causal_lm(shapes, llama=llama, device=str(device), tied=False).eval()
         dense_ffns = [layer.mlp for layer in model.model.layers]
         blocks = mote_layers(model)
         prompt = torch.randint(0, shapes.vocab, (1, 16), device=device)

@@ -225,15 +225,15 @@ def build_llava(root: Path, shapes: Shapes, shard_size: str = "1GB") -> Path:
     return root
 
 
-def build_causal_lm(root: Path, shapes: Shapes) -> Path:
-    """Write a Qwen2 causal LM with these shapes (random bf16 weights, tied embeddings); with
-    Llama-3.2-1B's shapes, a Llama causal LM instead."""
+def causal_lm(shapes: Shapes, *, llama: bool | None = None, device: str = "cpu", tied: bool = True):  # noqa: ANN201
+    """A random bf16 causal LM of these shapes, built on ``device``: Qwen2, or Llama (``llama``; by
+    default for Llama-3.2-1B's shapes, with its RoPE base), with tied embeddings unless ``tied`` is false."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    llama = shapes == LLAMA32_1B
+    llama = shapes == LLAMA32_1B if llama is None else llama
     config_class, model_class = (LlamaConfig, LlamaForCausalLM) if llama else (Qwen2Config, Qwen2ForCausalLM)
-    extra = {"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}} if llama else {}
+    extra = {"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}} if shapes == LLAMA32_1B else {}
     config = config_class(
         **extra,
         hidden_size=shapes.hidden,
@@ -242,13 +242,17 @@ def build_causal_lm(root: Path, shapes: Shapes) -> Path:
         num_attention_heads=shapes.heads,
         num_key_value_heads=shapes.kv_heads,
         vocab_size=shapes.vocab,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
         dtype="bfloat16",
     )
     torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = model_class(config).to(torch.bfloat16)
-    model.save_pretrained(root)
+    with torch.device(device):
+        return model_class(config).to(torch.bfloat16)
+
+
+def build_causal_lm(root: Path, shapes: Shapes) -> Path:
+    """Write :func:`causal_lm` of these shapes (random bf16 weights, tied embeddings) to ``root``."""
+    causal_lm(shapes).save_pretrained(root)
     return root
 
 
