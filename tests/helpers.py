@@ -186,6 +186,24 @@ def training_setup(root: Path, recipe: str | None = None) -> dict[str, Path]:
     return setup
 
 
+def train_args(setup: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """``mote-convert train``'s arguments for a :func:`training_setup`: its MoTE model, data and
+    recipe, output ``out``, then ``extra``."""
+    return [
+        "train",
+        str(setup["mote"]),
+        "--data",
+        str(setup["data"]),
+        "--image-folder",
+        str(setup["data"].parent),
+        "-o",
+        str(out),
+        "--recipe",
+        str(setup["recipe"]),
+        *extra,
+    ]
+
+
 def torchrun_cli(*args: str, processes: int = 2) -> list[str]:
     """The command line of ``mote-convert ARGS`` under torchrun with ``processes`` local processes."""
     import sys

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import mote_convert
 from mote_convert.modeling.load import mote_blocks
-from tests.helpers import training_setup
+from tests.helpers import train_args, training_setup
 
 pytestmark = [
     pytest.mark.gpu,
@@ -194,21 +194,7 @@ def test_ste_step_in_bf16_autocast_matches_the_cpu_reference() -> None:
 
 
 def _train_cli(setup: dict[str, Path], out: Path, *launcher: str) -> subprocess.CompletedProcess:
-    cmd = [
-        *launcher,
-        "-m",
-        "mote_convert.cli",
-        "train",
-        str(setup["mote"]),
-        "--data",
-        str(setup["data"]),
-        "--image-folder",
-        str(setup["data"].parent),
-        "-o",
-        str(out),
-        "--recipe",
-        str(setup["recipe"]),
-    ]
+    cmd = [*launcher, "-m", "mote_convert.cli", *train_args(setup, out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 

@@ -21,7 +21,7 @@ from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_llava
 from mote_convert.train.checkpoints import damage, resume_point
 from mote_convert.train.recipe import load_train_recipe
 from mote_convert.train.run import train
-from tests.helpers import assert_one_line_error, read_all, training_setup
+from tests.helpers import assert_one_line_error, read_all, train_args, training_setup
 
 runner = CliRunner()
 RECIPE = """\
@@ -40,25 +40,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     s = training_setup(tmp_path_factory.mktemp("resume"), RECIPE)
     # the uninterrupted run every resumed one must end at
     full = s["root"] / "full"
-    result = runner.invoke(app, _args(s["mote"], s["data"], s["recipe"], full))
+    result = runner.invoke(app, train_args(s, full))
     assert result.exit_code == 0, result.output
     return {**s, "full": full}
-
-
-def _args(model: Path, data: Path, recipe: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        str(model),
-        "--data",
-        str(data),
-        "--image-folder",
-        str(data.parent),
-        "-o",
-        str(out),
-        "--recipe",
-        str(recipe),
-        *extra,
-    ]
 
 
 class SignalAfterSave(TrainerCallback):
@@ -99,7 +83,7 @@ def test_a_stopped_and_resumed_run_ends_where_the_uninterrupted_one_does(setup: 
     out = setup["root"] / "stopped"
     checkpoints = _stop_after(setup, out, 2)
     assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-2"]  # the stop left one whole checkpoint
-    result = runner.invoke(app, _args(setup["mote"], setup["data"], setup["recipe"], out, "--resume"))
+    result = runner.invoke(app, train_args(setup, out, "--resume"))
     assert result.exit_code == 0, result.output
     assert "resuming from checkpoint-2 (step 2)" in result.stderr
     assert _max_difference(out, setup["full"]) <= 1e-6
@@ -117,7 +101,7 @@ def test_a_half_written_latest_checkpoint_is_skipped_by_name(setup: dict[str, Pa
     shutil.copytree(checkpoints / "checkpoint-2", checkpoints / "checkpoint-4")
     (checkpoints / "checkpoint-4" / "trainer_state.json").unlink()
     (checkpoints / ".checkpoint-6.partial").mkdir()  # and a killed save's staging directory
-    result = runner.invoke(app, _args(setup["mote"], setup["data"], setup["recipe"], out, "--resume"))
+    result = runner.invoke(app, train_args(setup, out, "--resume"))
     assert result.exit_code == 0, result.output
     assert "resuming from checkpoint-2 (step 2); skipped checkpoint-4: no trainer_state.json" in " ".join(
         result.stderr.split()
@@ -187,9 +171,7 @@ def test_a_checkpoint_of_another_model_is_refused_before_training(
 ) -> None:
     checkpoints = _foreign_checkpoint(setup, tmp_path, **other)
     out = tmp_path / "out"
-    result = runner.invoke(
-        app, _args(setup["mote"], setup["data"], setup["recipe"], out, "--resume", "--checkpoints", str(checkpoints))
-    )
+    result = runner.invoke(app, train_args(setup, out, "--resume", "--checkpoints", str(checkpoints)))
     assert_one_line_error(result, 8, needle)
     assert "is a checkpoint of another model" in result.stderr
     assert not out.exists() and sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2"]
@@ -203,10 +185,8 @@ def test_another_expert_count_is_refused_before_training(setup: dict[str, Path],
         shutil.copy2(source / name, ckpt / name)
     result = runner.invoke(
         app,
-        _args(
-            setup["mote"],
-            setup["data"],
-            setup["recipe"],
+        train_args(
+            setup,
             tmp_path / "out",
             "--resume",
             "--checkpoints",

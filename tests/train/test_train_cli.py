@@ -17,7 +17,7 @@ from mote_convert.cli import app
 from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
 from mote_convert.train.recipe import load_train_recipe
 from mote_convert.train.run import train
-from tests.helpers import assert_one_line_error, torchrun_cli, training_setup
+from tests.helpers import assert_one_line_error, torchrun_cli, train_args, training_setup
 
 runner = CliRunner()
 RECIPE = """\
@@ -33,22 +33,6 @@ bf16: true  # bf16 autocast on every CPU (auto decides by its instructions): the
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return training_setup(tmp_path_factory.mktemp("train"), RECIPE)
-
-
-def _args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        str(s["mote"]),
-        "--data",
-        str(s["data"]),
-        "--image-folder",
-        str(s["data"].parent),
-        "-o",
-        str(out),
-        "--recipe",
-        str(s["recipe"]),
-        *extra,
-    ]
 
 
 def _log(checkpoint: Path) -> list[dict]:
@@ -86,7 +70,7 @@ def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
     card.data.base_model = "org/tiny-dense"
     card.save(setup["mote"] / "README.md")
     out = setup["root"] / "trained"
-    result = runner.invoke(app, _args(setup, out))
+    result = runner.invoke(app, train_args(setup, out))
     assert result.exit_code == 0, result.output
     assert "16/16 steps" in result.output and "1 x 2" in result.output  # 1 process x 2 accumulation steps
     log = [e for e in _log(setup["root"] / "trained.checkpoints" / "checkpoint-16") if "loss" in e]
@@ -111,7 +95,7 @@ def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
     routers = [n for n in trained if n.endswith(".router.weight")]
     assert routers and all(float((trained[n] - untrained[n]).abs().max()) > 1e-3 for n in routers)
     # resume: continues from checkpoint-16 to step 20
-    result = runner.invoke(app, _args(setup, out, "--resume", "--max-steps", "20", "--overwrite"))
+    result = runner.invoke(app, train_args(setup, out, "--resume", "--max-steps", "20", "--overwrite"))
     assert result.exit_code == 0, result.output
     log = _log(setup["root"] / "trained.checkpoints" / "checkpoint-20")
     steps = [e["step"] for e in log if "loss" in e]
@@ -120,12 +104,14 @@ def test_train_one_process_then_resume(setup: dict[str, Path]) -> None:
 
 
 def test_train_refusals(setup: dict[str, Path]) -> None:
-    dense_args = _args(setup, setup["root"] / "x")
+    dense_args = train_args(setup, setup["root"] / "x")
     dense_args[1] = str(setup["dense"])
     assert_one_line_error(runner.invoke(app, dense_args), 8, "is not a MoTE checkpoint")
-    assert_one_line_error(runner.invoke(app, _args(setup, setup["root"] / "y", "--resume")), 3, "no checkpoint-* in")
     assert_one_line_error(
-        runner.invoke(app, _args(setup, setup["root"] / "z", "--global-batch-size", "6")),
+        runner.invoke(app, train_args(setup, setup["root"] / "y", "--resume")), 3, "no checkpoint-* in"
+    )
+    assert_one_line_error(
+        runner.invoke(app, train_args(setup, setup["root"] / "z", "--global-batch-size", "6")),
         2,
         "global_batch_size 6 is not a multiple",
     )
@@ -154,7 +140,7 @@ def test_train_refuses_broken_tokenizer_files_in_one_line(
     broken = tmp_path / "mote"
     shutil.copytree(setup["mote"], broken)
     (broken / name).write_text(content)
-    args = _args(setup, tmp_path / "out")
+    args = train_args(setup, tmp_path / "out")
     args[1] = str(broken)
     assert_one_line_error(runner.invoke(app, args), code, needle)
     assert not (tmp_path / "out").exists()
@@ -170,7 +156,7 @@ def test_train_refuses_a_config_transformers_cannot_build_in_one_line(setup: dic
         0  # a value of a kind transformers' RoPE table has no entry for
     )
     (broken / "config.json").write_text(json.dumps(config))
-    args = _args(setup, tmp_path / "out")
+    args = train_args(setup, tmp_path / "out")
     args[1] = str(broken)
     # found before the model loads: the architecture's discovery builds the skeleton from it
     assert_one_line_error(runner.invoke(app, args), 5, "transformers cannot build LlavaForConditionalGeneration")
@@ -185,7 +171,7 @@ def test_train_two_processes_under_torchrun(setup: dict[str, Path], engine: str)
 
     out = setup["root"] / f"trained-{engine}"
     extra = ["--deepspeed", str(launch_dir() / f"{engine}.json")] if engine != "ddp" else []
-    cmd = torchrun_cli(*_args(setup, out, "--max-steps", "8", *extra))
+    cmd = torchrun_cli(*train_args(setup, out, "--max-steps", "8", *extra))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -206,7 +192,7 @@ def test_deepspeed_in_one_process_without_a_launcher(setup: dict[str, Path]) -> 
         sys.executable,
         "-m",
         "mote_convert.cli",
-        *_args(setup, out, "--max-steps", "2", "--deepspeed", str(launch_dir() / "zero2.json")),
+        *train_args(setup, out, "--max-steps", "2", "--deepspeed", str(launch_dir() / "zero2.json")),
     ]
     env = {
         k: v
@@ -225,7 +211,7 @@ def test_a_deepspeed_config_that_is_not_a_json_object_is_refused_in_one_line(
 ) -> None:
     config = tmp_path / "ds.json"
     config.write_text("[1]")
-    result = runner.invoke(app, _args(setup, tmp_path / "out", "--deepspeed", str(config)))
+    result = runner.invoke(app, train_args(setup, tmp_path / "out", "--deepspeed", str(config)))
     assert_one_line_error(result, 2, f"deepspeed config {config}: must hold a JSON object, not a list")
     assert not (tmp_path / "out").exists()
 
@@ -347,7 +333,7 @@ def test_train_from_a_repo_id_reports_to_tensorboard_and_draws_its_loss(
     runs = {}
     for name, model in (("from-dir", str(setup["mote"])), ("from-hub", "org/tiny-mote")):
         out = setup["root"] / name
-        args = _args(setup, out, "--max-steps", "4", "--report-to", "tensorboard", "--json")
+        args = train_args(setup, out, "--max-steps", "4", "--report-to", "tensorboard", "--json")
         args[1] = model
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
