@@ -392,8 +392,8 @@ MUTANTS = (
     Mutant(
         "vllm-export-shared-down-not-doubled",
         "mote_convert/export/vllm.py",
-        '                    op = DOUBLE if proj == "down_proj" else COPY\n',
-        "                    op = COPY\n",
+        '            op = DOUBLE if proj == "down_proj" else COPY\n',
+        "            op = COPY\n",
         ("tests/export/test_vllm_export.py::test_every_tensor_is_the_checkpoints_under_qwen2_moe_names",),
     ),
     Mutant(

@@ -183,28 +183,24 @@ def plan_vllm(model: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_S
     moe_prefixes = {prefix: layer for layer, prefix in mote.layer_prefixes.items()}
     routers = {router_name(p): p for p in moe_prefixes}
     codec = get_codec(ExpertFormat.PACKED_2BIT)
-    dense_layers = {}
+    attentions = {}  # "...self_attn." -> the dtype of its weights
     entries: list[VllmEntry] = []
     for info in index:
         name, op = info.name, COPY
-        spec = TensorSpec(name, info.dtype, info.shape)
         expert = EXPERT_NAME.match(name)
+        base, proj, _ = (name.rsplit(".", 2) + ["", ""])[:3]
         if name in routers:
             name = f"{routers[name]}.gate.weight"
         elif expert is not None and expert["prefix"] in moe_prefixes:
-            if codec.scale is not None and expert["suffix"] == codec.primary:
+            if expert["suffix"] == codec.primary:
                 op = CHECKED  # the codes are read and checked for the never-written 0b11
-        else:
-            for prefix in moe_prefixes:
-                if name.startswith(prefix + ".") and name.count(".") == prefix.count(".") + 2:
-                    proj = name[len(prefix) + 1 :].split(".")[0]
-                    name = f"{prefix}.shared_expert.{name[len(prefix) + 1 :]}"
-                    op = DOUBLE if proj == "down_proj" else COPY
-                    break
-        entries.append(VllmEntry(TensorSpec(name, spec.dtype, spec.shape), op, info.name))
+        elif base in moe_prefixes:  # the shared expert: the dense FFN's own tensors
+            name = name.replace(f"{base}.", f"{base}.shared_expert.", 1)
+            op = DOUBLE if proj == "down_proj" else COPY
+        entries.append(VllmEntry(TensorSpec(name, info.dtype, info.shape), op, info.name))
         if name.endswith(".self_attn.q_proj.weight"):
-            dense_layers[name.removesuffix("q_proj.weight")] = info.dtype
-    for attn, dtype in dense_layers.items():
+            attentions[name.removesuffix("q_proj.weight")] = info.dtype
+    for attn, dtype in attentions.items():
         for proj, width in (("q", heads * head_dim), ("k", kv_heads * head_dim), ("v", kv_heads * head_dim)):
             bias = f"{attn}{proj}_proj.bias"
             if bias not in index.tensors:
