@@ -25,13 +25,16 @@ from mote_convert.kernels.registry import register_kernel
 
 SOURCE = Path(__file__).parent / "csrc" / "ternary_cpu.cpp"
 NAME = "mote_ternary_cpu"
+MARKER = "built"  # beside the library once it has loaded: see load()
 # -fno-trapping-math lets the packing loop vectorize (rounding that raises no floating-point
 # exception is the same rounding); results are unchanged.
 # -fopenmp: at::parallel_for is a header template that runs its range serially unless the including
 # file is compiled with OpenMP. Where torch itself runs on GNU OpenMP (Linux), its symbols resolve to
 # torch's own libgomp when the library loads, so torch.set_num_threads governs our loops too.
+# No -std: cpp_extension passes the standard torch's headers need (C++17 up to torch 2.13, C++20
+# from 2.14, whose headers use concepts); a flag of ours would come after it and win.
 _OPENMP = ("-fopenmp",) if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else ()
-CFLAGS = ("-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", *_OPENMP)
+CFLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", *_OPENMP)
 logger = logging.getLogger("mote_convert")
 
 
@@ -60,9 +63,11 @@ def load() -> bool:
         directory = build_directory()
         library = directory / f"{NAME}.so"
         # A finished build is loaded directly: importing cpp_extension (setuptools with it) and its
-        # up-to-date check cost a quarter of a second in every process. While another process builds
-        # (torchrun's ranks), cpp_extension's "lock" file exists, and load() waits for that build.
-        if library.is_file() and not (directory / "lock").exists():
+        # up-to-date check cost a quarter of a second in every process. Finished means our marker
+        # names the library's size and time: cpp_extension's own "lock" file cannot tell (up to torch
+        # 2.13 it exists while a build runs; from 2.14 it stays, an advisory lock). Anything else goes
+        # through cpp_extension.load, which waits for another process's build (torchrun's ranks).
+        if _finished(directory, library):
             torch.ops.load_library(str(library))
         else:
             from torch.utils import cpp_extension
@@ -77,7 +82,9 @@ def load() -> bool:
                 is_python_module=False,
                 verbose=False,
             )
-        torch.ops.mote.ternary_matmul  # noqa: B018 - fails if the library did not register
+            torch.ops.mote.ternary_matmul  # noqa: B018 - fails if the library did not register
+            _mark_finished(directory, library)
+        torch.ops.mote.ternary_matmul  # noqa: B018 - likewise
         return True
     except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
         warnings.warn(
@@ -87,6 +94,26 @@ def load() -> bool:
             stacklevel=2,
         )
         return False
+
+
+def _stamp(library: Path) -> str:
+    stat = library.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns}\n"
+
+
+def _finished(directory: Path, library: Path) -> bool:
+    """Whether ``library`` is a build that loaded once: the marker written after it names it."""
+    try:
+        return (directory / MARKER).read_text() == _stamp(library)
+    except OSError:
+        return False
+
+
+def _mark_finished(directory: Path, library: Path) -> None:
+    """The marker, written beside its final place and renamed (a reader never sees half of it)."""
+    staged = directory / f"{MARKER}.{os.getpid()}.tmp"
+    staged.write_text(_stamp(library))
+    os.replace(staged, directory / MARKER)
 
 
 def _ninja_on_path() -> None:
