@@ -112,13 +112,24 @@ def encode_prompt(processor: Any, prompt: str, image: Path | None) -> dict[str, 
                 pil = img.convert("RGB")
         except OSError as exc:
             raise DataError(f"{image}: not an image PIL can read ({exc})") from None
+    parts = ([{"type": "image", "image": pil}] if pil is not None else []) + [{"type": "text", "text": prompt}]
+    return encode_messages(processor, [{"role": "user", "content": parts}])
+
+
+def encode_messages(processor: Any, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Token ids (and pixel values) of a conversation whose turns hold typed parts (``{"type":
+    "text", "text": ...}``, ``{"type": "image", "image": PIL image}``), rendered by the model's chat
+    template with its generation prompt. A tokenizer's template takes each turn's text joined; a
+    model without a template gets the texts as they are, the images beside them."""
     if not getattr(processor, "chat_template", None):
-        return dict(processor(text=[prompt], **({"images": [pil]} if pil is not None else {}), return_tensors="pt"))
-    if hasattr(processor, "image_processor"):  # a processor's template takes typed content parts
-        parts = ([{"type": "image", "image": pil}] if pil is not None else []) + [{"type": "text", "text": prompt}]
-        messages: list[dict[str, Any]] = [{"role": "user", "content": parts}]
-    else:
-        messages = [{"role": "user", "content": prompt}]
+        text = "".join(part["text"] for m in messages for part in m["content"] if part["type"] == "text")
+        images = [part["image"] for m in messages for part in m["content"] if part["type"] == "image"]
+        return dict(processor(text=[text], **({"images": images} if images else {}), return_tensors="pt"))
+    if not hasattr(processor, "image_processor"):  # a tokenizer's template takes plain strings
+        messages = [
+            {"role": m["role"], "content": "".join(p["text"] for p in m["content"] if p["type"] == "text")}
+            for m in messages
+        ]
     encoded = processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
