@@ -216,3 +216,11 @@ def _scores(out: dict[str, Any]) -> tuple[Score, ...]:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def lmms_eval_manifest() -> Any:
+    """lmms-eval's ``lmms_eval.models`` entry point: the model type ``mote``
+    (:class:`mote_convert.lmms_model.MoteLMM`, imported only when a run asks for it)."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id="mote", chat_class_path="mote_convert.lmms_model.MoteLMM")

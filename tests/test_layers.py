@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("mote_convert.execute", "mote_convert.write", "mote_convert.modeling"),
     ("mote_convert.inspection", "mote_convert.export", "mote_convert.generation", "mote_convert.serving"),
-    ("mote_convert.evaluation",),
+    ("mote_convert.evaluation", "mote_convert.lmms_model"),
     ("mote_convert.card",),
     ("mote_convert.upcycle", "mote_convert.pack"),
     ("mote_convert.train",),
