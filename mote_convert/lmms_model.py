@@ -87,7 +87,8 @@ class MoteLMM(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         """Each request's messages (text and images) answered by ``generate``: greedy unless the
-        task asks for a temperature, cut at the first of the task's ``until`` strings."""
+        task asks for a temperature, at most ``max_new_tokens`` (or lm-eval's ``max_gen_toks``) new
+        tokens, cut at the first of the task's ``until`` strings."""
         results = []
         for request in requests:
             _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args
@@ -117,7 +118,9 @@ class MoteLMM(lmms):
         with torch.inference_mode():
             out = self._model.generate(
                 **inputs,
-                max_new_tokens=int(gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS),
+                max_new_tokens=int(
+                    gen_kwargs.get("max_new_tokens") or gen_kwargs.get("max_gen_toks") or DEFAULT_MAX_NEW_TOKENS
+                ),
                 num_beams=int(gen_kwargs.get("num_beams") or 1),
                 pad_token_id=pad,
                 **sampling,

@@ -46,6 +46,14 @@ metric_list:
     aggregation: mean
     higher_is_better: true
 """
+# lm-eval's names for the same settings, and a stop string (a character of the first answer)
+TASK_CUT = """\
+task: tiny_pictures_cut
+include: tiny_pictures.yaml
+generation_kwargs:
+  max_gen_toks: 6
+  until: [{stop}]
+"""
 UTILS = """\
 from PIL import Image
 
@@ -64,56 +72,68 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     models = vlm_with_experts_that_matter(root)
     tasks = root / "tasks"
     tasks.mkdir()
-    items = []
+    items, raw = [], []
     for i, (name, rgb) in enumerate(sorted(COLORS.items()) * 2):
         path = root / f"{i}.png"
         Image.new("RGB", (16, 16), tuple(min(255, c + 9 * i) for c in rgb)).save(path)
-        answer = mote_convert.generate(models["mote"], "What color is this?", image=path, max_new_tokens=6).text.strip()
-        items.append({"image": str(path), "answer": answer if i % 2 == 0 else name})
+        raw.append(mote_convert.generate(models["mote"], "What color is this?", image=path, max_new_tokens=6).text)
+        items.append({"image": str(path), "answer": raw[-1].strip() if i % 2 == 0 else name})
     (tasks / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
     (tasks / "tiny_pictures.yaml").write_text(TASK.format(items=tasks / "items.jsonl"))
+    stop = raw[0].strip()[len(raw[0].strip()) // 2]
+    (tasks / "tiny_pictures_cut.yaml").write_text(TASK_CUT.format(stop=json.dumps(stop)))
+    (tasks / "stop").write_text(stop)
     (tasks / "pictures_utils.py").write_text(UTILS)
     return {**models, "tasks": tasks, "items": tasks / "items.jsonl", "root": root}
 
 
-def lmms_eval(
-    model: Path, tasks: Path, out: Path, *extra: str, launcher: tuple[str, ...] = ("lmms-eval",)
-) -> subprocess.CompletedProcess[str]:
+TASKS = ("tiny_pictures", "tiny_pictures_cut")
+
+
+def run(
+    model: Path, tasks: Path, out: Path, launcher: tuple[str, ...] = ("lmms-eval",)
+) -> dict[str, tuple[list[str], float]]:
+    """Per task: (each item's logged answer, in item order; the exact-match score) of one lmms-eval run."""
     command = [
         *launcher,
-        *("eval", "--model", "mote", "--model_args", f"pretrained={model}"),
-        *("--tasks", "tiny_pictures", "--include_path", str(tasks), "--log_samples", "--output_path", str(out)),
-        *extra,
+        *("eval", "--model", "mote", "--model_args", f"pretrained={model}", "--tasks", ",".join(TASKS)),
+        *("--include_path", str(tasks), "--log_samples", "--output_path", str(out)),
     ]
-    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
-
-
-def run(model: Path, tasks: Path, out: Path, launcher: tuple[str, ...] = ("lmms-eval",)) -> tuple[list[str], float]:
-    """(each item's logged answer, in item order; the exact-match score) of one lmms-eval run."""
-    result = lmms_eval(model, tasks, out, launcher=launcher)
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "Error during evaluation" not in result.stdout, (
         result.stdout[-3000:] + result.stderr[-3000:]
     )
     (results_file,) = out.glob("*/*_results.json")
-    (samples_file,) = out.glob("*/*_samples_tiny_pictures.jsonl")
-    samples = sorted((json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"])
-    answers = [s["filtered_resps"] if isinstance(s["filtered_resps"], str) else s["filtered_resps"][0] for s in samples]
-    return answers, json.loads(results_file.read_text())["results"]["tiny_pictures"]["exact_match,none"]
+    results = json.loads(results_file.read_text())["results"]
+    found = {}
+    for task in TASKS:
+        (samples_file,) = out.glob(f"*/*_samples_{task}.jsonl")
+        samples = sorted(
+            (json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"]
+        )
+        answers = [r if isinstance(r, str) else r[0] for r in (s["filtered_resps"] for s in samples)]
+        found[task] = (answers, results[task]["exact_match,none"])
+    return found
 
 
 def test_lmms_eval_scores_the_mote_model(setup: dict[str, Path]) -> None:
     items = [json.loads(line) for line in setup["items"].read_text().splitlines()]
+    stop = (setup["tasks"] / "stop").read_text()
     scores, answers = {}, {}
     for kind in ("mote", "dense"):
-        answers[kind], score = run(setup[kind], setup["tasks"], setup["root"] / f"out-{kind}")
-        want = [
-            mote_convert.generate(setup[kind], "What color is this?", image=i["image"], max_new_tokens=6).text.strip()
-            for i in items
+        found = run(setup[kind], setup["tasks"], setup["root"] / f"out-{kind}")
+        raw = [
+            mote_convert.generate(setup[kind], "What color is this?", image=i["image"], max_new_tokens=6) for i in items
         ]
-        assert answers[kind] == want  # the answers of load_model (or the dense class), greedy, chat template
-        right = [w == i["answer"] for w, i in zip(want, items, strict=True)]
-        assert score == pytest.approx(sum(right) / len(right))
-        scores[kind] = score
+        for task, cut in (("tiny_pictures", None), ("tiny_pictures_cut", stop)):
+            # the answers of load_model (or the dense class), greedy, in the chat template, cut at the stop
+            want = [r.text.split(cut, 1)[0].strip() if cut else r.text.strip() for r in raw]
+            assert found[task][0] == want, task
+            right = [w == i["answer"] for w, i in zip(want, items, strict=True)]
+            assert found[task][1] == pytest.approx(sum(right) / len(right)), task
+        answers[kind], scores[kind] = found["tiny_pictures"]
+        if kind == "mote":  # the stop string is in the first answer: the cut made a difference
+            assert found["tiny_pictures_cut"][0][0] != found["tiny_pictures"][0][0]
     assert scores["mote"] >= 0.5 and answers["mote"] != answers["dense"]
     assert scores["dense"] != scores["mote"]  # what lmms-eval's own model types would have reported
 
