@@ -33,8 +33,9 @@ class MoteLMM(lmms):
     directory or a Hub repo id), ``revision``, ``dtype`` (e.g. ``bfloat16``; default the
     checkpoint's), ``device`` (default ``cuda`` when there is one, else ``cpu``), ``system_prompt``.
     Requests run one at a time (``batch_size`` is accepted and changes nothing), so an answer does not
-    depend on its batch's padding. Under ``accelerate launch`` each process holds the model and
-    answers its share of the requests (lmms-eval splits them by rank)."""
+    depend on its batch's padding. Under ``torchrun`` or ``accelerate launch`` each process holds the
+    model (on its own GPU where there are GPUs) and answers its share of the requests (lmms-eval splits
+    them by rank)."""
 
     is_simple = False
 
