@@ -67,7 +67,8 @@ def load() -> bool:
         # names the library's size and time: cpp_extension's own "lock" file cannot tell (up to torch
         # 2.13 it exists while a build runs; from 2.14 it stays, an advisory lock). Anything else goes
         # through cpp_extension.load, which waits for another process's build (torchrun's ranks).
-        if _finished(directory, library):
+        finished = _finished(directory, library)
+        if finished:
             torch.ops.load_library(str(library))
         else:
             from torch.utils import cpp_extension
@@ -82,9 +83,9 @@ def load() -> bool:
                 is_python_module=False,
                 verbose=False,
             )
-            torch.ops.mote.ternary_matmul  # noqa: B018 - fails if the library did not register
+        torch.ops.mote.ternary_matmul  # noqa: B018 - fails if the library did not register
+        if not finished:
             _mark_finished(directory, library)
-        torch.ops.mote.ternary_matmul  # noqa: B018 - likewise
         return True
     except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
         warnings.warn(
