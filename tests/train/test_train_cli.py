@@ -290,19 +290,10 @@ def test_two_processes_train_what_one_process_trains(setup: dict[str, Path], tmp
         "learning_rate: 3.0e-3\nmax_steps: 4\nglobal_batch_size: 8\nper_device_batch_size: 4\n"
         "warmup_ratio: 0\nbf16: false\nexpert_format: latent\n"
     )
-    args = [
-        "train",
-        str(setup["mote"]),
-        "--data",
-        str(setup["data"]),
-        "--image-folder",
-        str(setup["data"].parent),
-        "--recipe",
-        str(recipe),
-    ]
-    result = runner.invoke(app, [*args, "-o", str(tmp_path / "one")])
+    fp32 = {**setup, "recipe": recipe}
+    result = runner.invoke(app, train_args(fp32, tmp_path / "one"))
     assert result.exit_code == 0, result.output
-    cmd = torchrun_cli(*args, "-o", str(tmp_path / "two"))
+    cmd = torchrun_cli(*train_args(fp32, tmp_path / "two"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
