@@ -14,6 +14,7 @@ import mote_convert
 import mote_convert.checkpoint as checkpoint
 from mote_convert.cli import app
 from mote_convert.tiny import TINY_VOCAB_WITH_PROCESSOR, build_tiny_dataset, build_tiny_llava, build_tiny_processor
+from tests.helpers import train_args
 
 runner = CliRunner()
 
@@ -65,18 +66,7 @@ def _commands(m: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
             "--mmproj",
             str(tmp / "v.gguf"),
         ],
-        "train": [
-            "train",
-            str(m["mote"]),
-            "--data",
-            str(m["data"]),
-            "--image-folder",
-            str(m["data"].parent),
-            "-o",
-            str(tmp / "trained"),
-            "--recipe",
-            str(recipe),
-        ],
+        "train": train_args({**m, "recipe": recipe}, tmp / "trained"),
     }
 
 
